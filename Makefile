@@ -1,0 +1,51 @@
+# The README's vocabulary. Every target that needs tools calls `setup` first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# command -> Debian package that provides it
+OS_TOOLS := mosquitto:mosquitto mosquitto_pub:mosquitto-clients redis-server:redis-server \
+            prometheus:prometheus promtool:prometheus chromium:chromium docker-compose:docker-compose
+
+.PHONY: setup demo test test-fast up down status lint bench clean
+
+setup: $(VENV)/.installed
+	@missing=""; for pair in $(OS_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing OS packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+demo: setup
+	$(PY) -m pipeline.demo
+
+test: setup
+	PATH="$$PATH:/usr/sbin:/sbin" $(PY) -m pytest -q tests
+
+test-fast: setup
+	PATH="$$PATH:/usr/sbin:/sbin" $(PY) -m pytest -q tests/unit tests/component
+
+up: setup
+	PATH="$$PATH:/usr/sbin:/sbin" $(PY) -m pipeline up --detach
+
+down:
+	$(PY) -m pipeline down
+
+status:
+	$(PY) -m pipeline status
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: setup
+	PATH="$$PATH:/usr/sbin:/sbin" $(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pipeswarm .pytest_cache .mypy_cache .ruff_cache
