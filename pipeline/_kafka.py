@@ -1,0 +1,39 @@
+"""Kafka helpers shared by the bridge and the consumer (kafka-python)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+
+def ensure_topics(bootstrap: str, topics: dict[str, int], timeout: float = 30.0) -> None:
+    """Create each topic with its partition count unless it exists.
+
+    Tansu (the embedded broker) needs topics created before producing
+    (DESIGN.md, "Known broker facts"); on a real cluster this is idempotent.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="pipeswarm-admin")
+            try:
+                existing = set(admin.list_topics())
+                missing = [NewTopic(t, n, 1) for t, n in topics.items() if t not in existing]
+                if missing:
+                    try:
+                        admin.create_topics(missing)
+                    except TopicAlreadyExistsError:
+                        pass
+                return
+            finally:
+                admin.close()
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("kafka not ready for topic creation (%s); retrying", exc)
+            time.sleep(0.5)

@@ -1,0 +1,31 @@
+"""Shared fixtures: real servers on free ports, stopped by the PIDs we started."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.stack import Stack
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory):
+    """A real Mosquitto and Redis (no Kafka, no services) on free ports."""
+    stack = Stack.with_ports(auto=True, state_dir=tmp_path_factory.mktemp("servers"))
+    try:
+        stack.start_service("mosquitto")
+        stack.start_service("redis")
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(servers) -> str:
+    """`redis://127.0.0.1:PORT/0` of a real redis-server."""
+    return servers.urls["redis"]
+
+
+@pytest.fixture(scope="session")
+def mqtt_url(servers) -> str:
+    """`mqtt://127.0.0.1:PORT` of a real Mosquitto."""
+    return servers.urls["mqtt"]
