@@ -16,24 +16,39 @@ from pipeline.stack import PORTS, Stack
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start Mosquitto, Redis, Kafka (Tansu), bridge, consumer, gateway")
+    up = sub.add_parser(
+        "up", help="start Mosquitto, Redis, Kafka (Tansu), bridge, consumer, gateway"
+    )
     up.add_argument("--detach", action="store_true", help="return once healthy; `down` stops it")
-    up.add_argument("--ports", choices=["default", "auto"], default="default",
-                    help="auto: pick free ports for everything not given explicitly")
+    up.add_argument(
+        "--ports",
+        choices=["default", "auto"],
+        default="default",
+        help="auto: pick free ports for everything not given explicitly",
+    )
     for name, (default, what, option) in PORTS.items():
-        up.add_argument(option, type=int, dest=name, default=None,
-                        help=f"{what} port (default {default})")
-    up.add_argument("--kafka-bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
-                    help="use this Kafka instead of the embedded Tansu (env KAFKA_BOOTSTRAP_SERVERS)")
-    up.add_argument("--push-mode", choices=["stream", "snapshot"],
-                    default=os.environ.get("PUSH_MODE", "stream"))
+        up.add_argument(
+            option, type=int, dest=name, default=None, help=f"{what} port (default {default})"
+        )
+    up.add_argument(
+        "--kafka-bootstrap",
+        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+        help="use this Kafka instead of the embedded Tansu (env KAFKA_BOOTSTRAP_SERVERS)",
+    )
+    up.add_argument(
+        "--push-mode", choices=["stream", "snapshot"], default=os.environ.get("PUSH_MODE", "stream")
+    )
     up.add_argument("--snapshot-interval-ms", type=int, default=1000)
     up.add_argument("--partitions", type=int, default=8, help="partitions of mqtt-messages")
     up.add_argument("--redis-ttl", type=int, default=3600, help="TTL of latest coordinates, s")
     for name in ("down", "status"):
         sub.add_parser(name)
-    p.add_argument("--state-dir", type=Path, default=Path(".pipeswarm"),
-                   help="where stack.json and logs live (default .pipeswarm)")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".pipeswarm"),
+        help="where stack.json and logs live (default .pipeswarm)",
+    )
     return p
 
 
@@ -73,8 +88,11 @@ def _up(args: argparse.Namespace) -> int:
     if (args.state_dir / "stack.json").exists():
         old = Stack.load(args.state_dir)
         if any(p.alive() for p in old.procs.values()):
-            print(f"pipeline: a stack is already running (see {args.state_dir}/stack.json); "
-                  "stop it with `python -m pipeline down`.", file=sys.stderr)
+            print(
+                f"pipeline: a stack is already running (see {args.state_dir}/stack.json); "
+                "stop it with `python -m pipeline down`.",
+                file=sys.stderr,
+            )
             return 2
     given = {name: getattr(args, name) for name in PORTS if getattr(args, name)}
     stack = Stack.with_ports(
@@ -90,7 +108,9 @@ def _up(args: argparse.Namespace) -> int:
     stack.start()
     _print_endpoints(stack)
     if args.detach:
-        print(f"  state      {args.state_dir / 'stack.json'}  (stop with `python -m pipeline down`)")
+        print(
+            f"  state      {args.state_dir / 'stack.json'}  (stop with `python -m pipeline down`)"
+        )
         return 0
     print("Ctrl-C to stop.")
     stopped = threading.Event()

@@ -138,8 +138,12 @@ class Proc:
             pass
 
 
-def spawn(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None,
-          ) -> tuple[Proc, subprocess.Popen]:
+def spawn(
+    name: str,
+    argv: list[str],
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+) -> tuple[Proc, subprocess.Popen]:
     """Start `argv` in its own session with output to `log_dir/name.log`."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
@@ -154,3 +158,11 @@ def spawn(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None 
         )
     create_time = psutil.Process(popen.pid).create_time()
     return Proc(name, popen.pid, create_time, str(log_path)), popen
+
+
+def service_logging() -> None:
+    """One line per event for the services; the Kafka client's chatter only on warnings."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)

@@ -213,7 +213,9 @@ class Stack:
             "redis": lambda: accepts(self.ports["redis"]),
             "kafka": lambda: _kafka_answers(self.urls["kafka"]),
             "bridge": lambda: http_ok(self.urls["bridge_metrics"], "pipeline_bridge_ready 1.0"),
-            "consumer": lambda: http_ok(self.urls["consumer_metrics"], "pipeline_consumer_ready 1.0"),
+            "consumer": lambda: http_ok(
+                self.urls["consumer_metrics"], "pipeline_consumer_ready 1.0"
+            ),
             "gateway": lambda: http_ok(self.urls["gateway"] + "/api/health"),
         }
         out = {}
