@@ -156,7 +156,9 @@ class Consumer:
 
     def _write(self) -> None:
         s = self.settings
-        pipe = self.redis.pipeline(transaction=False)
+        # MULTI/EXEC: a batch is applied whole or not at all, so a retry after a
+        # connection drop does not count half a batch twice.
+        pipe = self.redis.pipeline(transaction=True)
         for device_id, value, ts_ms in self.pending:
             pipe.set(LATEST_KEY.format(device_id=device_id), value, ex=s.redis_ttl_s)
             pipe.zadd(DEVICES_KEY, {device_id: ts_ms})

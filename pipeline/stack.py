@@ -247,9 +247,14 @@ class Stack:
 
     def _start_redis(self) -> Proc:
         port = self.ports["redis"]
+        data = self.state_dir / f"redis-{port}"
+        data.mkdir(parents=True, exist_ok=True)
+        # AOF (fsync every second, written on SIGTERM) so a restarted Redis keeps the
+        # latest state and counters, as a production Redis would.
         argv = [
             find_binary("redis-server", "redis-server"),
-            "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data.resolve()),
+            "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
             "--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning",
         ]  # fmt: skip
         proc, popen = spawn("redis", argv, self._logs)
