@@ -1,0 +1,153 @@
+"""Snapshot push mode, a Redis outage under load, and a taken port."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+import redis
+import websocket
+
+from pipeline._procs import free_port, http_ok, spawn, wait_until
+from pipeline.stack import Stack
+from tests.helpers import mqtt_client, traced, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_snapshot_mode_sends_one_batch_per_interval_with_every_device(stack, tmp_path):
+    port = free_port()
+    env = {**stack.service_env(), "GATEWAY_PORT": str(port), "PUSH_MODE": "snapshot",
+           "SNAPSHOT_INTERVAL_MS": "200"}
+    proc, popen = spawn("gateway-snapshot", [sys.executable, "-m", "pipeline.gateway"],
+                        tmp_path, env=env)
+    try:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/api/health"), 30, "gateway", popen)
+        pub = mqtt_client(stack.ports["mqtt"])
+        devices = [f"snap-{i}" for i in range(5)]
+        for seq in (1, 2, 3):
+            for d in devices:
+                pub.publish(f"sensors/{d}/coordinates", traced(d, seq), qos=1).wait_for_publish(5)
+        pub.loop_stop()
+        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/coordinates", timeout=5)
+
+        def latest_seqs(batch: dict) -> dict[str, int]:
+            return {m["device_id"]: m["trace"]["seq"] for m in batch["devices"]
+                    if m["device_id"] in devices}
+
+        # Wait for a batch that has everything, then time the next few.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            batch = json.loads(ws.recv())
+            if latest_seqs(batch) == {d: 3 for d in devices}:
+                break
+        else:
+            raise AssertionError("no snapshot ever held the latest value of every device")
+        assert batch["type"] == "snapshot"
+        arrivals = []
+        for _ in range(5):
+            batch = json.loads(ws.recv())
+            arrivals.append(time.monotonic())
+            assert latest_seqs(batch) == {d: 3 for d in devices}
+        gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+        assert all(0.1 < g < 0.4 for g in gaps), gaps  # one batch per 200 ms interval
+        ws.close()
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def own_stack(tmp_path):
+    s = Stack.with_ports(auto=True, state_dir=tmp_path / "stack", partitions=4)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(url).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_redis_outage_under_load_loses_nothing_and_the_breaker_recovers(own_stack):
+    s = own_stack
+    devices = [f"outage-{i}" for i in range(20)]
+    per_device = 100  # 2,000 messages at 200 msg/s: 10 s, Redis away from 2 s to 7 s
+    published = 0
+    pub = mqtt_client(s.ports["mqtt"])
+
+    def publish() -> None:
+        nonlocal published
+        start = time.monotonic()
+        for seq in range(1, per_device + 1):
+            for d in devices:
+                pub.publish(f"sensors/{d}/coordinates", traced(d, seq), qos=1)
+                published += 1
+                # open-loop schedule: message n is due at start + n / 200
+                delay = start + published / 200 - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    try:
+        wait_for(lambda: published >= 400, 10, "2 s of traffic")
+        s.stop_service("redis")
+        outage_started = time.monotonic()
+        wait_for(lambda: _metric(s.urls["consumer_metrics"], "pipeline_consumer_breaker_state")
+                 == 1.0, 10, "the breaker to open")
+        time.sleep(max(0.0, 5 - (time.monotonic() - outage_started)))  # the outage itself
+        s.start_service("redis")
+        publisher.join(30)
+        assert published == len(devices) * per_device
+
+        r = redis.Redis.from_url(s.urls["redis"])
+        wait_for(lambda: int(r.get("pipeswarm:total") or 0) >= published, 60,
+                 "every message in Redis")
+        assert int(r.get("pipeswarm:total")) == published
+        counts = {k.decode(): int(v) for k, v in r.hgetall("pipeswarm:counts").items()}
+        assert all(counts[d] == per_device for d in devices), counts
+        for d in devices:
+            latest = json.loads(r.get(f"pipeswarm:latest:{d}"))
+            assert latest["trace"]["seq"] == per_device
+
+        m = s.urls["consumer_metrics"]
+        assert _metric(m, "pipeline_consumer_breaker_state") == 0.0
+        text = httpx.get(m).text
+        assert 'pipeline_consumer_breaker_transitions_total{state="open"}' in text
+        opened = _metric(m, 'pipeline_consumer_breaker_transitions_total{state="open"}')
+        closed = _metric(m, 'pipeline_consumer_breaker_transitions_total{state="closed"}')
+        assert opened >= 1 and closed >= 1
+        assert _metric(m, "pipeline_consumer_redis_errors_total") >= 1
+        wait_for(lambda: httpx.get(s.urls["gateway"] + "/api/health").status_code == 200, 20,
+                 "the gateway to be healthy again")
+    finally:
+        pub.loop_stop()
+        publisher.join(5)
+
+
+def test_taken_port_exits_2_naming_the_port_and_the_option(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline", "--state-dir", str(tmp_path), "up",
+             "--ports", "auto", "--mqtt-port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(port) in lines[0] and "--mqtt-port" in lines[0]
+    assert not (tmp_path / "stack.json").exists()
