@@ -235,7 +235,7 @@ class Bridge:
 def main() -> None:
     service_logging()
     settings = Settings.from_env()
-    start_http_server(settings.bridge_metrics_port, addr="127.0.0.1")
+    start_http_server(settings.bridge_metrics_port, addr=settings.metrics_host)
     bridge = Bridge(settings)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: bridge.stopping.set())

@@ -69,6 +69,7 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     gateway_port: int = 8081
     gateway_host: str = "127.0.0.1"
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 in containers
     bridge_metrics_port: int = 9101
     consumer_metrics_port: int = 9102
     kafka_topic: str = "mqtt-messages"
@@ -99,6 +100,7 @@ class Settings:
             redis_url=os.environ.get("REDIS_URL", d.redis_url),
             gateway_port=_env_int("GATEWAY_PORT", d.gateway_port),
             gateway_host=os.environ.get("GATEWAY_HOST", d.gateway_host),
+            metrics_host=os.environ.get("METRICS_HOST", d.metrics_host),
             bridge_metrics_port=_env_int("BRIDGE_METRICS_PORT", d.bridge_metrics_port),
             consumer_metrics_port=_env_int("CONSUMER_METRICS_PORT", d.consumer_metrics_port),
             kafka_topic=os.environ.get("KAFKA_TOPIC", d.kafka_topic),

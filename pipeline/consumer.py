@@ -232,7 +232,7 @@ class Consumer:
 def main() -> None:
     service_logging()
     settings = Settings.from_env()
-    start_http_server(settings.consumer_metrics_port, addr="127.0.0.1")
+    start_http_server(settings.consumer_metrics_port, addr=settings.metrics_host)
     consumer = Consumer(settings)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: consumer.stopping.set())
