@@ -82,6 +82,7 @@ class Settings:
     push_mode: str = "stream"  # or "snapshot"
     snapshot_interval_ms: int = 1000
     client_queue: int = 10_000  # per WebSocket client, before slow-client drops
+    gateway_token: str = ""  # when set, STOMP CONNECT needs this bearer token or passcode
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -113,4 +114,5 @@ class Settings:
             push_mode=push_mode,
             snapshot_interval_ms=_env_int("SNAPSHOT_INTERVAL_MS", d.snapshot_interval_ms),
             client_queue=_env_int("CLIENT_QUEUE", d.client_queue),
+            gateway_token=os.environ.get("GATEWAY_TOKEN", d.gateway_token),
         )
