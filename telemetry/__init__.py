@@ -1,0 +1,53 @@
+"""Locust plugins that follow every message end to end (DESIGN.md, issue 3).
+
+Importing this package registers the telemetry options (``--results-dir``,
+``--run-id``, ``--e2e-grace``, ``--e2e-drain``) and hooks every Locust
+``Environment`` at ``init``. User code needs two calls::
+
+    ledger = telemetry.get_ledger(self.environment)      # in on_start
+    # publisher
+    payload = telemetry.envelope.build(device_id, x, y, run=ledger.run_id, seq=seq, t0=t0_ns)
+    ledger.published(device_id, seq, t0_ns, tp_ns)
+    # subscriber
+    sub = ledger.subscriber("stomp")
+    sub.received(frame_body, recv_ns)
+
+See ``telemetry.ledger`` for the contract and ``docs/results.md`` for the files.
+"""
+
+from __future__ import annotations
+
+from telemetry import envelope
+from telemetry.collector import Collector
+from telemetry.envelope import Snapshot, Trace
+from telemetry.hdr import Histogram, HistogramSet
+from telemetry.ledger import Ledger, Subscriber
+from telemetry.looplag import LoopLagProbe
+from telemetry.plugin import (
+    E2E_REQUEST_TYPE,
+    E2EPlugin,
+    add_arguments,
+    get_ledger,
+    get_plugin,
+    install,
+    new_run_id,
+)
+
+__all__ = [
+    "E2E_REQUEST_TYPE",
+    "Collector",
+    "E2EPlugin",
+    "Histogram",
+    "HistogramSet",
+    "Ledger",
+    "LoopLagProbe",
+    "Snapshot",
+    "Subscriber",
+    "Trace",
+    "add_arguments",
+    "envelope",
+    "get_ledger",
+    "get_plugin",
+    "install",
+    "new_run_id",
+]

@@ -1,0 +1,481 @@
+"""The Locust wiring: options, run id, reports to the master, drain, results files.
+
+Importing ``telemetry`` registers the command-line options and an ``init``
+listener on Locust's global events, so any locustfile that imports ``users``
+(which imports ``telemetry``) gets it. Tests and embedders call
+:func:`install` on their own ``Environment`` instead.
+
+Lifecycle (``Runner`` types from ``locust.runners``):
+
+- ``test_start`` — master/local: decide the run id (``--run-id`` or a fresh
+  timestamp id) and write it into ``parsed_options.run_id``; Locust's spawn
+  message carries custom options to the workers, whose ``test_start`` fires after
+  it arrived, so every process tags and filters with the same id. Each process
+  starts a fresh :class:`~telemetry.ledger.Ledger` and its loop-lag probe.
+- ``report_to_master`` / ``worker_report`` — workers add ``data["pipeswarm"]``
+  (histogram and window deltas, cumulative counters); the master merges it into
+  its :class:`~telemetry.collector.Collector`.
+- ``test_stopping`` — master: send ``pipeswarm_drain`` to every worker, which
+  stops its publishers (``ledger.draining``), keeps its subscribers reading for
+  ``--e2e-drain`` seconds and answers ``pipeswarm_final`` with its full state
+  (the handler runs before Locust's own ``stop`` message is handled, so users
+  are still alive while draining). Local: the same, in process.
+- ``test_stop`` — master/local: wait for the finals (bounded), compute loss and
+  write ``run.json``, ``e2e.json``, ``timeseries.csv`` (docs/results.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+import time
+import weakref
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import locust
+from locust.runners import MasterRunner, WorkerRunner
+
+from telemetry import results
+from telemetry.collector import Collector
+from telemetry.ledger import Ledger
+from telemetry.looplag import LoopLagProbe
+from telemetry.timeseries import Sample, Timeseries
+
+if TYPE_CHECKING:
+    from locust.argument_parser import LocustArgumentParser
+    from locust.env import Environment
+    from locust.rpc import Message
+
+__all__ = [
+    "E2E_REQUEST_TYPE",
+    "DEFAULT_GRACE_S",
+    "DEFAULT_DRAIN_S",
+    "E2EPlugin",
+    "add_arguments",
+    "install",
+    "get_plugin",
+    "get_ledger",
+    "new_run_id",
+]
+
+log = logging.getLogger(__name__)
+
+E2E_REQUEST_TYPE = "E2E"
+DEFAULT_GRACE_S = 5.0
+DEFAULT_DRAIN_S = 3.0
+REPORT_KEY = "pipeswarm"
+MSG_DRAIN = "pipeswarm_drain"
+MSG_FINAL = "pipeswarm_final"
+#: Workers report every 3 s (locust.runners.WORKER_REPORT_INTERVAL): a second is
+#: closed once no report can still add to it.
+MASTER_CLOSE_DELAY_S = 5.0
+LOCAL_CLOSE_DELAY_S = 1.0
+#: Extra time the master waits for the workers' final state beyond the drain.
+FINAL_TIMEOUT_S = 15.0
+
+
+def new_run_id() -> str:
+    """``YYYYmmdd-HHMMSS-xxxx`` (UTC time + 4 hex digits): sortable and unique."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+def add_arguments(parser: LocustArgumentParser) -> None:
+    """The telemetry options (``events.init_command_line_parser`` listener)."""
+    group = parser.add_argument_group("pipeswarm telemetry")
+    group.add_argument(
+        "--results-dir",
+        type=str,
+        default="",
+        env_var="PIPESWARM_RESULTS_DIR",
+        include_in_web_ui=False,
+        help="Directory for run.json, e2e.json, timeseries.csv; '{run_id}' is replaced. "
+        "Default: results/<run id>/",
+    )
+    group.add_argument(
+        "--run-id",
+        type=str,
+        default="",
+        env_var="PIPESWARM_RUN_ID",
+        help="Id of this run (tags every message; names the results dir). "
+        "Default: a fresh UTC timestamp id per test",
+    )
+    group.add_argument(
+        "--e2e-grace",
+        type=float,
+        default=DEFAULT_GRACE_S,
+        env_var="PIPESWARM_E2E_GRACE",
+        help="Seconds a missing message may be late before it counts as lost",
+    )
+    group.add_argument(
+        "--e2e-drain",
+        type=float,
+        default=DEFAULT_DRAIN_S,
+        env_var="PIPESWARM_E2E_DRAIN",
+        help="Seconds subscribers keep reading after publishers stop, at the end of a test",
+    )
+
+
+def _option(environment: Environment, name: str, default: Any) -> Any:
+    options = environment.parsed_options
+    value = getattr(options, name, None) if options is not None else None
+    return default if value is None or value == "" else value
+
+
+class E2EPlugin:
+    """Per-``Environment`` telemetry state; one is made by :func:`install`."""
+
+    def __init__(self, environment: Environment) -> None:
+        self.environment = environment
+        self.run_id = ""
+        self._generated_ids: set[str] = set()
+        self.ledger = Ledger("", fire=self._fire, source=self._source())
+        self.probe = LoopLagProbe()
+        self.collector: Collector | None = None
+        self.timeseries: Timeseries | None = None
+        self.results_path: Any = None
+        self.started_s = 0.0
+        self._sampler: gevent.Greenlet | None = None
+        self._expected_finals: list[str] = []
+        self._finals_received: set[str] = set()
+        self._worker_hosts: dict[str, str] = {}
+        self._final_sent = False
+        self._stopping = False
+        events = environment.events
+        events.test_start.add_listener(self.on_test_start)
+        events.test_stopping.add_listener(self.on_test_stopping)
+        events.test_stop.add_listener(self.on_test_stop)
+        events.report_to_master.add_listener(self.on_report_to_master)
+        events.worker_report.add_listener(self.on_worker_report)
+        self.register_messages()
+
+    # --- roles ---------------------------------------------------------------
+    @property
+    def is_master(self) -> bool:
+        return isinstance(self.environment.runner, MasterRunner)
+
+    @property
+    def is_worker(self) -> bool:
+        return isinstance(self.environment.runner, WorkerRunner)
+
+    def _source(self) -> str:
+        runner = self.environment.runner
+        return runner.client_id if isinstance(runner, WorkerRunner) else "local"
+
+    def register_messages(self) -> None:
+        """Register the drain/final messages (needs ``environment.runner``)."""
+        runner = self.environment.runner
+        if isinstance(runner, WorkerRunner) and MSG_DRAIN not in runner.custom_messages:
+            runner.register_message(MSG_DRAIN, self._on_drain_message)
+        elif isinstance(runner, MasterRunner) and MSG_FINAL not in runner.custom_messages:
+            runner.register_message(MSG_FINAL, self._on_final_message)
+
+    # --- sampling -------------------------------------------------------------
+    def _fire(self, name: str, response_time_ms: float, length: int) -> None:
+        self.environment.events.request.fire(
+            request_type=E2E_REQUEST_TYPE,
+            name=name,
+            response_time=response_time_ms,
+            response_length=length,
+            exception=None,
+            context={},
+        )
+
+    # --- test start ---------------------------------------------------------------
+    def _decide_run_id(self) -> str:
+        requested = str(_option(self.environment, "run_id", ""))
+        if requested and requested not in self._generated_ids:
+            return requested
+        run_id = new_run_id()
+        self._generated_ids.add(run_id)
+        if self.environment.parsed_options is not None:
+            self.environment.parsed_options.run_id = run_id
+        return run_id
+
+    def on_test_start(self, environment: Environment, **_kw: Any) -> None:
+        if self.is_worker:
+            # the master's id came with the spawn message (custom options are forwarded)
+            self.run_id = str(_option(environment, "run_id", "")) or new_run_id()
+        else:
+            self.run_id = self._decide_run_id()
+        self.start_run(self.run_id)
+
+    def start_run(self, run_id: str) -> None:
+        """Fresh ledger (and on master/local a fresh collector) for ``run_id``."""
+        env = self.environment
+        grace = float(_option(env, "e2e_grace", DEFAULT_GRACE_S))
+        drain = float(_option(env, "e2e_drain", DEFAULT_DRAIN_S))
+        self.run_id = run_id
+        self.started_s = time.time()
+        self._final_sent = False
+        self._stopping = False
+        self.ledger = Ledger(run_id, grace_s=grace, fire=self._fire, source=self._source())
+        self.probe.stop()
+        self.probe = LoopLagProbe()
+        self.probe.start()
+        if self.is_worker:
+            return
+        self.collector = Collector(run_id, grace_s=grace, drain_s=drain)
+        self.timeseries = Timeseries(
+            self.collector,
+            self._sample,
+            started_s=self.started_s,
+            close_delay_s=MASTER_CLOSE_DELAY_S if self.is_master else LOCAL_CLOSE_DELAY_S,
+        )
+        self.results_path = results.results_dir(str(_option(env, "results_dir", "")), run_id)
+        if self._sampler is not None:
+            self._sampler.kill(block=False)
+        self._sampler = gevent.spawn(self._sample_loop)
+        log.info("pipeswarm run %s: results will be written to %s", run_id, self.results_path)
+
+    # --- reports -------------------------------------------------------------
+    def _payload(self, final: bool) -> dict[str, Any]:
+        payload = self.ledger.final() if final else self.ledger.report()
+        payload["looplag"] = self.probe.take_wire()
+        payload["host"] = socket.gethostname()
+        return payload
+
+    def on_report_to_master(self, client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+        if self.run_id and not self._final_sent:
+            data[REPORT_KEY] = self._payload(final=False)
+
+    def on_worker_report(self, client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+        payload = data.get(REPORT_KEY)
+        if payload is not None and self.collector is not None:
+            self._merge(client_id, payload)
+
+    def _merge(self, source: str, payload: dict[str, Any]) -> None:
+        assert self.collector is not None
+        if "host" in payload:
+            self._worker_hosts[source] = payload["host"]
+        self.collector.merge(source, payload)
+
+    def _local_merge(self, final: bool) -> None:
+        """A local run is its own worker: merge its own payload directly."""
+        if self.collector is not None and not self.is_master:
+            self._merge("local", self._payload(final=final))
+
+    # --- per-second sampler (master/local) ----------------------------------------
+    def _sample(self) -> Sample:
+        runner = self.environment.runner
+        sample = Sample()
+        if self.collector is not None:
+            sample.lost = self.collector.lost_so_far()
+        if isinstance(runner, MasterRunner):
+            clients = list(runner.clients.values())
+            sample.users = runner.user_count
+            sample.workers = len(clients)
+            sample.cpu = {str(runner.get_worker_index(c.id)): float(c.cpu_usage) for c in clients}
+        elif runner is not None:
+            sample.users = runner.user_count
+            sample.workers = 1
+            sample.cpu = {"local": float(getattr(runner, "current_cpu_usage", 0.0))}
+        return sample
+
+    def _sample_loop(self) -> None:
+        while True:
+            gevent.sleep(1.0 - (time.time() % 1.0))
+            try:
+                if not self._stopping:
+                    self._local_merge(final=False)
+                if self.timeseries is not None:
+                    self.timeseries.tick(time.time())
+            except Exception:  # a sampler bug must not kill the run; log once per tick
+                log.exception("pipeswarm timeseries sampler failed")
+
+    # --- drain and stop ----------------------------------------------------------
+    def on_test_stopping(self, environment: Environment, **_kw: Any) -> None:
+        if self._stopping or not self.run_id:
+            return
+        self._stopping = True
+        runner = environment.runner
+        if isinstance(runner, MasterRunner):
+            self._expected_finals = [c.id for c in runner.clients.values()]
+            self._finals_received = set()
+            data = {"run": self.run_id}
+            for client_id in self._expected_finals:
+                runner.send_message(MSG_DRAIN, data, client_id)
+        elif not self.is_worker:
+            self.drain()
+
+    def drain(self) -> None:
+        """Stop publishers, let subscribers read for ``--e2e-drain`` seconds."""
+        self.ledger.draining = True
+        gevent.sleep(float(_option(self.environment, "e2e_drain", DEFAULT_DRAIN_S)))
+
+    def _on_drain_message(self, environment: Environment, msg: Message, **_kw: Any) -> None:
+        runner = environment.runner
+        if not self.run_id or self._final_sent or not isinstance(runner, WorkerRunner):
+            # a worker that ran no users in this test still answers, so the master need not wait
+            if isinstance(runner, WorkerRunner):
+                runner.send_message(MSG_FINAL, {"idle": True})
+            return
+        if msg.data and msg.data.get("run") not in (None, self.run_id):
+            log.warning("drain request for run %s, but this worker runs %s", msg.data, self.run_id)
+        self.drain()
+        self._send_final()
+
+    def _send_final(self) -> None:
+        runner = self.environment.runner
+        if self._final_sent or not isinstance(runner, WorkerRunner):
+            return
+        self._final_sent = True
+        runner.send_message(MSG_FINAL, self._payload(final=True))
+
+    def _on_final_message(self, environment: Environment, msg: Message, **_kw: Any) -> None:
+        self._finals_received.add(msg.node_id)
+        if self.collector is not None and isinstance(msg.data, dict) and not msg.data.get("idle"):
+            self._merge(msg.node_id, msg.data)
+
+    def on_test_stop(self, environment: Environment, **_kw: Any) -> None:
+        if not self.run_id:
+            return
+        if self.is_worker:
+            # normally sent after the drain; if the master never asked, send it now
+            self._send_final()
+            self.probe.stop()
+            return
+        if self.collector is None:
+            return
+        if self.is_master:
+            self._wait_for_finals()
+            self.collector.loop_lag.setdefault("master", self.probe.histogram)
+        else:
+            self._local_merge(final=True)
+        self.probe.stop()
+        if self._sampler is not None:
+            self._sampler.kill(block=False)
+            self._sampler = None
+        self.write_results()
+
+    def _wait_for_finals(self) -> None:
+        assert self.collector is not None
+        runner = self.environment.runner
+        drain = float(_option(self.environment, "e2e_drain", DEFAULT_DRAIN_S))
+        deadline = time.monotonic() + drain + FINAL_TIMEOUT_S
+        while time.monotonic() < deadline:
+            alive = set(runner.clients.keys()) if isinstance(runner, MasterRunner) else set()
+            pending = [
+                w for w in self._expected_finals if w not in self._finals_received and w in alive
+            ]
+            if not pending:
+                break
+            gevent.sleep(0.05)
+        missing = [w for w in self._expected_finals if w not in self._finals_received]
+        if missing:
+            log.warning(
+                "no final e2e state from worker(s) %s: loss figures are incomplete", missing
+            )
+
+    # --- results -------------------------------------------------------------------
+    def write_results(self) -> None:
+        """Write ``run.json``, ``e2e.json``, ``timeseries.csv`` into the results dir."""
+        assert self.collector is not None and self.timeseries is not None
+        ended = time.time()
+        self.timeseries.tick(ended)
+        self.timeseries.flush()
+        e2e = self.collector.e2e()
+        out = self.results_path
+        results.write_json(out / "e2e.json", e2e)
+        results.write_timeseries(out / "timeseries.csv", self.timeseries.rows)
+        results.write_json(out / "run.json", self.run_info(ended, e2e))
+        log.info("pipeswarm results written to %s", out)
+
+    def run_info(self, ended_s: float, e2e: dict[str, Any]) -> dict[str, Any]:
+        env = self.environment
+        runner = env.runner
+        options = env.parsed_options
+        workers: list[dict[str, Any]] = []
+        user_classes: dict[str, int] = {}
+        if runner is not None:
+            user_classes = dict(
+                getattr(runner, "final_user_classes_count", None)
+                or getattr(runner, "user_classes_count", {})
+                or {}
+            )
+        if isinstance(runner, MasterRunner):
+            ids = set(self._worker_hosts) | set(runner.clients.keys())
+            for wid in sorted(ids, key=runner.get_worker_index):
+                node = runner.clients.get(wid)
+                workers.append(
+                    {
+                        "index": runner.get_worker_index(wid),
+                        "id": wid,
+                        "host": self._worker_hosts.get(wid, wid.rsplit("_", 1)[0]),
+                        "user_classes_count": dict(node.user_classes_count) if node else {},
+                    }
+                )
+        hosts = sorted({w["host"] for w in workers} | {socket.gethostname()})
+        locustfile = getattr(options, "locustfile", None) if options is not None else None
+        scenario = None
+        if isinstance(locustfile, str) and locustfile:
+            scenario = locustfile.rsplit("/", 1)[-1].removesuffix(".py")
+        iso = lambda s: datetime.fromtimestamp(s, UTC).isoformat()  # noqa: E731
+        return {
+            "format": results.RUN_FORMAT,
+            "run_id": self.run_id,
+            "mode": "distributed" if isinstance(runner, MasterRunner) else "local",
+            "started_at": iso(self.started_s),
+            "ended_at": iso(ended_s),
+            "started_epoch_s": round(self.started_s, 3),
+            "ended_epoch_s": round(ended_s, 3),
+            "duration_s": round(ended_s - self.started_s, 3),
+            "locustfile": locustfile,
+            "scenario": scenario,
+            "host": env.host,
+            "user_classes": sorted(c.__name__ for c in env.user_classes),
+            "user_classes_count": user_classes,
+            "user_count": sum(user_classes.values()),
+            "peak_users": self.timeseries.peak_users if self.timeseries else 0,
+            "worker_count": len(workers),
+            "workers": workers,
+            "hosts": hosts,
+            "master": results.host_info(),
+            "cross_host_timing": len(hosts) > 1,
+            "versions": results.versions(),
+            "options": results.safe_options(options),
+            "e2e": {
+                "grace_s": e2e["grace_s"],
+                "drain_s": e2e["drain_s"],
+                "complete": e2e["complete"],
+                "paths": sorted(e2e["paths"]),
+            },
+            "files": {"e2e": "e2e.json", "timeseries": "timeseries.csv"},
+        }
+
+
+_plugins: weakref.WeakKeyDictionary[Environment, E2EPlugin] = weakref.WeakKeyDictionary()
+
+
+def install(environment: Environment) -> E2EPlugin:
+    """Attach telemetry to ``environment`` (idempotent) and return its plugin."""
+    plugin = _plugins.get(environment)
+    if plugin is None:
+        plugin = _plugins[environment] = E2EPlugin(environment)
+    else:
+        plugin.register_messages()
+    return plugin
+
+
+def get_plugin(environment: Environment) -> E2EPlugin:
+    return install(environment)
+
+
+def get_ledger(environment: Environment) -> Ledger:
+    """The current run's :class:`~telemetry.ledger.Ledger` of this process.
+
+    Users call it in ``on_start`` (after ``test_start``, so it carries the run id)::
+
+        self.ledger = telemetry.get_ledger(self.environment)
+    """
+    return install(environment).ledger
+
+
+def _on_init(environment: Environment, **_kw: Any) -> None:
+    install(environment)
+
+
+locust.events.init_command_line_parser.add_listener(add_arguments)
+locust.events.init.add_listener(_on_init)
