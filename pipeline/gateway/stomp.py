@@ -97,7 +97,9 @@ def unescape(value: str) -> str:
             continue
         nxt = value[i + 1] if i + 1 < n else ""
         if nxt not in _UNESCAPES:
-            raise StompProtocolError("bad_escape", f"undefined escape sequence {value[i : i + 2]!r}")
+            raise StompProtocolError(
+                "bad_escape", f"undefined escape sequence {value[i : i + 2]!r}"
+            )
         out.append(_UNESCAPES[nxt])
         i += 2
     return "".join(out)
@@ -107,15 +109,18 @@ def encode_frame(
     command: str,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
     body: bytes | str = b"",
+    *,
+    escaped: bool = True,
 ) -> bytes:
     """Serialize one frame, adding ``content-length`` when there is a body.
 
-    Headers are escaped unless the command is CONNECT or CONNECTED.
+    Headers are escaped unless the command is CONNECT or CONNECTED, or ``escaped``
+    is False (STOMP 1.0 has no escaping).
     """
     if isinstance(body, str):
         body = body.encode()
     items = list(headers.items() if isinstance(headers, Mapping) else headers)
-    raw = command in _RAW_HEADER_COMMANDS
+    raw = command in _RAW_HEADER_COMMANDS or not escaped
     lines = [command]
     names = set()
     for name, value in items:
@@ -140,6 +145,8 @@ class FrameParser:
     """
 
     def __init__(self, max_header_bytes: int = 16 * 1024, max_body_bytes: int = 64 * 1024):
+        #: False for a STOMP 1.0 session, whose header values are taken literally.
+        self.escaped = True
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
         self.heartbeats = 0
@@ -240,9 +247,8 @@ class FrameParser:
         if line.decode("latin-1") not in _COMMANDS:
             raise StompProtocolError("unknown_command", f"unknown command {line[:32]!r}")
 
-    @staticmethod
-    def _headers(command: str, lines: list[str]) -> dict[str, str]:
-        raw = command in _RAW_HEADER_COMMANDS
+    def _headers(self, command: str, lines: list[str]) -> dict[str, str]:
+        raw = command in _RAW_HEADER_COMMANDS or not self.escaped
         headers: dict[str, str] = {}
         for line in lines:
             name, sep, value = line.partition(":")
