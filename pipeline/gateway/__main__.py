@@ -1,0 +1,84 @@
+"""`python -m pipeline.gateway`: serve the gateway with uvicorn (uvloop + httptools).
+
+Settings come from the environment (`pipeline.config.Settings.from_env`). A bad
+setting or a taken port is one sentence on stderr and exit 2. SIGTERM/SIGINT:
+stop accepting, close the WebSockets, stop the Redis reader and MQTT, exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+
+import uvicorn
+
+from pipeline._procs import service_logging
+from pipeline.config import Settings
+from pipeline.gateway.app import create_app
+
+log = logging.getLogger("pipeline.gateway")
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises the signal after its graceful shutdown, so the process
+        # would end "killed by SIGTERM"; a service that shut down cleanly exits 0.
+        previous = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def main() -> int:
+    service_logging()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    host, port = settings.gateway_host, settings.gateway_port
+    try:
+        # Bind here rather than in uvicorn: a taken port becomes one clear sentence.
+        sock = socket.create_server((host, port), backlog=2048)
+    except OSError as exc:
+        print(
+            f"gateway: cannot listen on {host}:{port} ({exc.strerror}); "
+            "set GATEWAY_PORT to a free port.",
+            file=sys.stderr,
+        )
+        return 2
+    config = uvicorn.Config(
+        create_app(settings),
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,  # compression would cost CPU per frame per client
+        ws_max_size=1 << 20,
+        lifespan="on",
+        access_log=False,  # one line per problem, never per request
+        log_config=None,
+        log_level="warning",
+        timeout_graceful_shutdown=3,
+        backlog=2048,
+    )
+    server = _Server(config)
+    log.info("event=gateway_listening url=http://%s:%d", host, port)
+    server.run(sockets=[sock])
+    if not server.started:
+        log.error("event=gateway_start_failed")
+        return 1
+    log.info("event=gateway_stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

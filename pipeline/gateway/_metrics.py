@@ -1,0 +1,184 @@
+"""The gateway's counters, kept as plain numbers and read at scrape time.
+
+The hot path (thousands of updates/s, each fanned out to every client) only does
+``+= 1`` on attributes and one bisect per frame; a `Collector` turns the current
+values into metric families when Prometheus scrapes (prometheus_client's
+``collector/custom.md``). Every name is listed in ``METRICS.md`` beside this file.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+#: Push latency buckets (seconds): sub-millisecond fan-out up to a stalled client.
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+PROTOCOLS = ("websocket", "stomp")
+
+
+class FastHistogram:
+    """Fixed buckets, no lock: observed from the event loop thread only."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: a value equal to a bound lands in that bound's `le` bucket.
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        out = []
+        total = 0
+        for bound, n in zip(self.bounds, self.counts, strict=False):
+            total += n
+            out.append((repr(float(bound)), total))
+        out.append(("+Inf", total + self.counts[-1]))
+        return out
+
+
+class GatewayStats:
+    """Everything the gateway counts; `/api/stats` and `/metrics` both read it."""
+
+    def __init__(self) -> None:
+        self.updates = 0
+        self.bad_updates = 0
+        self.redis_reconnects = 0
+        self.snapshots = 0
+        self.pushed: Counter[str] = Counter({p: 0 for p in PROTOCOLS})
+        self.dropped: Counter[tuple[str, str]] = Counter()
+        self.commands: Counter[str] = Counter()
+        self.stomp_errors: Counter[str] = Counter()
+        self.push_latency = FastHistogram()
+        # Filled in by the gateway: live values read at scrape time.
+        self.connections: Callable[[], dict[str, int]] = lambda: {p: 0 for p in PROTOCOLS}
+        self.devices: Callable[[], int] = lambda: 0
+        self.redis_up: Callable[[], bool] = lambda: False
+        self.mqtt_up: Callable[[], bool] = lambda: False
+
+
+class _GatewayCollector(Collector):
+    def __init__(self, stats: GatewayStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats
+        ns = "pipeline_gateway_"
+
+        conns = GaugeMetricFamily(
+            ns + "connections", "Open client connections.", labels=["protocol"]
+        )
+        for protocol, n in sorted(s.connections().items()):
+            conns.add_metric([protocol], n)
+        yield conns
+
+        yield CounterMetricFamily(
+            ns + "updates", "Updates received on the Redis channel and parsed.", value=s.updates
+        )
+        yield CounterMetricFamily(
+            ns + "bad_updates",
+            "Messages on the Redis channel that were not a JSON object with device_id.",
+            value=s.bad_updates,
+        )
+        yield CounterMetricFamily(
+            ns + "redis_reconnects",
+            "Times the Redis update subscription was lost and re-established.",
+            value=s.redis_reconnects,
+        )
+        yield CounterMetricFamily(
+            ns + "snapshots", "Snapshot batches built (snapshot push mode).", value=s.snapshots
+        )
+
+        pushed = CounterMetricFamily(
+            ns + "pushed", "Data frames written to clients.", labels=["protocol"]
+        )
+        for protocol, n in sorted(s.pushed.items()):
+            pushed.add_metric([protocol], n)
+        yield pushed
+
+        dropped = CounterMetricFamily(
+            ns + "dropped",
+            "Frames not delivered to a client (queue_full: slow client; closed: client gone).",
+            labels=["protocol", "reason"],
+        )
+        for (protocol, reason), n in sorted(s.dropped.items()):
+            dropped.add_metric([protocol, reason], n)
+        yield dropped
+
+        commands = CounterMetricFamily(
+            ns + "commands", "REST device commands by outcome.", labels=["result"]
+        )
+        for result, n in sorted(s.commands.items()):
+            commands.add_metric([result], n)
+        yield commands
+
+        errors = CounterMetricFamily(
+            ns + "stomp_errors", "STOMP ERROR frames sent, by reason.", labels=["reason"]
+        )
+        for reason, n in sorted(s.stomp_errors.items()):
+            errors.add_metric([reason], n)
+        yield errors
+
+        hist = s.push_latency
+        latency = HistogramMetricFamily(
+            ns + "push_latency_seconds",
+            "Redis receive (or snapshot build) to frame written to the client socket.",
+        )
+        latency.add_metric([], hist.cumulative(), sum_value=hist.sum)
+        yield latency
+
+        yield GaugeMetricFamily(
+            ns + "devices", "Devices whose latest update the gateway holds.", value=s.devices()
+        )
+        yield GaugeMetricFamily(
+            ns + "redis_up",
+            "1 while the Redis update subscription is established.",
+            value=int(s.redis_up()),
+        )
+        yield GaugeMetricFamily(
+            ns + "mqtt_up", "1 while the MQTT command client is connected.", value=int(s.mqtt_up())
+        )
+
+
+def make_registry(stats: GatewayStats) -> CollectorRegistry:
+    """A registry of its own per app, so two gateways in one process never collide."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_GatewayCollector(stats))
+    ProcessCollector(registry=registry)
+    return registry

@@ -1,0 +1,196 @@
+"""REST: health, stats, latest coordinates (read from Redis), device commands (to MQTT)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
+
+from pipeline.config import COUNTS_KEY, DEVICES_KEY, LATEST_KEY, TOTAL_KEY
+from pipeline.gateway._commands import CommandNotConfirmed, CommandUnavailable
+
+if TYPE_CHECKING:
+    from pipeline.gateway.app import Gateway
+
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+COMMAND_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+_REDIS_TIMEOUT_S = 2.0
+
+router = APIRouter(prefix="/api")
+
+DeviceId = Annotated[
+    str,
+    Path(
+        pattern=DEVICE_ID_PATTERN,
+        description="Device id, e.g. `robot-0007`.",
+        examples=["robot-0007"],
+    ),
+]
+
+
+def _gateway(request: Request) -> Gateway:
+    return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+class CommandRequest(BaseModel):
+    command: str = Field(
+        pattern=COMMAND_PATTERN,
+        description="`tracking`, `slam`, `none`, or a custom command (letters, digits, `_.-`).",
+        examples=["tracking", "slam", "none"],
+    )
+
+
+class CommandAccepted(BaseModel):
+    device_id: str
+    command: str
+    command_id: str = Field(description="uuid4 hex, also in the MQTT payload")
+    topic: str = Field(description="MQTT topic the command was published on")
+    issued_at: int = Field(description="epoch nanoseconds, also in the MQTT payload")
+
+
+class Health(BaseModel):
+    status: str = Field(description="`ok`, or `unavailable` with the parts in `down`")
+    redis: str
+    updates: str = Field(description="the Redis update subscription")
+    mqtt: str
+    push_mode: str
+    down: list[str] = []
+
+
+class Stats(BaseModel):
+    push_mode: str
+    snapshot_interval_ms: int
+    total_messages: int = Field(description="messages the consumer wrote to Redis")
+    device_count: int
+    per_device: dict[str, int] = Field(description="messages written per device")
+    connections: dict[str, int]
+    updates_received: int
+    bad_updates: int
+    pushed: dict[str, int]
+    dropped: dict[str, int] = Field(description="by `protocol:reason`")
+    commands: dict[str, int]
+
+
+async def _redis(coro: Any) -> Any:
+    try:
+        return await asyncio.wait_for(coro, _REDIS_TIMEOUT_S)
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise HTTPException(503, f"Redis unavailable: {exc}") from None
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": Health}})
+async def health(request: Request) -> JSONResponse:
+    """Ready when Redis answers PING, the update subscription is live and MQTT is connected."""
+    gw = _gateway(request)
+    try:
+        redis_ok = bool(await asyncio.wait_for(gw.redis.ping(), _REDIS_TIMEOUT_S))
+    except (RedisError, OSError, TimeoutError):
+        redis_ok = False
+    parts = {
+        "redis": "ok" if redis_ok else "down",
+        "updates": "subscribed" if gw.reader.subscribed else "down",
+        "mqtt": "ok" if gw.commands.connected else "down",
+    }
+    down = [name for name, state in parts.items() if state == "down"]
+    body = {
+        "status": "unavailable" if down else "ok",
+        **parts,
+        "push_mode": gw.settings.push_mode,
+        "down": down,
+    }
+    return JSONResponse(body, status_code=503 if down else 200)
+
+
+@router.get("/stats", response_model=Stats)
+async def stats(request: Request) -> Stats:
+    """Message totals from Redis plus the gateway's own connection and push counters."""
+    gw = _gateway(request)
+    pipe = gw.redis.pipeline(transaction=False)
+    pipe.get(TOTAL_KEY).hgetall(COUNTS_KEY).zcard(DEVICES_KEY)
+    total, counts, device_count = await _redis(pipe.execute())
+    s = gw.stats
+    return Stats(
+        push_mode=gw.settings.push_mode,
+        snapshot_interval_ms=gw.settings.snapshot_interval_ms,
+        total_messages=int(total or 0),
+        device_count=int(device_count),
+        per_device={k: int(v) for k, v in counts.items()},
+        connections=gw.hub.connections(),
+        updates_received=s.updates,
+        bad_updates=s.bad_updates,
+        pushed=dict(s.pushed),
+        dropped={f"{p}:{r}": n for (p, r), n in s.dropped.items()},
+        commands=dict(s.commands),
+    )
+
+
+@router.get("/coordinates")
+async def coordinates(request: Request) -> list[dict[str, Any]]:
+    """The latest message of every device, least recently updated first."""
+    gw = _gateway(request)
+    devices = await _redis(gw.redis.zrange(DEVICES_KEY, 0, -1))
+    if not devices:
+        return []
+    keys = [LATEST_KEY.format(device_id=d) for d in devices]
+    out = []
+    for raw in await _redis(gw.redis.mget(keys)):
+        if raw is None:  # expired (TTL) since the ZSET entry was written
+            continue
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(msg, dict):
+            out.append(msg)
+    return out
+
+
+@router.get("/coordinates/{device_id}", responses={404: {"description": "unknown device"}})
+async def device_coordinates(device_id: DeviceId, request: Request) -> dict[str, Any]:
+    """The latest message of one device; 404 when Redis holds none (unknown or expired)."""
+    gw = _gateway(request)
+    raw = await _redis(gw.redis.get(LATEST_KEY.format(device_id=device_id)))
+    if raw is None:
+        raise HTTPException(404, f"no coordinates for device {device_id!r}")
+    try:
+        msg = json.loads(raw)
+    except ValueError:
+        raise HTTPException(502, f"stored coordinates of {device_id!r} are not JSON") from None
+    return msg  # type: ignore[no-any-return]
+
+
+@router.post(
+    "/commands/{device_id}",
+    status_code=202,
+    response_model=CommandAccepted,
+    responses={
+        422: {"description": "invalid device id or command; nothing was published"},
+        503: {"description": "MQTT broker not connected; nothing was published"},
+        504: {"description": "published, but the broker did not acknowledge in time"},
+    },
+)
+async def send_command(device_id: DeviceId, body: CommandRequest, request: Request) -> Any:
+    """Publish `{"device_id","command","command_id","issued_at"}` at QoS 1 on
+    `orin/{device_id}/command`; answers 202 once the broker acknowledged it (PUBACK)."""
+    gw = _gateway(request)
+    try:
+        issued = await gw.commands.publish(device_id, body.command)
+    except CommandUnavailable as exc:
+        gw.stats.commands["unavailable"] += 1
+        raise HTTPException(503, str(exc)) from None
+    except CommandNotConfirmed as exc:
+        gw.stats.commands["unconfirmed"] += 1
+        raise HTTPException(504, str(exc)) from None
+    gw.stats.commands["accepted"] += 1
+    return CommandAccepted(
+        device_id=issued.device_id,
+        command=issued.command,
+        command_id=issued.command_id,
+        topic=issued.topic,
+        issued_at=issued.issued_at,
+    )

@@ -1,0 +1,139 @@
+"""The gateway application: ``create_app(settings)`` wires Redis, MQTT and the clients.
+
+Redis `pipeswarm:updates` --(one reader)--> Hub --(outbox per client)--> /coordinates, /ws
+REST /api/* reads Redis; POST /api/commands/{id} publishes to MQTT; /metrics scrapes stats
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aredis
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pipeline.config import Settings
+from pipeline.gateway import _rest, _ws
+from pipeline.gateway._commands import CommandPublisher
+from pipeline.gateway._hub import Hub
+from pipeline.gateway._metrics import GatewayStats, make_registry
+from pipeline.gateway._updates import UpdateReader
+
+log = logging.getLogger("pipeline.gateway")
+
+DESCRIPTION = """
+The last stage of the pipeswarm pipeline: live device coordinates out, commands in.
+
+* `ws://HOST/coordinates` — raw WebSocket, one JSON text frame per update (`stream`)
+  or `{"type":"snapshot","sent_ns":…,"devices":[…]}` every interval (`snapshot`).
+* `ws://HOST/ws` — STOMP 1.2 over WebSocket; subscribe to `/topic/coordinates`
+  (all devices) or `/topic/devices/{device_id}`.
+* REST below; Prometheus metrics at `/metrics`.
+"""
+
+
+class Gateway:
+    """Runtime state of one gateway: the hub, its Redis reader, the MQTT publisher."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stats = GatewayStats()
+        self.hub = Hub(settings, self.stats)
+        self.reader = UpdateReader(settings.redis_url, self.hub, self.stats)
+        self.commands = CommandPublisher(settings.mqtt)
+        self.redis = aredis.Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+        )
+        self.stats.connections = self.hub.connections
+        self.stats.devices = lambda: len(self.hub.latest)
+        self.stats.redis_up = lambda: self.reader.subscribed
+        self.stats.mqtt_up = lambda: self.commands.connected
+        self.registry = make_registry(self.stats)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.commands.start()
+        self._tasks.append(asyncio.create_task(_supervise("redis_reader", self.reader.run)))
+        if self.hub.snapshot_mode:
+            self._tasks.append(asyncio.create_task(_supervise("snapshots", self.hub.run_snapshots)))
+        log.info(
+            "event=gateway_started push_mode=%s snapshot_interval_ms=%d client_queue=%d",
+            self.settings.push_mode,
+            self.settings.snapshot_interval_ms,
+            self.settings.client_queue,
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.to_thread(self.commands.stop)  # joins paho's thread
+        await self.redis.aclose()
+
+
+async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Keep a background loop alive: an unexpected error is logged once and it restarts."""
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event=task_failed task=%s (restarting in 1 s)", name)
+            await asyncio.sleep(1)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the gateway app; Redis and MQTT connect when the app starts (lifespan)."""
+    settings = settings or Settings.from_env()
+    gateway = Gateway(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = FastAPI(
+        title="pipeswarm gateway",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    app.include_router(_rest.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def count_invalid_commands(request: Request, exc: RequestValidationError) -> Response:
+        if request.method == "POST" and request.url.path.startswith("/api/commands/"):
+            gateway.stats.commands["invalid"] += 1
+        return await request_validation_exception_handler(request, exc)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(gateway.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.websocket("/coordinates")
+    async def coordinates_ws(websocket: WebSocket) -> None:
+        await _ws.serve_coordinates(websocket, gateway)
+
+    @app.websocket("/ws")
+    async def stomp_ws(websocket: WebSocket) -> None:
+        await _ws.serve_stomp(websocket, gateway)
+
+    return app
