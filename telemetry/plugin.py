@@ -84,8 +84,8 @@ def new_run_id() -> str:
 
 def add_arguments(parser: LocustArgumentParser) -> None:
     """The telemetry options (``events.init_command_line_parser`` listener)."""
-    group = parser.add_argument_group("pipeswarm telemetry")
-    group.add_argument(
+    # plain add_argument: only LocustArgumentParser's own understands include_in_web_ui
+    parser.add_argument(
         "--results-dir",
         type=str,
         default="",
@@ -94,7 +94,7 @@ def add_arguments(parser: LocustArgumentParser) -> None:
         help="Directory for run.json, e2e.json, timeseries.csv; '{run_id}' is replaced. "
         "Default: results/<run id>/",
     )
-    group.add_argument(
+    parser.add_argument(
         "--run-id",
         type=str,
         default="",
@@ -102,14 +102,14 @@ def add_arguments(parser: LocustArgumentParser) -> None:
         help="Id of this run (tags every message; names the results dir). "
         "Default: a fresh UTC timestamp id per test",
     )
-    group.add_argument(
+    parser.add_argument(
         "--e2e-grace",
         type=float,
         default=DEFAULT_GRACE_S,
         env_var="PIPESWARM_E2E_GRACE",
         help="Seconds a missing message may be late before it counts as lost",
     )
-    group.add_argument(
+    parser.add_argument(
         "--e2e-drain",
         type=float,
         default=DEFAULT_DRAIN_S,

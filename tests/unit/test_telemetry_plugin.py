@@ -1,0 +1,241 @@
+"""The Locust wiring: E2E request entries, worker → master merging, results files."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+
+import gevent
+import pytest
+from locust.env import Environment
+from locust.event import Events
+from locust.rpc import Message
+from locust.runners import MasterRunner, WorkerNode, WorkerNodes, WorkerRunner
+
+import telemetry
+from telemetry import envelope
+from telemetry.plugin import MSG_DRAIN, MSG_FINAL
+from telemetry.results import TIMESERIES_COLUMNS
+
+
+def _options(tmp_path, **over) -> argparse.Namespace:
+    values = {
+        "results_dir": str(tmp_path / "{run_id}"),
+        "run_id": "",
+        "e2e_grace": 1.0,
+        "e2e_drain": 0.0,
+        "locustfile": "locustfiles/pipeline.py",
+    }
+    values.update(over)
+    return argparse.Namespace(**values)
+
+
+def _wire(data):
+    """Send ``data`` through Locust's own message encoding (msgpack), as a real worker would."""
+    return Message.unserialize(Message("stats", data, "w").serialize()).data
+
+
+class FakeWorker(WorkerRunner):
+    """A WorkerRunner without a master connection: it records what it sends."""
+
+    def __init__(self, environment: Environment, client_id: str) -> None:  # noqa: D107
+        self.environment = environment
+        self.client_id = client_id
+        self.custom_messages = {}
+        self.sent: list[tuple[str, object]] = []
+
+    def send_message(self, msg_type, data=None, client_id=None):
+        self.sent.append((msg_type, _wire(data)))
+
+
+class FakeMaster(MasterRunner):
+    """A MasterRunner without a socket: workers are plain WorkerNodes."""
+
+    def __init__(self, environment: Environment, worker_ids: list[str]) -> None:  # noqa: D107
+        self.environment = environment
+        self.custom_messages = {}
+        self.worker_indexes = {}
+        self.worker_index_max = 0
+        self.clients = WorkerNodes()
+        for wid in worker_ids:
+            self.clients[wid] = WorkerNode(wid)
+        self.final_user_classes_count = {"MqttDevice": 4, "StompSubscriber": 2}
+        self.sent: list[tuple[str, object, str | None]] = []
+
+    def send_message(self, msg_type, data=None, client_id=None):
+        self.sent.append((msg_type, data, client_id))
+
+
+@pytest.fixture
+def local_env(tmp_path):
+    env = Environment(events=Events(), parsed_options=_options(tmp_path))
+    runner = env.create_local_runner()  # its request listener fills environment.stats
+    yield env
+    runner.quit()
+
+
+def _feed(ledger, device: str, seqs, sub, t_recv_offset_ns: int = 2_000_000) -> None:
+    for seq in seqs:
+        t0 = time.time_ns()
+        ledger.published(device, seq, t0, t0 + 1_000)
+        payload = json.loads(envelope.build(device, 1, 2, run=ledger.run_id, seq=seq, t0=t0))
+        payload["trace"]["hops"] = {"bridge": t0 + 100_000, "gateway": t0 + 900_000}
+        if sub is not None:
+            sub.received(json.dumps(payload).encode(), t0 + t_recv_offset_ns)
+
+
+def test_received_messages_become_e2e_request_entries(local_env):
+    env = local_env
+    plugin = telemetry.install(env)
+    env.events.test_start.fire(environment=env)
+    ledger = telemetry.get_ledger(env)
+    assert ledger.run_id and ledger.run_id == env.parsed_options.run_id
+    sub = ledger.subscriber("stomp")
+    _feed(ledger, "robot-1", range(1, 6), sub)
+    total = env.stats.entries[("mqtt→stomp", "E2E")]
+    assert total.num_requests == 5
+    assert total.num_failures == 0
+    assert 1.9 <= total.avg_response_time <= 2.1  # ms
+    assert env.stats.entries[("mqtt→stomp:service", "E2E")].num_requests == 5
+    assert env.stats.entries[("mqtt→stomp:mqtt", "E2E")].num_requests == 5
+    assert env.stats.entries[("mqtt→stomp:kafka+redis", "E2E")].num_requests == 5
+    assert env.stats.entries[("mqtt→stomp:push", "E2E")].num_requests == 5
+    assert plugin.ledger is ledger
+    plugin.probe.stop()
+    if plugin._sampler is not None:
+        plugin._sampler.kill()
+
+
+def test_local_run_writes_documented_results(local_env, tmp_path):
+    env = local_env
+    telemetry.install(env)
+    env.events.test_start.fire(environment=env)
+    ledger = telemetry.get_ledger(env)
+    sub = ledger.subscriber("stomp")
+    _feed(ledger, "robot-1", range(1, 11), sub)
+    _feed(ledger, "robot-2", range(1, 4), None)  # published, never received: lost
+    gevent.sleep(1.2)  # one sampler tick
+    env.events.test_stopping.fire(environment=env)
+    assert ledger.draining
+    env.events.test_stop.fire(environment=env)
+
+    out = tmp_path / ledger.run_id
+    run = json.loads((out / "run.json").read_text())
+    e2e = json.loads((out / "e2e.json").read_text())
+    with open(out / "timeseries.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+
+    assert run["format"] == "pipeswarm-run/1"
+    assert run["run_id"] == e2e["run_id"] == ledger.run_id
+    assert run["mode"] == "local"
+    assert run["scenario"] == "pipeline"
+    for key in ("started_at", "ended_at", "duration_s", "versions", "options", "hosts", "workers"):
+        assert key in run
+    assert run["versions"]["locust"]
+
+    assert e2e["format"] == "pipeswarm-e2e/1"
+    assert e2e["complete"] is True
+    path = e2e["paths"]["mqtt→stomp"]
+    assert path["totals"]["delivered"] == 10
+    assert path["totals"]["lost"] == 3
+    assert path["totals"]["published"] == 13
+    assert path["latency"]["total"]["count"] == 10
+    assert path["latency"]["total"]["hdr"].startswith("HISTF")
+    assert telemetry.Histogram.decode(path["latency"]["total"]["hdr"]).count == 10
+    assert e2e["schedule_lag"]["count"] == 13
+    assert "local" in e2e["loop_lag"]
+    assert e2e["loop_lag"]["local"]["count"] >= 5  # ~10 ticks in 1.2 s
+
+    assert rows and list(rows[0].keys()) == list(TIMESERIES_COLUMNS)
+    stomp_rows = [r for r in rows if r["path"] == "mqtt→stomp"]
+    assert sum(int(r["delivered"]) for r in stomp_rows) == 10
+    assert sum(int(r["published"]) for r in stomp_rows) == 13
+
+
+def test_run_id_travels_to_workers_and_worker_reports_merge_exactly(tmp_path):
+    master_env = Environment(events=Events(), parsed_options=_options(tmp_path))
+    master = master_env.runner = FakeMaster(master_env, ["w1", "w2"])
+    plugin = telemetry.install(master_env)
+    assert MSG_FINAL in master.custom_messages
+    master_env.events.test_start.fire(environment=master_env)
+    run_id = master_env.parsed_options.run_id
+    assert run_id == plugin.run_id
+
+    workers = []
+    for wid in ("w1", "w2"):
+        env = Environment(events=Events(), parsed_options=_options(tmp_path, run_id=run_id))
+        env.runner = FakeWorker(env, wid)
+        wplugin = telemetry.install(env)
+        assert MSG_DRAIN in env.runner.custom_messages
+        env.events.test_start.fire(environment=env)
+        assert wplugin.ledger.run_id == run_id
+        workers.append((wid, env, wplugin))
+
+    # w1 publishes robot-1 and subscribes; w2 subscribes only (cross-worker loss)
+    (_, env1, p1), (_, env2, p2) = workers
+    sub1 = p1.ledger.subscriber("stomp")
+    sub2 = p2.ledger.subscriber("stomp")
+
+    for seq in range(1, 21):
+        t0 = time.time_ns()
+        p1.ledger.published("robot-1", seq, t0, t0 + 500)
+        payload = envelope.build("robot-1", 1, 2, run=run_id, seq=seq, t0=t0)
+        sub1.received(payload, t0 + 1_000_000)
+        if seq <= 15:
+            sub2.received(payload, t0 + 3_000_000)
+
+    # periodic reports, through msgpack as Locust sends them
+    for wid, env, _p in workers:
+        data: dict = {}
+        env.events.report_to_master.fire(client_id=wid, data=data)
+        master_env.events.worker_report.fire(client_id=wid, data=_wire(data))
+    merged = plugin.collector.histograms.get("mqtt→stomp", "total")
+    assert merged.count == 20 + 15
+    assert p1.ledger.histograms.get("mqtt→stomp", "total").count == 0  # shipped as a delta
+
+    # stop: the master asks for a drain, workers answer with their final state
+    master_env.events.test_stopping.fire(environment=master_env)
+    drains = [(t, c) for t, _d, c in master.sent if t == MSG_DRAIN]
+    assert sorted(c for _t, c in drains) == ["w1", "w2"]
+    for wid, env, wplugin in workers:
+        wplugin._on_drain_message(env, Message(MSG_DRAIN, {"run": run_id}, "master"))
+        assert wplugin.ledger.draining
+        ((msg_type, data),) = env.runner.sent
+        assert msg_type == MSG_FINAL
+        master.custom_messages[MSG_FINAL][0](
+            environment=master_env, msg=Message(MSG_FINAL, data, wid)
+        )
+    master_env.events.test_stop.fire(environment=master_env)
+
+    e2e = json.loads((tmp_path / run_id / "e2e.json").read_text())
+    run = json.loads((tmp_path / run_id / "run.json").read_text())
+    path = e2e["paths"]["mqtt→stomp"]
+    assert path["latency"]["total"]["count"] == 35
+    assert path["totals"]["delivered"] == 35
+    assert path["totals"]["lost"] == 5  # w2's subscriber missed 16..20 of w1's device
+    assert path["totals"]["published"] == 20
+    assert path["subscribers"] == 2
+    assert e2e["complete"] is True
+    assert run["mode"] == "distributed"
+    assert run["worker_count"] == 2
+    assert [w["id"] for w in run["workers"]] == ["w1", "w2"]
+    assert run["user_classes_count"] == {"MqttDevice": 4, "StompSubscriber": 2}
+    for _wid, _env, wplugin in workers:
+        wplugin.probe.stop()
+
+
+def test_options_are_registered_with_env_vars(monkeypatch):
+    from locust.argument_parser import get_empty_argument_parser
+
+    parser = get_empty_argument_parser()
+    telemetry.add_arguments(parser)
+    opts = parser.parse_args(["--e2e-grace", "2.5", "--run-id", "abc"])
+    assert (opts.e2e_grace, opts.run_id, opts.e2e_drain, opts.results_dir) == (2.5, "abc", 3.0, "")
+    monkeypatch.setenv("PIPESWARM_E2E_DRAIN", "7")
+    monkeypatch.setenv("PIPESWARM_RESULTS_DIR", "out/{run_id}")
+    opts = parser.parse_args([])
+    assert (opts.e2e_drain, opts.results_dir) == (7.0, "out/{run_id}")
+    in_ui = parser.args_included_in_web_ui
+    assert "e2e_grace" in in_ui and "run_id" in in_ui and "results_dir" not in in_ui
