@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 import locust
+import psutil
 from locust.runners import MasterRunner, WorkerRunner
 
 from telemetry import results
@@ -141,6 +142,9 @@ class E2EPlugin:
         self._expected_finals: list[str] = []
         self._finals_received: set[str] = set()
         self._worker_hosts: dict[str, str] = {}
+        self._worker_cpu: dict[str, float] = {}
+        self._process = psutil.Process()
+        self._process.cpu_percent()  # the first call only starts the measurement
         self._final_sent = False
         self._stopping = False
         events = environment.events
@@ -235,6 +239,8 @@ class E2EPlugin:
         payload = self.ledger.final() if final else self.ledger.report()
         payload["looplag"] = self.probe.take_wire()
         payload["host"] = socket.gethostname()
+        # CPU since the previous report: Locust's own figure is refreshed only every 10 s
+        payload["cpu_percent"] = self._process.cpu_percent()
         return payload
 
     def on_report_to_master(self, client_id: str, data: dict[str, Any], **_kw: Any) -> None:
@@ -250,6 +256,8 @@ class E2EPlugin:
         assert self.collector is not None
         if "host" in payload:
             self._worker_hosts[source] = payload["host"]
+        if "cpu_percent" in payload:
+            self._worker_cpu[source] = float(payload["cpu_percent"])
         self.collector.merge(source, payload)
 
     def _local_merge(self, final: bool) -> None:
@@ -267,11 +275,14 @@ class E2EPlugin:
             clients = list(runner.clients.values())
             sample.users = runner.user_count
             sample.workers = len(clients)
-            sample.cpu = {str(runner.get_worker_index(c.id)): float(c.cpu_usage) for c in clients}
+            sample.cpu = {
+                str(runner.get_worker_index(c.id)): self._worker_cpu.get(c.id, float(c.cpu_usage))
+                for c in clients
+            }
         elif runner is not None:
             sample.users = runner.user_count
             sample.workers = 1
-            sample.cpu = {"local": float(getattr(runner, "current_cpu_usage", 0.0))}
+            sample.cpu = {"local": self._worker_cpu.get("local", 0.0)}
         return sample
 
     def _sample_loop(self) -> None:

@@ -76,8 +76,13 @@ class Timeseries:
             self._rows(sec, published, paths, sample)
 
     def _nearest(self, sec: int) -> Sample:
+        """The sample of the closest earlier second, else of the closest later one."""
         earlier = [s for s in self._samples if s <= sec]
-        return self._samples[max(earlier)] if earlier else self._last
+        if earlier:
+            return self._samples[max(earlier)]
+        if self._last.users or self._last.workers or not self._samples:
+            return self._last
+        return self._samples[min(self._samples)]
 
     def _rows(self, sec: int, published: dict[str, int], paths: dict[str, Any], s: Sample) -> None:
         cpu = list(s.cpu.values())
