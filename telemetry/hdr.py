@@ -58,7 +58,11 @@ class Histogram:
         self._h.record_value(value_us)
 
     def record_ns(self, value_ns: int) -> None:
-        self.record_us(value_ns // 1000)
+        value_us = value_ns // 1000
+        if 0 <= value_us <= HIGHEST_US:  # the hot path: one call into hdrh
+            self._h.record_value(value_us)
+        else:
+            self.record_us(value_us)
 
     # --- reading ---------------------------------------------------------
     @property
@@ -155,7 +159,10 @@ class HistogramSet:
         return h
 
     def record_ns(self, path: str, hop: str, value_ns: int) -> None:
-        self.get(path, hop).record_ns(value_ns)
+        h = self._by_key.get((path, hop))
+        if h is None:
+            h = self.get(path, hop)
+        h.record_ns(value_ns)
 
     def __iter__(self) -> Iterator[tuple[Key, Histogram]]:
         return iter(sorted(self._by_key.items()))

@@ -264,8 +264,11 @@ class Ledger:
         grace_s: float = 5.0,
         fire: FireFn | None = None,
         source: str = "local",
+        hop_events: bool = True,
     ) -> None:
         self.run_id = run_id
+        #: fire ``path:hop`` entries too (False: only ``path``; histograms keep every hop)
+        self.hop_events = hop_events
         self.grace_ns = int(grace_s * 1e9)
         self.source = source
         #: True while the test drains: publishers must not publish (see ``published``).
@@ -343,7 +346,8 @@ class Ledger:
         self.windows.delivered(path, recv_ns, total)
         if fire is not None:
             fire(path, max(total, 0) / 1e6, length)
-            fire(self._name(path, "service"), max(service, 0) / 1e6, length)
+            if self.hop_events:
+                fire(self._name(path, "service"), max(service, 0) / 1e6, length)
         hops = tr.hops
         if hops:
             src = tr.src
@@ -366,7 +370,7 @@ class Ledger:
             names = self._legs[key] = (hop, f"{path}:{hop}")
         hop, name = names
         self.histograms.record_ns(path, hop, value_ns)
-        if self._fire is not None:
+        if self._fire is not None and self.hop_events:
             self._fire(name, max(value_ns, 0) / 1e6, length)
 
     # --- shipping ------------------------------------------------------------

@@ -117,6 +117,15 @@ def add_arguments(parser: LocustArgumentParser) -> None:
         env_var="PIPESWARM_E2E_DRAIN",
         help="Seconds subscribers keep reading after publishers stop, at the end of a test",
     )
+    parser.add_argument(
+        "--e2e-hop-events",
+        type=str,
+        default="true",
+        choices=["true", "false"],
+        env_var="PIPESWARM_E2E_HOP_EVENTS",
+        help="Also show each hop (path:service, path:kafka, ...) as an E2E request entry; "
+        "'false' keeps only the total (cheaper; e2e.json keeps every hop either way)",
+    )
 
 
 def _option(environment: Environment, name: str, default: Any) -> Any:
@@ -215,7 +224,10 @@ class E2EPlugin:
         self.started_s = time.time()
         self._final_sent = False
         self._stopping = False
-        self.ledger = Ledger(run_id, grace_s=grace, fire=self._fire, source=self._source())
+        hop_events = str(_option(env, "e2e_hop_events", "true")).lower() != "false"
+        self.ledger = Ledger(
+            run_id, grace_s=grace, fire=self._fire, source=self._source(), hop_events=hop_events
+        )
         self.probe.stop()
         self.probe = LoopLagProbe()
         self.probe.start()
