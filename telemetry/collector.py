@@ -207,7 +207,10 @@ class Collector:
                     "closed_ns": sub.get("closed_ns", 0),
                     "untraced": int(sub.get("untraced", 0)),
                     "batches": int(sub.get("batches", 0)),
-                    "counters": sub.get("counters", {}),
+                    "counters": {
+                        path: dict(zip(COUNTERS, values, strict=False))
+                        for path, values in sub.get("counters", {}).items()
+                    },
                     "lost": lost_sub,
                     "lost_estimated": lost_est_sub,
                     "final_state": sid in streams_by_sub or sid in snaps_by_sub,

@@ -152,6 +152,7 @@ class E2EPlugin:
         self._finals_received: set[str] = set()
         self._worker_hosts: dict[str, str] = {}
         self._worker_cpu: dict[str, float] = {}
+        self._worker_users: dict[str, dict[str, int]] = {}
         self._process = psutil.Process()
         self._process.cpu_percent()  # the first call only starts the measurement
         self._final_sent = False
@@ -317,6 +318,8 @@ class E2EPlugin:
         if isinstance(runner, MasterRunner):
             self._expected_finals = [c.id for c in runner.clients.values()]
             self._finals_received = set()
+            # worker reports after the stop say 0 users: keep what ran
+            self._worker_users = {c.id: dict(c.user_classes_count) for c in runner.clients.values()}
             data = {"run": self.run_id}
             for client_id in self._expected_finals:
                 runner.send_message(MSG_DRAIN, data, client_id)
@@ -427,7 +430,9 @@ class E2EPlugin:
                         "index": runner.get_worker_index(wid),
                         "id": wid,
                         "host": self._worker_hosts.get(wid, wid.rsplit("_", 1)[0]),
-                        "user_classes_count": dict(node.user_classes_count) if node else {},
+                        "user_classes_count": self._worker_users.get(
+                            wid, dict(node.user_classes_count) if node else {}
+                        ),
                     }
                 )
         hosts = sorted({w["host"] for w in workers} | {socket.gethostname()})

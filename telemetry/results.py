@@ -129,10 +129,31 @@ def safe_options(options: Any) -> dict[str, Any]:
     return out
 
 
+def safe_argv(argv: list[str]) -> list[str]:
+    """``argv`` with URL passwords and the values of secret-named flags masked."""
+    out: list[str] = []
+    secret_next = False
+    for arg in argv:
+        if secret_next:
+            out.append("***")
+            secret_next = False
+            continue
+        flag, eq, value = arg.partition("=")
+        if flag.startswith("--") and _SECRET_NAME.search(flag.lstrip("-").replace("-", "_")):
+            if eq:
+                out.append(f"{flag}=***")
+            else:
+                out.append(arg)
+                secret_next = True
+            continue
+        out.append(_URL_PASSWORD.sub(r"\g<head>***@", arg))
+    return out
+
+
 def host_info() -> dict[str, Any]:
     return {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "argv": sys.argv,
+        "argv": safe_argv(sys.argv),
     }

@@ -239,3 +239,20 @@ def test_options_are_registered_with_env_vars(monkeypatch):
     assert (opts.e2e_drain, opts.results_dir) == (7.0, "out/{run_id}")
     in_ui = parser.args_included_in_web_ui
     assert "e2e_grace" in in_ui and "run_id" in in_ui and "results_dir" not in in_ui
+
+
+def test_run_json_never_carries_secrets():
+    from telemetry.results import safe_argv, safe_options
+
+    argv = ["locust", "--mqtt-url", "mqtt://dev:s3cret@h:1883", "--gateway-token", "jwt"]
+    assert safe_argv(argv) == [
+        "locust",
+        "--mqtt-url",
+        "mqtt://dev:***@h:1883",
+        "--gateway-token",
+        "***",
+    ]
+    opts = safe_options(
+        argparse.Namespace(redis_url="redis://:pw@h:6379/0", gateway_token="jwt", users=5)
+    )
+    assert opts == {"gateway_token": "***", "redis_url": "redis://:***@h:6379/0", "users": 5}
