@@ -111,7 +111,9 @@ async def stats(request: Request) -> Stats:
     """Message totals from Redis plus the gateway's own connection and push counters."""
     gw = _gateway(request)
     pipe = gw.redis.pipeline(transaction=False)
-    pipe.get(TOTAL_KEY).hgetall(COUNTS_KEY).zcard(DEVICES_KEY)
+    pipe.get(TOTAL_KEY)
+    pipe.hgetall(COUNTS_KEY)
+    pipe.zcard(DEVICES_KEY)
     total, counts, device_count = await _redis(pipe.execute())
     s = gw.stats
     return Stats(

@@ -161,7 +161,7 @@ class StompSession:
         ):
             if value and hmac.compare_digest(value.encode(), expected.encode()):
                 return True
-        passcode = headers.get("passcode")
+        passcode = headers.get("passcode", "")
         return bool(passcode) and hmac.compare_digest(passcode.encode(), self.token.encode())
 
     def _subscribe(self, frame: Frame) -> bool:

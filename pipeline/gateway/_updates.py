@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import time
+from typing import cast
 
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
@@ -87,11 +88,15 @@ class UpdateReader:
 
     async def _seed(self, client: aredis.Redis) -> None:
         now_ms = time.time() * 1000
-        devices = await client.zrange(DEVICES_KEY, 0, -1, withscores=True)
+        # bytes: this client does not decode (the channel payloads go to json.loads as is)
+        devices = cast(
+            list[tuple[bytes, float]], await client.zrange(DEVICES_KEY, 0, -1, withscores=True)
+        )
         for i in range(0, len(devices), _SEED_BATCH):
             batch = devices[i : i + _SEED_BATCH]
-            keys = [LATEST_KEY.format(device_id=d.decode()) for d, _ in batch]
-            values = await client.mget(keys)
-            for (device, score), raw in zip(batch, values, strict=True):
+            names = [device.decode() for device, _ in batch]
+            keys = [LATEST_KEY.format(device_id=name) for name in names]
+            values = cast(list[bytes | None], await client.mget(keys))
+            for name, (_, score), raw in zip(names, batch, values, strict=True):
                 if raw is not None:
-                    self.hub.seed(device.decode(), raw.decode(), (now_ms - score) / 1000)
+                    self.hub.seed(name, raw.decode(), (now_ms - score) / 1000)

@@ -1,0 +1,911 @@
+"""The gateway as a real process against real Redis and Mosquitto.
+
+The tests play the consumer: they PUBLISH updates on `pipeswarm:updates` and write
+the Redis keys, then watch what raw WebSocket, STOMP (stomp.py) and MQTT clients
+receive. Counters are compared before/after, because the gateways live for the
+whole module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+import redis
+import stomp
+import websocket
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline._procs import free_port
+from pipeline.config import (
+    COUNTS_KEY,
+    DEVICES_KEY,
+    LATEST_KEY,
+    TOTAL_KEY,
+    UPDATES_CHANNEL,
+    MqttTarget,
+    Settings,
+)
+from pipeline.gateway._hub import Hub, Outbox, run_sender
+from pipeline.gateway._metrics import GatewayStats
+from pipeline.gateway._stomp_server import StompSession
+from pipeline.stack import Stack
+from tests.helpers import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "s3cret-token"
+
+
+# -- a gateway process ----------------------------------------------------------------
+class Gateway:
+    def __init__(self, log_path: Path, **env: str) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self.env = {
+            **os.environ,
+            "GATEWAY_PORT": str(self.port),
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, ready: str = "healthy") -> Gateway:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.gateway"],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        check = self.healthy if ready == "healthy" else self.serving
+        wait_for(check, 30, f"gateway on {self.port} {ready}")
+        return self
+
+    def _alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"gateway exited {self.proc.returncode}: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def health(self) -> tuple[int, dict] | None:
+        self._alive()
+        try:
+            r = self.http.get("/api/health")
+        except httpx.TransportError:
+            return None
+        return r.status_code, r.json()
+
+    def healthy(self) -> bool:
+        h = self.health()
+        return h is not None and h[0] == 200
+
+    def serving(self) -> bool:
+        return self.health() is not None
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        text = self.http.get("/metrics").text
+        out = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.http.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def ws(self, path: str = "/coordinates", **kwargs) -> websocket.WebSocket:
+        conn = websocket.create_connection(f"ws://127.0.0.1:{self.port}{path}", **kwargs)
+        conn.settimeout(10)
+        return conn
+
+
+def metric(values: dict, name: str, **labels: str) -> float:
+    return values.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture(scope="module")
+def gateway(redis_url, mqtt_url, tmp_path_factory):
+    gw = Gateway(
+        tmp_path_factory.mktemp("gw") / "stream.log",
+        REDIS_URL=redis_url,
+        MQTT_URL=mqtt_url,
+        PUSH_MODE="stream",
+        CLIENT_QUEUE="100",
+    ).start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="module")
+def snapshot_gateway(redis_url, mqtt_url, tmp_path_factory):
+    gw = Gateway(
+        tmp_path_factory.mktemp("gw") / "snapshot.log",
+        REDIS_URL=redis_url,
+        MQTT_URL=mqtt_url,
+        PUSH_MODE="snapshot",
+        SNAPSHOT_INTERVAL_MS="200",
+        GATEWAY_TOKEN=TOKEN,
+    ).start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="module")
+def rds(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def device() -> str:
+    return f"gw-{uuid.uuid4().hex[:10]}"
+
+
+def update(device_id: str, seq: int, **extra) -> dict:
+    """An update as the consumer publishes it: bridge and consumer hops stamped."""
+    now = time.time_ns()
+    return {
+        "device_id": device_id,
+        "x": float(seq),
+        "y": -1.5,
+        "timestamp": now / 1e9,
+        "trace": {
+            "run": "gw-test",
+            "seq": seq,
+            "t0": now - 3000,
+            "tp": now - 2000,
+            "hops": {"bridge": now - 1000, "consumer": now},
+        },
+        **extra,
+    }
+
+
+def publish(rds: redis.Redis, msg: dict | str) -> None:
+    rds.publish(UPDATES_CHANNEL, msg if isinstance(msg, str) else json.dumps(msg))
+
+
+def recv_json(conn: websocket.WebSocket, pred, limit: int = 10_000) -> dict:
+    """Read frames until one satisfies `pred` (other tests' traffic may interleave)."""
+    for _ in range(limit):
+        msg = json.loads(conn.recv())
+        if pred(msg):
+            return msg
+    raise AssertionError("no matching frame")
+
+
+# -- STOMP helpers ----------------------------------------------------------------------
+class StompListener(stomp.ConnectionListener):
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.messages: list[tuple[dict, str]] = []
+        self.receipts: set[str] = set()
+        self.errors: list[tuple[dict, str]] = []
+
+    def on_message(self, frame) -> None:
+        with self.lock:
+            self.messages.append((dict(frame.headers), frame.body))
+
+    def on_receipt(self, frame) -> None:
+        with self.lock:
+            self.receipts.add(frame.headers["receipt-id"])
+
+    def on_error(self, frame) -> None:
+        with self.lock:
+            self.errors.append((dict(frame.headers), frame.body))
+
+    def bodies(self, subscription: str, device_id: str | None = None) -> list[dict]:
+        with self.lock:
+            out = [json.loads(b) for h, b in self.messages if h["subscription"] == subscription]
+        return [m for m in out if device_id is None or m.get("device_id") == device_id]
+
+
+def stomp_client(gw: Gateway, **connect_kwargs) -> tuple[stomp.WSStompConnection, StompListener]:
+    conn = stomp.WSStompConnection([("127.0.0.1", gw.port)], ws_path="/ws", timeout=10)
+    listener = StompListener()
+    conn.set_listener("test", listener)
+    conn.connect(wait=True, **connect_kwargs)
+    return conn, listener
+
+
+def subscribe(conn, listener: StompListener, destination: str, sub_id: str) -> None:
+    receipt = f"sub-{sub_id}"
+    conn.subscribe(destination, id=sub_id, receipt=receipt)
+    wait_for(lambda: receipt in listener.receipts, 10, f"RECEIPT {receipt}")
+
+
+def raw_stomp(gw: Gateway, connect: bool = True) -> websocket.WebSocket:
+    conn = gw.ws("/ws", subprotocols=["v12.stomp"])
+    assert conn.getsubprotocol() == "v12.stomp"
+    if connect:
+        conn.send("CONNECT\naccept-version:1.2\nhost:test\n\n\x00")
+        assert conn.recv().startswith("CONNECTED\n")
+    return conn
+
+
+def assert_closed_by_server(conn: websocket.WebSocket) -> None:
+    """Read until the server's close frame (recv() gives "") or the socket ends."""
+    for _ in range(1000):
+        try:
+            if conn.recv() == "":
+                return
+        except websocket.WebSocketConnectionClosedException:
+            return
+    raise AssertionError("the server kept the connection open")
+
+
+def recv_frame(conn: websocket.WebSocket) -> str:
+    """The next STOMP frame, skipping heart-beat EOLs."""
+    while True:
+        data = conn.recv()
+        if data.strip("\r\n"):
+            return data
+
+
+# -- stream mode --------------------------------------------------------------------------
+def test_health_and_openapi(gateway):
+    status, body = gateway.health()
+    assert status == 200
+    assert body["status"] == "ok"
+    assert (body["redis"], body["updates"], body["mqtt"]) == ("ok", "subscribed", "ok")
+    assert body["push_mode"] == "stream"
+    spec = gateway.http.get("/openapi.json").json()
+    assert spec["info"]["title"] == "pipeswarm gateway"
+    for path in ("/api/health", "/api/stats", "/api/coordinates", "/api/commands/{device_id}"):
+        assert path in spec["paths"]
+    assert spec["paths"]["/api/commands/{device_id}"]["post"]["description"]
+    assert gateway.http.get("/docs").status_code == 200
+
+
+def test_raw_websocket_gets_update_with_gateway_hop(gateway, rds):
+    dev = device()
+    conn = gateway.ws()
+    try:
+        sent = update(dev, 1)
+        publish(rds, sent)
+        got = recv_json(conn, lambda m: m.get("device_id") == dev)
+    finally:
+        conn.close()
+    hops = got["trace"]["hops"]
+    assert hops["gateway"] >= hops["consumer"] == sent["trace"]["hops"]["consumer"]
+    assert hops["gateway"] <= time.time_ns()
+    # everything else passes through untouched
+    del got["trace"]["hops"]["gateway"]
+    assert got == sent
+
+
+def test_update_without_trace_passes_through(gateway, rds):
+    dev = device()
+    conn = gateway.ws()
+    try:
+        sent = {"device_id": dev, "x": 1.0, "y": 2.0, "timestamp": 3.0}
+        publish(rds, sent)
+        assert recv_json(conn, lambda m: m.get("device_id") == dev) == sent
+    finally:
+        conn.close()
+
+
+def test_stomp_topics_all_and_one_device(gateway, rds):
+    dev_a, dev_b = device(), device()
+    conn, listener = stomp_client(gateway)
+    try:
+        subscribe(conn, listener, "/topic/coordinates", "all")
+        subscribe(conn, listener, f"/topic/devices/{dev_a}", "one")
+        publish(rds, update(dev_a, 1))
+        publish(rds, update(dev_b, 1))
+        publish(rds, update(dev_a, 2))
+        wait_for(lambda: len(listener.bodies("one")) == 2, 10, "two updates of device A")
+        wait_for(
+            lambda: len(listener.bodies("all", dev_a)) == 2 and listener.bodies("all", dev_b),
+            10,
+            "all three updates on /topic/coordinates",
+        )
+    finally:
+        conn.disconnect()
+    assert [m["trace"]["seq"] for m in listener.bodies("one")] == [1, 2]
+    assert {m["device_id"] for m in listener.bodies("one")} == {dev_a}
+    assert [m["trace"]["seq"] for m in listener.bodies("all", dev_a)] == [1, 2]
+    for m in listener.bodies("all"):
+        assert m["trace"]["hops"]["gateway"] >= m["trace"]["hops"]["consumer"]
+    for h, body in listener.messages:
+        want = "/topic/coordinates" if h["subscription"] == "all" else f"/topic/devices/{dev_a}"
+        assert h["destination"] == want
+        assert h["content-type"] == "application/json"
+        assert int(h["content-length"]) == len(body.encode())
+    ids = [h["message-id"] for h, _ in listener.messages]
+    assert len(set(ids)) == len(ids)
+    assert not listener.errors
+
+
+def test_device_ids_with_colons_are_escaped_in_stomp_headers(gateway, rds):
+    dev = f"robot:{uuid.uuid4().hex[:6]}"
+    conn, listener = stomp_client(gateway)
+    try:
+        subscribe(conn, listener, f"/topic/devices/{dev}", "colon")
+        publish(rds, update(dev, 1))
+        wait_for(lambda: listener.bodies("colon"), 10, "update of a device with a colon")
+    finally:
+        conn.disconnect()
+    assert listener.messages[0][0]["destination"] == f"/topic/devices/{dev}"
+
+
+def test_stomp_connected_heartbeat_and_incoming_eols(gateway, rds):
+    dev = device()
+    conn = gateway.ws("/ws", subprotocols=["v10.stomp", "v12.stomp"])
+    try:
+        assert conn.getsubprotocol() == "v12.stomp"
+        conn.send("\n")  # heart-beats before, between and inside frames are fine
+        conn.send("STOMP\naccept-version:1.1,1.2\nhost:x\nheart-beat:5000,20000\n\n\x00")
+        connected = recv_frame(conn)
+        head = connected.split("\n\n")[0].split("\n")
+        assert head[0] == "CONNECTED"
+        assert "version:1.2" in head
+        assert "heart-beat:10000,10000" in head
+        conn.send("\r\n")
+        conn.send(f"SUBSCRIBE\nid:7\ndestination:/topic/devices/{dev}\n")
+        conn.send("receipt:r-7\n\n\x00\n")
+        assert recv_frame(conn) == "RECEIPT\nreceipt-id:r-7\n\n\x00"
+        publish(rds, update(dev, 1))
+        frame = recv_frame(conn)
+        head, _, body = frame.partition("\n\n")
+        assert head.startswith("MESSAGE\n")
+        assert "subscription:7" in head.split("\n")
+        assert json.loads(body.rstrip("\x00"))["device_id"] == dev
+        conn.send("UNSUBSCRIBE\nid:7\nreceipt:u\n\n\x00")
+        assert recv_frame(conn) == "RECEIPT\nreceipt-id:u\n\n\x00"
+        conn.send("DISCONNECT\nreceipt:bye\n\n\x00")
+        assert recv_frame(conn) == "RECEIPT\nreceipt-id:bye\n\n\x00"
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("frames", "reason", "message"),
+    [
+        (["HELLO\n\n\x00"], "unknown_command", "malformed frame"),
+        (["SUBSCRIBE\nid:1\ndestination:/a\\tb\n\n\x00"], "bad_escape", "malformed frame"),
+        (["SEND\ncontent-length:1\n\nxy\x00"], "missing_nul", "malformed frame"),
+        (
+            ["SUBSCRIBE\nid:1\ndestination:/queue/x\nreceipt:77\n\n\x00"],
+            "unknown_destination",
+            "unknown destination /queue/x",
+        ),
+        (["SUBSCRIBE\ndestination:/topic/coordinates\n\n\x00"], "missing_header", None),
+        (["SEND\ndestination:/topic/coordinates\n\nhi\x00"], "unsupported", "SEND not supported"),
+        (
+            [
+                "SUBSCRIBE\nid:1\ndestination:/topic/coordinates\n\n\x00",
+                "SUBSCRIBE\nid:1\ndestination:/topic/coordinates\n\n\x00",
+            ],
+            "duplicate_subscription",
+            None,
+        ),
+    ],
+)
+def test_bad_stomp_frame_gets_error_then_close(gateway, frames, reason, message):
+    before = gateway.metrics()
+    conn = raw_stomp(gateway)
+    try:
+        for f in frames:
+            conn.send(f)
+        error = recv_frame(conn)
+        head, _, _ = error.partition("\n\n")
+        lines = head.split("\n")
+        assert lines[0] == "ERROR", error
+        if message:
+            assert f"message:{message}" in lines
+        if "receipt:77" in frames[0]:
+            assert "receipt-id:77" in lines
+        assert_closed_by_server(conn)
+    finally:
+        conn.close()
+    after = gateway.metrics()
+    name = "pipeline_gateway_stomp_errors_total"
+    assert metric(after, name, reason=reason) - metric(before, name, reason=reason) == 1
+
+
+def test_frame_before_connect_is_an_error(gateway):
+    conn = raw_stomp(gateway, connect=False)
+    try:
+        conn.send("SUBSCRIBE\nid:1\ndestination:/topic/coordinates\n\n\x00")
+        assert recv_frame(conn).startswith("ERROR\n")
+    finally:
+        conn.close()
+
+
+def test_metrics_count_updates_pushes_and_connections(gateway, rds):
+    dev = device()
+    before = gateway.metrics()
+    conn = gateway.ws()
+    try:
+        wait_for(
+            lambda: (
+                metric(gateway.metrics(), "pipeline_gateway_connections", protocol="websocket")
+                == metric(before, "pipeline_gateway_connections", protocol="websocket") + 1
+            ),
+            10,
+            "connection gauge +1",
+        )
+        publish(rds, "{not json")
+        publish(rds, json.dumps(["a", "list"]))
+        for seq in (1, 2, 3):
+            publish(rds, update(dev, seq))
+        recv_json(conn, lambda m: m.get("device_id") == dev and m["trace"]["seq"] == 3)
+
+        def pushed_three() -> dict | None:
+            # the counter moves right after the frame is written: read until it shows
+            m = gateway.metrics()
+            name = "pipeline_gateway_pushed_total"
+            moved = metric(m, name, protocol="websocket") - metric(
+                before, name, protocol="websocket"
+            )
+            return m if moved >= 3 else None
+
+        after = wait_for(pushed_three, 10, "pushed counter")
+    finally:
+        conn.close()
+
+    def delta(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert delta("pipeline_gateway_updates_total") == 3
+    assert delta("pipeline_gateway_bad_updates_total") == 2
+    assert delta("pipeline_gateway_pushed_total", protocol="websocket") == 3
+    assert delta("pipeline_gateway_push_latency_seconds_count") == 3
+    assert metric(after, "pipeline_gateway_push_latency_seconds_bucket", le="+Inf") == metric(
+        after, "pipeline_gateway_push_latency_seconds_count"
+    )
+    assert metric(after, "pipeline_gateway_redis_up") == 1
+    assert metric(after, "pipeline_gateway_mqtt_up") == 1
+    assert metric(after, "pipeline_gateway_redis_reconnects_total") == 0
+    wait_for(
+        lambda: (
+            metric(gateway.metrics(), "pipeline_gateway_connections", protocol="websocket")
+            == metric(before, "pipeline_gateway_connections", protocol="websocket")
+        ),
+        10,
+        "connection gauge back after close",
+    )
+
+
+def test_slow_client_is_dropped_without_stalling_others(gateway, rds):
+    dev = device()
+    n = 600
+    # 12 MB in all: more than the slow client's socket buffers (~4 MB) and queue (100) hold
+    pad = "x" * 20_000
+    slow = gateway.ws()
+    fast = gateway.ws()
+    before = gateway.metrics()
+    received = []
+
+    def read_fast() -> None:
+        while len(received) < n:
+            msg = json.loads(fast.recv())
+            if msg.get("device_id") == dev:
+                received.append(msg["trace"]["seq"])
+
+    reader = threading.Thread(target=read_fast, daemon=True)
+    reader.start()
+    try:
+        pipe = rds.pipeline(transaction=False)
+        for seq in range(1, n + 1):
+            pipe.publish(UPDATES_CHANNEL, json.dumps(update(dev, seq, pad=pad)))
+            if seq % 50 == 0:
+                pipe.execute()
+                # The fast client keeps up (never 100 behind); the slow one never reads.
+                wait_for(lambda seq=seq: len(received) >= seq, 30, f"fast client at {seq}")
+        reader.join(30)
+        assert received == list(range(1, n + 1))
+        after = gateway.metrics()
+    finally:
+        slow.close()
+        fast.close()
+    dropped = metric(
+        after, "pipeline_gateway_dropped_total", protocol="websocket", reason="queue_full"
+    )
+    assert (
+        dropped
+        - metric(
+            before, "pipeline_gateway_dropped_total", protocol="websocket", reason="queue_full"
+        )
+        > 0
+    )
+    assert gateway.healthy()
+
+
+# -- REST ------------------------------------------------------------------------------
+def test_rest_coordinates_and_stats_read_redis(gateway, rds):
+    devs = [device(), device()]
+    now_ms = int(time.time() * 1000)
+    for i, dev in enumerate(devs):
+        rds.set(LATEST_KEY.format(device_id=dev), json.dumps(update(dev, 5 + i)), ex=60)
+        rds.zadd(DEVICES_KEY, {dev: now_ms + i})
+        rds.hincrby(COUNTS_KEY, dev, 5 + i)
+        rds.incrby(TOTAL_KEY, 5 + i)
+    ghost = device()  # in the ZSET but its latest key expired
+    rds.zadd(DEVICES_KEY, {ghost: now_ms})
+
+    everything = gateway.http.get("/api/coordinates")
+    assert everything.status_code == 200
+    by_id = {m["device_id"]: m for m in everything.json()}
+    assert by_id[devs[0]]["trace"]["seq"] == 5
+    assert by_id[devs[1]]["trace"]["seq"] == 6
+    assert ghost not in by_id
+
+    one = gateway.http.get(f"/api/coordinates/{devs[1]}")
+    assert one.status_code == 200
+    assert one.json()["x"] == 6.0
+    assert gateway.http.get(f"/api/coordinates/{ghost}").status_code == 404
+    assert gateway.http.get("/api/coordinates/bad+id").status_code == 422
+
+    stats = gateway.http.get("/api/stats").json()
+    assert stats["per_device"][devs[0]] == 5
+    assert stats["per_device"][devs[1]] == 6
+    assert stats["total_messages"] == int(rds.get(TOTAL_KEY))
+    assert stats["device_count"] == rds.zcard(DEVICES_KEY)
+    assert stats["push_mode"] == "stream"
+    assert set(stats["connections"]) == {"websocket", "stomp"}
+    assert stats["updates_received"] >= 0
+
+
+class CommandSink:
+    """A paho subscriber on `orin/+/command`; ready once its SUBACK is in."""
+
+    def __init__(self, mqtt_url: str) -> None:
+        target = MqttTarget.from_url(mqtt_url)
+        self.messages: list[tuple[str, dict]] = []
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_connect = lambda c, *_: c.subscribe("orin/+/command", qos=1)
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_message = lambda c, u, m: self.messages.append(
+            (m.topic, json.loads(m.payload))
+        )
+        self.client.connect(target.host, target.port)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "SUBACK"
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def command_sink(mqtt_url):
+    sink = CommandSink(mqtt_url)
+    yield sink
+    sink.close()
+
+
+def test_command_is_published_to_the_device_topic(gateway, command_sink):
+    dev = device()
+    before = gateway.metrics()
+    r = gateway.http.post(f"/api/commands/{dev}", json={"command": "tracking"})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["topic"] == f"orin/{dev}/command"
+    assert len(body["command_id"]) == 32 and int(body["command_id"], 16) >= 0
+    assert abs(body["issued_at"] - time.time_ns()) < 60e9
+    wait_for(lambda: command_sink.messages, 10, "command on MQTT")
+    topic, payload = command_sink.messages[0]
+    assert topic == f"orin/{dev}/command"
+    assert payload == {
+        "device_id": dev,
+        "command": "tracking",
+        "command_id": body["command_id"],
+        "issued_at": body["issued_at"],
+    }
+    after = gateway.metrics()
+    name = "pipeline_gateway_commands_total"
+    assert metric(after, name, result="accepted") - metric(before, name, result="accepted") == 1
+
+
+def test_invalid_commands_get_422_and_publish_nothing(gateway, command_sink):
+    dev = device()
+    before = gateway.metrics()
+    bad = [
+        (dev, {"command": "sl am"}),
+        (dev, {"command": "x" * 65}),
+        (dev, {"command": ""}),
+        (dev, {"command": 7}),
+        (dev, {"cmd": "slam"}),
+        (dev, None),
+        ("bad+id", {"command": "slam"}),
+        ("x" * 129, {"command": "slam"}),
+    ]
+    for device_id, body in bad:
+        r = gateway.http.post(f"/api/commands/{device_id}", json=body)
+        assert r.status_code == 422, (device_id, body, r.text)
+    # A valid command after them: MQTT keeps order, so anything invalid would be first.
+    sentinel = device()
+    r = gateway.http.post(f"/api/commands/{sentinel}", json={"command": "custom_cmd-1.0"})
+    assert r.status_code == 202
+    wait_for(lambda: command_sink.messages, 10, "the sentinel command")
+    assert [t for t, _ in command_sink.messages] == [f"orin/{sentinel}/command"]
+    after = gateway.metrics()
+    name = "pipeline_gateway_commands_total"
+    assert metric(after, name, result="invalid") - metric(before, name, result="invalid") == len(
+        bad
+    )
+
+
+# -- snapshot mode + token ---------------------------------------------------------------
+def test_snapshot_mode_sends_batches_with_latest_of_every_device(snapshot_gateway, rds):
+    devs = [device() for _ in range(3)]
+    conn = snapshot_gateway.ws()
+    try:
+        publish(rds, update(devs[0], 1))
+        publish(rds, update(devs[1], 1))
+        publish(rds, update(devs[0], 2))  # conflated: only seq 2 may be in a later batch
+        publish(rds, update(devs[2], 1))
+
+        def has_all(msg: dict) -> bool:
+            latest = {d["device_id"]: d for d in msg["devices"] if d["device_id"] in devs}
+            return len(latest) == 3 and latest[devs[0]]["trace"]["seq"] == 2
+
+        first = recv_json(conn, has_all, limit=100)
+        second = recv_json(conn, has_all, limit=100)
+    finally:
+        conn.close()
+    assert first["type"] == "snapshot"
+    gap_ms = (second["sent_ns"] - first["sent_ns"]) / 1e6
+    assert 100 <= gap_ms <= 2000, gap_ms
+    for snap in (first, second):
+        ours = [d for d in snap["devices"] if d["device_id"] in devs]
+        assert len(ours) == 3  # one entry per device, never two
+        for d in ours:
+            assert d["trace"]["hops"]["gateway"] >= d["trace"]["hops"]["consumer"]
+            assert snap["sent_ns"] >= d["trace"]["hops"]["gateway"]
+
+
+def test_snapshot_mode_over_stomp(snapshot_gateway, rds):
+    dev_a, dev_b = device(), device()
+    conn, listener = stomp_client(snapshot_gateway, passcode=TOKEN)
+    try:
+        subscribe(conn, listener, "/topic/coordinates", "all")
+        subscribe(conn, listener, f"/topic/devices/{dev_a}", "one")
+        publish(rds, update(dev_a, 1))
+        publish(rds, update(dev_b, 1))
+        wait_for(
+            lambda: (
+                len(listener.bodies("one")) >= 2
+                and any(
+                    {dev_a, dev_b} <= {d["device_id"] for d in s["devices"]}
+                    for s in listener.bodies("all")
+                )
+            ),
+            10,
+            "snapshots on both topics",
+        )
+    finally:
+        conn.disconnect()
+    assert all(m["type"] == "snapshot" for m in listener.bodies("all"))
+    # /topic/devices/{id}: that device's latest message each interval, nothing else
+    assert {m["device_id"] for m in listener.bodies("one")} == {dev_a}
+    assert {m["trace"]["seq"] for m in listener.bodies("one")} == {1}
+
+
+def test_token_is_required_when_configured(snapshot_gateway):
+    before = snapshot_gateway.metrics()
+    for connect in (
+        "CONNECT\naccept-version:1.2\nhost:x\n\n\x00",
+        "CONNECT\naccept-version:1.2\nhost:x\npasscode:wrong\n\n\x00",
+        "CONNECT\naccept-version:1.2\nhost:x\nAuthorization:Bearer wrong\n\n\x00",
+    ):
+        conn = raw_stomp(snapshot_gateway, connect=False)
+        try:
+            conn.send(connect)
+            error = recv_frame(conn)
+            assert error.startswith("ERROR\n")
+            assert "message:authentication failed" in error
+        finally:
+            conn.close()
+    for connect, headers in (
+        (f"CONNECT\naccept-version:1.2\nhost:x\npasscode:{TOKEN}\n\n\x00", None),
+        (f"CONNECT\naccept-version:1.2\nhost:x\nAuthorization:Bearer {TOKEN}\n\n\x00", None),
+        ("CONNECT\naccept-version:1.2\nhost:x\n\n\x00", [f"Authorization: Bearer {TOKEN}"]),
+    ):
+        conn = snapshot_gateway.ws("/ws", header=headers)
+        try:
+            conn.send(connect)
+            assert recv_frame(conn).startswith("CONNECTED\n")
+        finally:
+            conn.close()
+    after = snapshot_gateway.metrics()
+    name = "pipeline_gateway_stomp_errors_total"
+    assert metric(after, name, reason="auth") - metric(before, name, reason="auth") == 3
+
+
+# -- outages and shutdown ------------------------------------------------------------------
+def test_redis_loss_mqtt_down_and_sigterm(tmp_path):
+    """A private Redis we may kill; MQTT pointed at a port nobody listens on."""
+    servers = Stack.with_ports(auto=True, state_dir=tmp_path / "servers")
+    gw = None
+    try:
+        servers.start_service("redis")
+        rds = redis.Redis.from_url(servers.urls["redis"])
+        # written before the gateway starts: it must read it from Redis (seeding)
+        seeded = device()
+        rds.set(LATEST_KEY.format(device_id=seeded), json.dumps(update(seeded, 9)), ex=60)
+        rds.zadd(DEVICES_KEY, {seeded: int(time.time() * 1000)})
+        gw = Gateway(
+            tmp_path / "gw.log",
+            REDIS_URL=servers.urls["redis"],
+            MQTT_URL=f"mqtt://127.0.0.1:{free_port()}",
+            PUSH_MODE="snapshot",
+            SNAPSHOT_INTERVAL_MS="100",
+        )
+        gw.start(ready="serving")
+        wait_for(lambda: gw.health()[1]["updates"] == "subscribed", 20, "update subscription")
+        status, body = gw.health()
+        assert (status, body["down"], body["status"]) == (503, ["mqtt"], "unavailable")
+
+        r = gw.http.post("/api/commands/robot-1", json={"command": "slam"})
+        assert r.status_code == 503
+        name = "pipeline_gateway_commands_total"
+        assert metric(gw.metrics(), name, result="unavailable") == 1
+
+        servers.stop_service("redis")
+        wait_for(lambda: "redis" in gw.health()[1]["down"], 20, "health to report Redis down")
+        assert gw.health()[1]["updates"] == "down"
+        assert gw.http.get("/api/stats").status_code == 503
+        assert gw.http.get("/metrics").status_code == 200  # still serving
+
+        servers.start_service("redis")
+        wait_for(lambda: gw.health()[1]["down"] == ["mqtt"], 30, "Redis back in health")
+        values = gw.metrics()
+        assert metric(values, "pipeline_gateway_redis_reconnects_total") == 1
+        assert metric(values, "pipeline_gateway_redis_up") == 1
+
+        dev = device()
+        conn = gw.ws()
+        try:
+            publish(rds, update(dev, 1))
+            snap = recv_json(conn, lambda m: dev in {d["device_id"] for d in m["devices"]})
+            latest = {d["device_id"]: d["trace"]["seq"] for d in snap["devices"]}
+            assert latest == {seeded: 9, dev: 1}
+            gw.proc.send_signal(signal.SIGTERM)
+            assert_closed_by_server(conn)  # then the process exits 0
+        finally:
+            conn.close()
+        assert gw.proc.wait(15) == 0, gw.log()
+        assert "event=gateway_stopped" in gw.log()
+        rds.close()
+    finally:
+        if gw is not None:
+            gw.stop()
+        servers.stop()
+
+
+def test_taken_port_is_one_sentence_and_exit_2(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline.gateway"],
+            cwd=REPO,
+            env={**os.environ, "GATEWAY_PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# -- in-process: the parts whose timing a real server would make slow to test -------------
+@pytest.mark.parametrize(
+    ("client_heartbeat", "send_every_s", "receive_timeout_s"),
+    [
+        ("0,0", 0, 0),
+        ("1000,1000", 10, 20),  # the server's 10 s floor; 2x grace on receive
+        ("20000,30000", 30, 40),
+        ("0,5000", 10, 0),
+        ("5000,0", 0, 20),
+    ],
+)
+def test_heartbeat_negotiation(client_heartbeat, send_every_s, receive_timeout_s):
+    stats = GatewayStats()
+    outbox = Outbox("stomp", 10, stats)
+    session = StompSession(Hub(Settings(), stats), outbox, stats)
+    session.feed(f"CONNECT\naccept-version:1.2\nheart-beat:{client_heartbeat}\n\n\x00".encode())
+    assert session.connected
+    (connected, _), *_ = outbox.items
+    assert "heart-beat:10000,10000\n" in connected
+    assert outbox.heartbeat_s == send_every_s
+    assert session.receive_timeout_s == receive_timeout_s
+
+
+def test_stomp_10_session_negotiates_down_and_does_not_escape():
+    stats = GatewayStats()
+    hub = Hub(Settings(), stats)
+    outbox = Outbox("stomp", 10, stats)
+    session = StompSession(hub, outbox, stats)
+    session.feed(b"CONNECT\naccept-version:1.0\n\n\x00")
+    session.feed(b"SUBSCRIBE\nid:a\\cb\ndestination:/topic/devices/d:1\nreceipt:r:1\n\n\x00")
+    frames = [text for text, _ in outbox.items]
+    assert frames[0].startswith("CONNECTED\nversion:1.0\n")
+    assert frames[1] == "RECEIPT\nreceipt-id:r:1\n\n\x00"
+    (sub,) = hub.stomp_device["d:1"]
+    assert sub.sub_id == "a\\cb"  # 1.0: taken literally
+    assert "destination:/topic/devices/d:1\n" in sub.head
+
+
+def test_unsupported_version_gets_error_with_versions():
+    stats = GatewayStats()
+    outbox = Outbox("stomp", 10, stats)
+    session = StompSession(Hub(Settings(), stats), outbox, stats)
+    session.feed(b"CONNECT\naccept-version:2.0\n\n\x00")
+    assert session.closing
+    error = outbox.items[0][0]
+    assert error.startswith("ERROR\n") and "version:1.0,1.1,1.2\n" in error
+    assert stats.stomp_errors["version"] == 1
+
+
+def test_outbox_drops_beyond_its_limit_but_not_control_frames():
+    stats = GatewayStats()
+    outbox = Outbox("websocket", 2, stats)
+    assert [outbox.push(str(i), 0.0) for i in range(5)] == [True, True, False, False, False]
+    outbox.push_control("RECEIPT")
+    assert [t for t, _ in outbox.items] == ["0", "1", "RECEIPT"]
+    assert stats.dropped == {("websocket", "queue_full"): 3}
+    outbox.discard()  # the client went away with two data frames unsent
+    assert stats.dropped[("websocket", "closed")] == 2
+
+
+def test_sender_writes_eol_heartbeats_only_when_idle():
+    async def main() -> list[str]:
+        stats = GatewayStats()
+        outbox = Outbox("stomp", 10, stats)
+        outbox.heartbeat_s = 0.02
+        sent: list[str] = []
+
+        async def send(text: str) -> None:
+            sent.append(text)
+
+        async def close() -> None:
+            sent.append("<close>")
+
+        task = asyncio.create_task(run_sender(outbox, send, close))
+        for _ in range(500):  # until two heart-beats went out (bounded: 5 s)
+            if sent.count("\n") >= 2:
+                break
+            await asyncio.sleep(0.01)
+        outbox.push("MESSAGE", time.perf_counter())
+        outbox.close_after_drain()
+        await asyncio.wait_for(task, 5)
+        assert stats.pushed["stomp"] == 1
+        assert stats.push_latency.count == 1
+        return sent
+
+    sent = asyncio.run(main())
+    assert sent[-2:] == ["MESSAGE", "<close>"]
+    assert set(sent[:-2]) == {"\n"} and len(sent) >= 4
