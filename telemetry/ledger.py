@@ -219,8 +219,13 @@ class Subscriber:
             ledger._record(path, "staleness", stale_ns, fire=True)
 
     def close(self) -> None:
-        """Mark the subscription ended (before the test end: no tail loss is counted)."""
-        if not self.closed_ns:
+        """Mark the subscription ended; call it from ``on_stop``.
+
+        A subscription closed while the test still runs (ramp-down) is not
+        charged tail loss. Closing during the end of the test (the drain has
+        begun) changes nothing: it ran to the end.
+        """
+        if not self.closed_ns and not self._ledger.draining:
             self.closed_ns = time.time_ns()
 
     def overdue(self, now_ns: int) -> dict[str, int]:

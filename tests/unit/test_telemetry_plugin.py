@@ -119,6 +119,7 @@ def test_local_run_writes_documented_results(local_env, tmp_path):
     gevent.sleep(1.2)  # one sampler tick
     env.events.test_stopping.fire(environment=env)
     assert ledger.draining
+    sub.close()  # users' on_stop runs between test_stopping and test_stop
     env.events.test_stop.fire(environment=env)
 
     out = tmp_path / ledger.run_id
