@@ -35,7 +35,8 @@ class Outbox:
     """A connection's bounded send queue; items are ``(text, t_received)``.
 
     Data frames beyond ``limit`` are dropped and counted; control frames
-    (CONNECTED, RECEIPT, ERROR) always get in, so protocol replies are never lost.
+    (CONNECTED, RECEIPT, ERROR) still get in up to twice the limit, so a slow
+    reader loses updates before it loses protocol replies.
     """
 
     __slots__ = ("protocol", "limit", "items", "wake", "closed", "stats", "_ids", "heartbeat_s")
@@ -64,9 +65,14 @@ class Outbox:
         return True
 
     def push_control(self, text: str) -> None:
-        if not self.closed:
-            self.items.append((text, None))
-            self.wake.set()
+        if self.closed:
+            return
+        if len(self.items) >= 2 * self.limit:
+            # A client that sends frames but never reads: do not grow without bound.
+            self.stats.dropped[(self.protocol, "queue_full")] += 1
+            return
+        self.items.append((text, None))
+        self.wake.set()
 
     def close_after_drain(self) -> None:
         """Send what is queued, then close the socket; nothing more gets in."""

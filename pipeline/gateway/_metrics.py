@@ -42,6 +42,29 @@ LATENCY_BUCKETS = (
 )
 
 PROTOCOLS = ("websocket", "stomp")
+DROP_REASONS = ("queue_full", "closed")
+COMMAND_RESULTS = ("accepted", "invalid", "unavailable", "unconfirmed")
+#: Every reason an ERROR frame can carry: the codec's, then the session's.
+STOMP_ERROR_REASONS = (
+    "bad_content_length",
+    "bad_encoding",
+    "bad_escape",
+    "bad_header",
+    "missing_nul",
+    "too_large",
+    "unknown_command",
+    "already_connected",
+    "auth",
+    "duplicate_subscription",
+    "heartbeat_timeout",
+    "missing_header",
+    "not_connected",
+    "too_many_subscriptions",
+    "unexpected_command",
+    "unknown_destination",
+    "unsupported",
+    "version",
+)
 
 
 class FastHistogram:
@@ -81,10 +104,13 @@ class GatewayStats:
         self.bad_updates = 0
         self.redis_reconnects = 0
         self.snapshots = 0
+        # Every known label set starts at 0, so rate() sees the first increment.
         self.pushed: Counter[str] = Counter({p: 0 for p in PROTOCOLS})
-        self.dropped: Counter[tuple[str, str]] = Counter()
-        self.commands: Counter[str] = Counter()
-        self.stomp_errors: Counter[str] = Counter()
+        self.dropped: Counter[tuple[str, str]] = Counter(
+            {(p, r): 0 for p in PROTOCOLS for r in DROP_REASONS}
+        )
+        self.commands: Counter[str] = Counter({r: 0 for r in COMMAND_RESULTS})
+        self.stomp_errors: Counter[str] = Counter({r: 0 for r in STOMP_ERROR_REASONS})
         self.push_latency = FastHistogram()
         # Filled in by the gateway: live values read at scrape time.
         self.connections: Callable[[], dict[str, int]] = lambda: {p: 0 for p in PROTOCOLS}

@@ -25,6 +25,7 @@ SERVER_HEARTBEAT_MS = (10_000, 10_000)
 #: Spec, "Heart-beating": allow for timing inaccuracy before calling a peer dead.
 RECEIVE_GRACE = 2.0
 SERVER_NAME = "pipeswarm-gateway/0.1"
+MAX_SUBSCRIPTIONS = 10_000  # per connection: a fleet's worth of device topics
 
 _DEVICE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _HEARTBEAT = re.compile(r"(\d{1,9}),(\d{1,9})")
@@ -169,6 +170,10 @@ class StompSession:
         destination = frame.headers.get("destination")
         if not sub_id or not destination:
             self.error("missing_header", "SUBSCRIBE needs id and destination", "", frame)
+            return False
+        if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
+            detail = f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection"
+            self.error("too_many_subscriptions", "too many subscriptions", detail, frame)
             return False
         if sub_id in self.subscriptions:
             self.error("duplicate_subscription", f"subscription id {sub_id} in use", "", frame)
