@@ -257,3 +257,31 @@ def test_run_json_never_carries_secrets():
         argparse.Namespace(redis_url="redis://:pw@h:6379/0", gateway_token="jwt", users=5)
     )
     assert opts == {"gateway_token": "***", "redis_url": "redis://:***@h:6379/0", "users": 5}
+
+
+def test_each_test_gets_a_fresh_run_id_unless_one_is_fixed(local_env, tmp_path):
+    env = local_env
+    plugin = telemetry.install(env)
+    ids = []
+    for _ in range(2):
+        env.events.test_start.fire(environment=env)
+        ids.append(plugin.run_id)
+        env.events.test_stopping.fire(environment=env)
+        env.events.test_stop.fire(environment=env)
+    assert ids[0] != ids[1]
+    assert all((tmp_path / i / "e2e.json").exists() for i in ids)
+
+    env.parsed_options.run_id = "nightly-42"
+    env.events.test_start.fire(environment=env)
+    assert telemetry.get_ledger(env).run_id == "nightly-42"
+    env.events.test_stopping.fire(environment=env)
+    env.events.test_stop.fire(environment=env)
+    assert json.loads((tmp_path / "nightly-42" / "run.json").read_text())["run_id"] == "nightly-42"
+
+
+def test_idle_worker_answers_the_drain_so_the_master_need_not_wait(tmp_path):
+    env = Environment(events=Events(), parsed_options=_options(tmp_path))
+    env.runner = FakeWorker(env, "w9")
+    plugin = telemetry.install(env)  # no test_start: this worker ran no users
+    plugin._on_drain_message(env, Message(MSG_DRAIN, {"run": "r"}, "master"))
+    assert env.runner.sent == [(MSG_FINAL, {"idle": True})]
