@@ -26,6 +26,7 @@ Cross-host comparisons of ``since_ns`` with publish times assume synchronised cl
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from typing import Any
 
@@ -284,7 +285,11 @@ class Collector:
         since = int(sub.get("since_ns", 0))
         closed_early = bool(sub.get("closed_ns"))
         scope = sub.get("devices")
-        devices = scope if scope is not None else publishers.keys()
+        if scope is None:
+            # seen devices first, then the published ones it never saw (a C-speed set difference)
+            devices: Any = itertools.chain(streams.keys(), publishers.keys() - streams.keys())
+        else:
+            devices = scope
         sid = sub.get("id", "")
         lost_total = est_total = 0
         for device in devices:
