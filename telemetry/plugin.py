@@ -43,10 +43,10 @@ from telemetry import results
 from telemetry.collector import Collector
 from telemetry.ledger import Ledger
 from telemetry.looplag import LoopLagProbe
+from telemetry.options import DEFAULT_DRAIN_S, DEFAULT_GRACE_S, add_arguments, option
 from telemetry.timeseries import Sample, Timeseries
 
 if TYPE_CHECKING:
-    from locust.argument_parser import LocustArgumentParser
     from locust.env import Environment
     from locust.rpc import Message
 
@@ -65,8 +65,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 E2E_REQUEST_TYPE = "E2E"
-DEFAULT_GRACE_S = 5.0
-DEFAULT_DRAIN_S = 3.0
 REPORT_KEY = "pipeswarm"
 MSG_DRAIN = "pipeswarm_drain"
 MSG_FINAL = "pipeswarm_final"
@@ -81,57 +79,6 @@ FINAL_TIMEOUT_S = 15.0
 def new_run_id() -> str:
     """``YYYYmmdd-HHMMSS-xxxx`` (UTC time + 4 hex digits): sortable and unique."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
-
-
-def add_arguments(parser: LocustArgumentParser) -> None:
-    """The telemetry options (``events.init_command_line_parser`` listener)."""
-    # plain add_argument: only LocustArgumentParser's own understands include_in_web_ui
-    parser.add_argument(
-        "--results-dir",
-        type=str,
-        default="",
-        env_var="PIPESWARM_RESULTS_DIR",
-        include_in_web_ui=False,
-        help="Directory for run.json, e2e.json, timeseries.csv; '{run_id}' is replaced. "
-        "Default: results/<run id>/",
-    )
-    parser.add_argument(
-        "--run-id",
-        type=str,
-        default="",
-        env_var="PIPESWARM_RUN_ID",
-        help="Id of this run (tags every message; names the results dir). "
-        "Default: a fresh UTC timestamp id per test",
-    )
-    parser.add_argument(
-        "--e2e-grace",
-        type=float,
-        default=DEFAULT_GRACE_S,
-        env_var="PIPESWARM_E2E_GRACE",
-        help="Seconds a missing message may be late before it counts as lost",
-    )
-    parser.add_argument(
-        "--e2e-drain",
-        type=float,
-        default=DEFAULT_DRAIN_S,
-        env_var="PIPESWARM_E2E_DRAIN",
-        help="Seconds subscribers keep reading after publishers stop, at the end of a test",
-    )
-    parser.add_argument(
-        "--e2e-hop-events",
-        type=str,
-        default="true",
-        choices=["true", "false"],
-        env_var="PIPESWARM_E2E_HOP_EVENTS",
-        help="Also show each hop (path:service, path:kafka, ...) as an E2E request entry; "
-        "'false' keeps only the total (cheaper; e2e.json keeps every hop either way)",
-    )
-
-
-def _option(environment: Environment, name: str, default: Any) -> Any:
-    options = environment.parsed_options
-    value = getattr(options, name, None) if options is not None else None
-    return default if value is None or value == "" else value
 
 
 class E2EPlugin:
@@ -199,7 +146,7 @@ class E2EPlugin:
 
     # --- test start ---------------------------------------------------------------
     def _decide_run_id(self) -> str:
-        requested = str(_option(self.environment, "run_id", ""))
+        requested = str(option(self.environment, "run_id", ""))
         if requested and requested not in self._generated_ids:
             return requested
         run_id = new_run_id()
@@ -211,7 +158,7 @@ class E2EPlugin:
     def on_test_start(self, environment: Environment, **_kw: Any) -> None:
         if self.is_worker:
             # the master's id came with the spawn message (custom options are forwarded)
-            self.run_id = str(_option(environment, "run_id", "")) or new_run_id()
+            self.run_id = str(option(environment, "run_id", "")) or new_run_id()
         else:
             self.run_id = self._decide_run_id()
         self.start_run(self.run_id)
@@ -219,13 +166,13 @@ class E2EPlugin:
     def start_run(self, run_id: str) -> None:
         """Fresh ledger (and on master/local a fresh collector) for ``run_id``."""
         env = self.environment
-        grace = float(_option(env, "e2e_grace", DEFAULT_GRACE_S))
-        drain = float(_option(env, "e2e_drain", DEFAULT_DRAIN_S))
+        grace = float(option(env, "e2e_grace", DEFAULT_GRACE_S))
+        drain = float(option(env, "e2e_drain", DEFAULT_DRAIN_S))
         self.run_id = run_id
         self.started_s = time.time()
         self._final_sent = False
         self._stopping = False
-        hop_events = str(_option(env, "e2e_hop_events", "true")).lower() != "false"
+        hop_events = str(option(env, "e2e_hop_events", "true")).lower() != "false"
         self.ledger = Ledger(
             run_id, grace_s=grace, fire=self._fire, source=self._source(), hop_events=hop_events
         )
@@ -241,7 +188,7 @@ class E2EPlugin:
             started_s=self.started_s,
             close_delay_s=MASTER_CLOSE_DELAY_S if self.is_master else LOCAL_CLOSE_DELAY_S,
         )
-        self.results_path = results.results_dir(str(_option(env, "results_dir", "")), run_id)
+        self.results_path = results.results_dir(str(option(env, "results_dir", "")), run_id)
         if self._sampler is not None:
             self._sampler.kill(block=False)
         self._sampler = gevent.spawn(self._sample_loop)
@@ -329,7 +276,7 @@ class E2EPlugin:
     def drain(self) -> None:
         """Stop publishers, let subscribers read for ``--e2e-drain`` seconds."""
         self.ledger.draining = True
-        gevent.sleep(float(_option(self.environment, "e2e_drain", DEFAULT_DRAIN_S)))
+        gevent.sleep(float(option(self.environment, "e2e_drain", DEFAULT_DRAIN_S)))
 
     def _on_drain_message(self, environment: Environment, msg: Message, **_kw: Any) -> None:
         runner = environment.runner
@@ -379,7 +326,7 @@ class E2EPlugin:
     def _wait_for_finals(self) -> None:
         assert self.collector is not None
         runner = self.environment.runner
-        drain = float(_option(self.environment, "e2e_drain", DEFAULT_DRAIN_S))
+        drain = float(option(self.environment, "e2e_drain", DEFAULT_DRAIN_S))
         deadline = time.monotonic() + drain + FINAL_TIMEOUT_S
         while time.monotonic() < deadline:
             alive = set(runner.clients.keys()) if isinstance(runner, MasterRunner) else set()
