@@ -267,16 +267,19 @@ class Hub:
             del self.latest[device_id]
 
     async def run_snapshots(self) -> None:
-        """Tick every interval on a fixed schedule (no drift from the work itself)."""
+        """Tick every interval on a fixed schedule, so the work does not add drift.
+
+        A late tick (a busy loop) is not followed by a burst: the next one comes at
+        least half an interval later and the schedule restarts from there.
+        """
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
             next_at += self.interval_s
-            delay = next_at - loop.time()
-            if delay < 0:  # fell behind by more than a tick: restart the schedule
-                next_at = loop.time()
-                delay = 0
-            await asyncio.sleep(delay)
+            now = loop.time()
+            if next_at - now < self.interval_s / 2:
+                next_at = now + self.interval_s / 2
+            await asyncio.sleep(next_at - now)
             try:
                 self.snapshot()
             except Exception:  # keep ticking; one line per failure
