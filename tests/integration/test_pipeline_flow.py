@@ -46,8 +46,8 @@ def ws_subscriber(stack) -> tuple[websocket.WebSocket, Collector, threading.Thre
 
     def read() -> None:
         try:
-            while True:
-                got.add(ws.recv())
+            while frame := ws.recv():  # "" once the socket closes
+                got.add(frame)
         except (websocket.WebSocketException, OSError):
             return
 
