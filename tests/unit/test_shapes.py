@@ -1,0 +1,68 @@
+"""The shape presets give the users Locust should have at each second."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from users.shapes import PresetShape, parse_stages
+
+
+def shape_at(t: float, **opts) -> tuple[int, float] | None:
+    base = dict(
+        num_users=100,
+        spawn_rate=10.0,
+        shape="constant",
+        shape_stages="",
+        step_users=10,
+        step_seconds=10.0,
+        spike_users=0,
+        spike_at=30.0,
+        spike_seconds=10.0,
+        ramp_seconds=60.0,
+    )
+    shape = PresetShape()
+    shape.runner = SimpleNamespace(
+        environment=SimpleNamespace(parsed_options=SimpleNamespace(**{**base, **opts}))
+    )
+    shape.get_run_time = lambda: t  # type: ignore[method-assign]
+    return shape.tick()
+
+
+def test_constant_is_plain_users_and_rate():
+    assert shape_at(0) == (100, 10.0)
+    assert shape_at(9999) == (100, 10.0)
+
+
+def test_stages_hold_each_stage_then_stop():
+    opts = dict(shape="stages", shape_stages="10:300,10:600:50")
+    assert shape_at(0, **opts) == (300, 300.0)
+    assert shape_at(9.9, **opts) == (300, 300.0)
+    assert shape_at(10, **opts) == (600, 50.0)
+    assert shape_at(20, **opts) is None
+
+
+def test_step_adds_users_until_the_target():
+    assert shape_at(0, shape="step") == (10, 10.0)
+    assert shape_at(35, shape="step") == (40, 10.0)
+    assert shape_at(500, shape="step") == (100, 10.0)
+
+
+def test_spike_goes_up_and_comes_back():
+    assert shape_at(29, shape="spike") == (100, 10.0)
+    assert shape_at(30, shape="spike") == (400, 400.0)
+    assert shape_at(40, shape="spike") == (100, 10.0)
+    assert shape_at(31, shape="spike", spike_users=150) == (150, 150.0)
+
+
+def test_soak_ramps_then_holds():
+    assert shape_at(0, shape="soak") == (1, 10.0)
+    assert shape_at(30, shape="soak") == (50, 10.0)
+    assert shape_at(3600, shape="soak") == (100, 10.0)
+
+
+@pytest.mark.parametrize("bad", ["", "10", "a:b", "10:-1", "0:10", "10:10:0"])
+def test_bad_stages_are_one_clear_error(bad):
+    with pytest.raises(ValueError, match="SECONDS:USERS"):
+        parse_stages(bad)
