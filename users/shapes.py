@@ -153,3 +153,17 @@ class PresetShape(LoadTestShape):
             target = users if t >= ramp else max(1, round(users * t / ramp))
             return target, rate
         return users, rate
+
+
+@events.init.add_listener
+def _validate_at_init(environment, **_kw) -> None:
+    """A bad --shape-stages is one sentence and exit code 2 before any user starts."""
+    opts = environment.parsed_options
+    if opts is not None and getattr(opts, "shape", None) == "stages":
+        try:
+            parse_stages(opts.shape_stages)
+        except ValueError as err:
+            import sys
+
+            sys.stderr.write(f"pipeswarm: {err}\n")
+            raise SystemExit(2) from None
