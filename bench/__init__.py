@@ -1,0 +1,1 @@
+"""Performance harness: ``python -m bench`` (see bench/README.md)."""

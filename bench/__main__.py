@@ -1,0 +1,44 @@
+"""``python -m bench <command>``: the performance harness (printed figures, not timed tests).
+
+Commands:
+  mqtt-ratio           MqttDevice vs Locust's own MqttUser, msg/s per generator core (bench/mqtt_ratio.py)
+  idle-devices         N idle MqttDevice connections in one process: RSS each, connects/s (bench/idle_devices.py)
+  pipeline-throughput  sustained msg/s through the whole embedded stack (bench/pipeline_throughput.py)
+
+With no command, runs mqtt-ratio and idle-devices with their defaults. Figures: bench/README.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "mqtt-ratio": "bench.mqtt_ratio",
+    "idle-devices": "bench.idle_devices",
+    "pipeline-throughput": "bench.pipeline_throughput",
+}
+DEFAULT = ("mqtt-ratio", "idle-devices")
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    if not argv:
+        rc = 0
+        for name in DEFAULT:
+            rc = rc or int(importlib.import_module(COMMANDS[name]).main([]) or 0)
+        return rc
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(
+            f"bench: unknown command {name!r}; choose one of {', '.join(COMMANDS)}.",
+            file=sys.stderr,
+        )
+        return 2
+    return int(importlib.import_module(COMMANDS[name]).main(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
