@@ -782,9 +782,6 @@ class DeviceClient:
             self._feed(data)
         except ProtocolError as err:
             self._lost(f"protocol error: {err}")
-            return
-        if self._out and self._sock is not None:
-            self.flush()
 
     def _tls_read(self, data: bytes) -> bytes:
         assert self._tls is not None and self._bio_in is not None
@@ -858,6 +855,8 @@ class DeviceClient:
             i = end
         if i < n:
             self._rbuf = data[i:]
+        if self._out:  # acks (PUBACK, PUBREC, PUBREL, PUBCOMP) in one write
+            self.flush()
 
     def _acked(self, mid: int, code: int) -> None:
         entry = self._inflight.pop(mid, None)
