@@ -17,7 +17,8 @@ See ``telemetry.ledger`` for the contract and ``docs/results.md`` for the files.
 
 from __future__ import annotations
 
-from telemetry import envelope
+# exporter and webui register --prometheus-port and the web UI tab
+from telemetry import envelope, exporter, webui
 from telemetry.collector import Collector
 from telemetry.envelope import Snapshot, Trace
 from telemetry.hdr import Histogram, HistogramSet
@@ -46,8 +47,10 @@ __all__ = [
     "Trace",
     "add_arguments",
     "envelope",
+    "exporter",
     "get_ledger",
     "get_plugin",
     "install",
     "new_run_id",
+    "webui",
 ]

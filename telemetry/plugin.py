@@ -93,6 +93,8 @@ class E2EPlugin:
         self.collector: Collector | None = None
         self.timeseries: Timeseries | None = None
         self.results_path: Any = None
+        #: ``e2e.json`` of the last finished run (master/local), for the exporter and web UI
+        self.final_e2e: dict[str, Any] | None = None
         self.started_s = 0.0
         self._sampler: gevent.Greenlet | None = None
         self._expected_finals: list[str] = []
@@ -172,6 +174,7 @@ class E2EPlugin:
         self.started_s = time.time()
         self._final_sent = False
         self._stopping = False
+        self.final_e2e = None
         hop_events = str(option(env, "e2e_hop_events", "true")).lower() != "false"
         self.ledger = Ledger(
             run_id, grace_s=grace, fire=self._fire, source=self._source(), hop_events=hop_events
@@ -232,18 +235,25 @@ class E2EPlugin:
         if self.collector is not None:
             sample.lost = self.collector.lost_so_far()
         if isinstance(runner, MasterRunner):
-            clients = list(runner.clients.values())
             sample.users = runner.user_count
-            sample.workers = len(clients)
-            sample.cpu = {
-                str(runner.get_worker_index(c.id)): self._worker_cpu.get(c.id, float(c.cpu_usage))
-                for c in clients
-            }
+            sample.workers = len(runner.clients)
         elif runner is not None:
             sample.users = runner.user_count
             sample.workers = 1
-            sample.cpu = {"local": self._worker_cpu.get("local", 0.0)}
+        sample.cpu = self.generator_cpu()
         return sample
+
+    def generator_cpu(self) -> dict[str, float]:
+        """Process CPU (percent of one core) per worker index, or ``{"local": …}``."""
+        runner = self.environment.runner
+        if isinstance(runner, MasterRunner):
+            return {
+                str(runner.get_worker_index(c.id)): self._worker_cpu.get(c.id, float(c.cpu_usage))
+                for c in list(runner.clients.values())
+            }
+        if runner is not None:
+            return {"local": self._worker_cpu.get("local", 0.0)}
+        return {}
 
     def _sample_loop(self) -> None:
         while True:
@@ -349,7 +359,7 @@ class E2EPlugin:
         ended = time.time()
         self.timeseries.tick(ended)
         self.timeseries.flush()
-        e2e = self.collector.e2e()
+        e2e = self.final_e2e = self.collector.e2e()
         out = self.results_path
         results.write_json(out / "e2e.json", e2e)
         results.write_timeseries(out / "timeseries.csv", self.timeseries.rows)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+# Locust monkey-patches with gevent when it is imported, and some test modules
+# import it: patch first, so every test runs under the same (patched) world
+# whichever tests are selected, and ssl is patched before anything imports it.
+from gevent import monkey
 
-from pipeline.stack import Stack
+monkey.patch_all()
+
+import pytest  # noqa: E402
+
+from pipeline.stack import Stack  # noqa: E402
 
 
 @pytest.fixture(scope="session")

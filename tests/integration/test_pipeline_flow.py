@@ -78,7 +78,7 @@ def test_one_message_reaches_every_client_with_hops_in_order(stack):
         assert httpx.get(f"{stack.urls['gateway']}/api/coordinates/no-such").status_code == 404
     finally:
         pub.loop_stop()
-        ws.close()
+        ws.shutdown()  # no close handshake: the reader greenlet holds the frame lock
         for c in (conn_all, conn_dev, conn_other):
             c.disconnect()
 
