@@ -14,7 +14,7 @@ Families (``docs/metrics.md`` lists each with its labels):
 - ``locust_*`` — Locust's own figures: requests and failures per
   (request_type, name), response-time histogram per request type (from
   Locust's rounded ``response_times``), percentiles per request, users per user
-  class, workers by state, runner state, current RPS.
+  class, workers by state, runner state, current RPS (``telemetry._locust_metrics``).
 - ``pipeswarm_*`` — ours: e2e latency histograms by path and hop (from the
   merged HDR histograms), published/delivered/duplicated/reordered/late
   counters, lost messages, schedule lag, command latency, generator CPU and
@@ -35,7 +35,6 @@ Embedding (a test, or a custom runner)::
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import weakref
 from collections.abc import Iterator
@@ -43,30 +42,19 @@ from typing import TYPE_CHECKING, Any
 
 import locust
 from gevent.pywsgi import WSGIServer
-from locust.runners import (
-    STATE_CLEANUP,
-    STATE_INIT,
-    STATE_MISSING,
-    STATE_RUNNING,
-    STATE_SPAWNING,
-    STATE_STOPPED,
-    STATE_STOPPING,
-    MasterRunner,
-    WorkerRunner,
-)
+from locust.runners import MasterRunner, WorkerRunner
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
-    SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector as _PromCollector
-from prometheus_client.samples import Sample
 
-from telemetry._buckets import hdr_buckets, locust_buckets
+from telemetry._buckets import hdr_buckets
 from telemetry._live import ignored_counters, lost_by_path, path_counters
+from telemetry._locust_metrics import MAX_NAMES, OVERFLOW_NAME, locust_families
 from telemetry.hdr import Histogram
 from telemetry.options import option
 from telemetry.plugin import get_plugin
@@ -74,7 +62,6 @@ from telemetry.plugin import get_plugin
 if TYPE_CHECKING:
     from locust.argument_parser import LocustArgumentParser
     from locust.env import Environment
-    from locust.stats import StatsEntry
 
 __all__ = [
     "DEFAULT_PORT",
@@ -89,25 +76,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9646
-#: Distinct (request_type, name) pairs exported one by one; a scenario with more
-#: names than this has an unbounded name somewhere (anti-pattern 3, STYLE.md).
-MAX_NAMES = 200
-MAX_REQUEST_TYPES = 50
-OVERFLOW_NAME = "(overflow)"
-#: Percentiles of ``locust_request_response_time_seconds`` (Locust's table shows these).
-QUANTILES = (0.5, 0.95, 0.99)
-#: Every state a runner or a worker node can be in (``locust.runners``).
-STATES = (
-    STATE_INIT,
-    STATE_SPAWNING,
-    STATE_RUNNING,
-    STATE_CLEANUP,
-    STATE_STOPPING,
-    STATE_STOPPED,
-    STATE_MISSING,
-)
-#: Name prefix of the Locust entries that carry command delivery (``users/mqtt.py``).
-COMMAND_PREFIX = "command:"
 
 
 def add_arguments(parser: LocustArgumentParser) -> None:
@@ -147,164 +115,11 @@ class LoadCollector(_PromCollector):
         runner = env.runner
         plugin = get_plugin(env)
         run = plugin.run_id
-        yield from self._locust(env, run)
+        yield from locust_families(env, run, self.max_names)
         yield from self._run_info(env, run)
         yield from self._e2e(plugin, run)
         yield from self._generators(plugin, run)
         yield from self._loop_lag(plugin, run, runner)
-
-    # --- locust_ ---------------------------------------------------------------------------
-    def _entries(self) -> tuple[list[tuple[str, str, list[StatsEntry]]], int]:
-        """``[(request_type, name, [entries]), ...]`` capped at ``max_names``; overflow count.
-
-        Locust's ``entries`` dict keeps first-seen order, so the exported set is
-        stable within a run and the overflow row only ever grows (a counter).
-        """
-        runner = self.environment.runner
-        if runner is None:
-            return [], 0
-        rows: list[tuple[str, str, list[StatsEntry]]] = []
-        overflow: dict[str, list[StatsEntry]] = {}
-        dropped = 0
-        for (name, method), entry in list(runner.stats.entries.items()):
-            if len(rows) < self.max_names:
-                rows.append((method, name, [entry]))
-            else:
-                dropped += 1
-                overflow.setdefault(method, []).append(entry)
-        rows.extend((method, OVERFLOW_NAME, entries) for method, entries in overflow.items())
-        return rows, dropped
-
-    def _locust(self, env: Environment, run: str) -> Iterator[Metric]:
-        runner = env.runner
-        rows, dropped = self._entries()
-
-        requests = CounterMetricFamily(
-            "locust_requests",
-            "Requests Locust recorded (request event fired), by request type and name.",
-            labels=["run", "request_type", "name"],
-        )
-        failures = CounterMetricFamily(
-            "locust_failures",
-            "Requests Locust recorded as failed, by request type and name.",
-            labels=["run", "request_type", "name"],
-        )
-        by_name = SummaryMetricFamily(
-            "locust_request_response_time_seconds",
-            "Response time per request since the test started (Locust's statistics table); "
-            "requests without a response time are not counted.",
-            labels=["run", "request_type", "name"],
-        )
-        by_type: dict[str, list[StatsEntry]] = {}
-        for method, name, entries in rows:
-            labels = [run, method, name]
-            requests.add_metric(labels, sum(e.num_requests for e in entries))
-            failures.add_metric(labels, sum(e.num_failures for e in entries))
-            timed = sum(e.num_requests - e.num_none_requests for e in entries)
-            total_ms = sum(e.total_response_time for e in entries)
-            by_name.add_metric(labels, timed, total_ms / 1000)
-            if len(entries) == 1:
-                for q in QUANTILES:
-                    value = entries[0].get_response_time_percentile(q) if timed else math.nan
-                    by_name.samples.append(
-                        Sample(
-                            by_name.name,
-                            {"run": run, "request_type": method, "name": name, "quantile": str(q)},
-                            value / 1000,
-                        )
-                    )
-            key = method if method in by_type or len(by_type) < MAX_REQUEST_TYPES else "(overflow)"
-            by_type.setdefault(key, []).extend(entries)
-        yield requests
-        yield failures
-        yield by_name
-
-        hist = HistogramMetricFamily(
-            "locust_response_time_seconds",
-            "Response-time distribution per request type, from Locust's rounded response times "
-            "(1 ms below 100 ms, 10 ms below 1 s, 100 ms above).",
-            labels=["run", "request_type"],
-        )
-        for method, entries in sorted(by_type.items()):
-            buckets = locust_buckets(e.response_times for e in entries)
-            hist.add_metric(
-                [run, method], buckets, sum(e.total_response_time for e in entries) / 1000
-            )
-        yield hist
-
-        command = HistogramMetricFamily(
-            "pipeswarm_command_latency_seconds",
-            "Command delivery: the gateway's issued_at stamp to the device receiving the "
-            "command (Locust entries named 'command:...').",
-            labels=["run"],
-        )
-        stats = runner.stats.entries if runner is not None else {}
-        cmd_entries = [e for (n, _m), e in list(stats.items()) if n.startswith(COMMAND_PREFIX)]
-        command.add_metric(
-            [run],
-            locust_buckets(e.response_times for e in cmd_entries),
-            sum(e.total_response_time for e in cmd_entries) / 1000,
-        )
-        yield command
-
-        yield _gauge(
-            "pipeswarm_exporter_overflow_names",
-            f"(request_type, name) pairs beyond the first {self.max_names}, exported added up "
-            f'as name="{OVERFLOW_NAME}" (a sign of an unbounded request name).',
-            run,
-            dropped,
-        )
-
-        total = runner.stats.total if runner is not None else None
-        yield _gauge(
-            "locust_requests_per_second",
-            "Locust's current requests per second, all requests (its ~10 s moving average).",
-            run,
-            float(total.current_rps) if total is not None else 0.0,
-        )
-        yield _gauge(
-            "locust_failures_per_second",
-            "Locust's current failures per second, all requests (its ~10 s moving average).",
-            run,
-            float(total.current_fail_per_sec) if total is not None else 0.0,
-        )
-
-        users = GaugeMetricFamily(
-            "locust_users",
-            "Running users per user class (all workers).",
-            labels=["run", "user_class"],
-        )
-        counts = {cls.__name__: 0 for cls in env.user_classes}
-        if isinstance(runner, MasterRunner):
-            counts.update(runner.reported_user_classes_count)  # its own greenlets run no users
-        elif runner is not None:
-            counts.update(runner.user_classes_count)
-        for cls_name, n in sorted(counts.items()):
-            users.add_metric([run, cls_name], n)
-        yield users
-
-        workers = GaugeMetricFamily(
-            "locust_workers",
-            "Connected workers by state (always 0 in a local run).",
-            labels=["run", "state"],
-        )
-        by_state = dict.fromkeys(STATES, 0)
-        if isinstance(runner, MasterRunner):
-            for node in list(runner.clients.values()):
-                by_state[node.state] = by_state.get(node.state, 0) + 1
-        for worker_state, n in by_state.items():
-            workers.add_metric([run, worker_state], n)
-        yield workers
-
-        runner_state = GaugeMetricFamily(
-            "locust_runner_state",
-            "1 for the state the master (or local runner) is in, 0 for the others.",
-            labels=["run", "state"],
-        )
-        current = runner.state if runner is not None else STATE_INIT
-        for s in STATES:
-            runner_state.add_metric([run, s], 1 if s == current else 0)
-        yield runner_state
 
     # --- pipeswarm_ ---------------------------------------------------------------------------
     def _run_info(self, env: Environment, run: str) -> Iterator[Metric]:
@@ -432,12 +247,6 @@ class LoadCollector(_PromCollector):
             buckets, total = hdr_buckets(h.hdr)
             family.add_metric([run, worker], buckets, total)
         yield family
-
-
-def _gauge(name: str, documentation: str, run: str, value: float) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, documentation, labels=["run"])
-    family.add_metric([run], value)
-    return family
 
 
 def _worker_label(runner: Any, source: str) -> str:

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import telemetry
 from telemetry import envelope, exporter
 from telemetry._buckets import E2E_BUCKETS_S, hdr_buckets, locust_buckets
+from telemetry._locust_metrics import STATES
 from telemetry.exporter import OVERFLOW_NAME, LoadCollector
 from telemetry.hdr import Histogram
 
@@ -164,7 +165,7 @@ def test_users_workers_and_state_in_a_local_run(env):
     users = fams["locust_users"]
     assert {s.labels["user_class"]: s.value for s in users.samples} == {"Device": 0, "Watcher": 0}
     workers = fams["locust_workers"]
-    assert {s.labels["state"] for s in workers.samples} == set(exporter.STATES)
+    assert {s.labels["state"] for s in workers.samples} == set(STATES)
     assert sum(s.value for s in workers.samples) == 0
     state = fams["locust_runner_state"]
     assert [s.labels["state"] for s in state.samples if s.value == 1] == ["ready"]
