@@ -7,6 +7,7 @@ and only after checking its start time still matches (PIDs get reused).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,9 +36,29 @@ def find_binary(name: str, package: str) -> str:
     return path
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (the OS picks it)."""
-    with socket.socket() as s:
+    """A port nobody listens on right now, outside the ephemeral range.
+
+    Binding port 0 would hand out an ephemeral port, which any process's next
+    outgoing connection may take as its source port before our server binds it
+    (seen here: the gateway lost its port to a client socket). So pick at
+    random below the ephemeral range and check that it binds.
+    """
+    low, _ = _ephemeral_range()
+    candidates = (10_000, low - 1) if low > 11_000 else (_ephemeral_range()[1] + 1, 65_535)
+    for _ in range(200):
+        port = random.randint(*candidates)
+        if port_is_free(port, host):
+            return port
+    with socket.socket() as s:  # everything we tried was taken: let the OS choose
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
