@@ -17,8 +17,8 @@ See ``telemetry.ledger`` for the contract and ``docs/results.md`` for the files.
 
 from __future__ import annotations
 
-# exporter and webui register --prometheus-port and the web UI tab
-from telemetry import envelope, exporter, webui
+# slo registers --slo (checked at quit); exporter and webui --prometheus-port and the web UI tab
+from telemetry import envelope, exporter, slo, webui
 from telemetry.collector import Collector
 from telemetry.envelope import Snapshot, Trace
 from telemetry.hdr import Histogram, HistogramSet
@@ -52,5 +52,6 @@ __all__ = [
     "get_plugin",
     "install",
     "new_run_id",
+    "slo",
     "webui",
 ]
