@@ -24,6 +24,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from report._hdr import buckets
 from report._health import HOT_CPU_PERCENT
 from report._load import LocustCsv, Run, TimeseriesRow
 from report._tables import LEGS, PathTables, hop_key
@@ -239,22 +240,8 @@ def _latency_over_time(run: Run, clock: _Clock, paths: list[str]) -> Figure | No
 
 def _buckets(h: Histogram) -> tuple[np.ndarray, np.ndarray]:
     """Recorded buckets of ``h``: highest equivalent value (µs) and count, in value order."""
-    hdr = h.hdr
-    counts = np.ctypeslib.as_array(hdr.counts)
-    idx = np.nonzero(counts)[0]
-    half_mag, half, unit = (
-        hdr.sub_bucket_half_count_magnitude,
-        hdr.sub_bucket_half_count,
-        hdr.unit_magnitude,
-    )
-    bucket = (idx >> half_mag) - 1
-    sub = (idx & (half - 1)) + half
-    low = bucket < 0
-    sub = np.where(low, sub - half, sub)
-    bucket = np.where(low, 0, bucket)
-    lowest = sub.astype(np.int64) << (bucket + unit)
-    highest = lowest + (np.int64(1) << (bucket + unit)) - 1
-    return highest.astype(float), counts[idx].astype(float)
+    lowest, width, counts = buckets(h)
+    return (lowest + width - 1).astype(float), counts.astype(float)
 
 
 _NINES = [0, 1, 2, 3, 4, 5, 6]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from report._hdr import mean_us
 from report._load import LocustCsv, Run
 from telemetry.hdr import Histogram
 from telemetry.slo import E2E_TYPE, RequestFigures
@@ -203,7 +204,7 @@ def latency_row(label: str, h: Histogram, meaning: str = "") -> LatencyRow:
         label=label,
         count=h.count,
         min_ms=hdr.get_min_value() / 1000,
-        mean_ms=hdr.get_mean_value() / 1000,
+        mean_ms=mean_us(h) / 1000,
         pct_ms=[pct[p] / 1000 for p, _ in TABLE_PERCENTILES],
         max_ms=hdr.get_max_value() / 1000,
         negative=h.negative,

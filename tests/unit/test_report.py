@@ -11,6 +11,7 @@ import pytest
 
 from report import build_report, load_run
 from report._compare import Headline, compare
+from report._hdr import buckets, mean_us
 from report._load import OUTPUT_NAMES
 from report.cli import main
 from telemetry.hdr import Histogram
@@ -355,3 +356,15 @@ def test_late_worker_rows_of_the_same_second_are_added_up(folders, tmp_path):
     assert merged.delivered == int(first.split(",")[cols.index("delivered")]) + 7
     assert len({(r.epoch_s, r.path) for r in run.timeseries}) == len(run.timeseries)
     assert "report.html" in OUTPUT_NAMES
+
+
+def test_vectorised_bucket_reads_match_hdrh():
+    h = Histogram()
+    for i in range(1, 5000):
+        h.record_us(i * i % 7_000_001 + 1)
+    lowest, width, counts = buckets(h)
+    assert int(counts.sum()) == h.count
+    assert mean_us(h) == pytest.approx(h.hdr.get_mean_value(), rel=1e-12)
+    assert int(lowest[-1] + width[-1] - 1) == h.hdr.get_max_value()
+    assert int(lowest[0]) == h.hdr.get_min_value()
+    assert mean_us(Histogram()) == 0.0
