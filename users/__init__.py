@@ -11,6 +11,7 @@ URLs and device knobs) and, through ``telemetry``, the end-to-end ledger.
 from __future__ import annotations
 
 from users._config import ConfigError, MqttUrl, Settings, settings
+from users.kafka import KafkaProducer
 from users.mqtt import (
     ClientConfig,
     CommandError,
@@ -23,6 +24,10 @@ from users.mqtt import (
     SubscribeRefused,
     Will,
 )
+from users.rest import RestCommander
+from users.shapes import PresetShape
+from users.stomp import StompSubscriber
+from users.ws import WsSubscriber
 
 __all__ = [
     "ClientConfig",
@@ -31,12 +36,17 @@ __all__ = [
     "ConnectFailed",
     "ConnectionLost",
     "DeviceClient",
+    "KafkaProducer",
     "MqttDevice",
     "MqttError",
     "MqttUrl",
+    "PresetShape",
     "PublishRefused",
+    "RestCommander",
     "Settings",
+    "StompSubscriber",
     "SubscribeRefused",
     "Will",
+    "WsSubscriber",
     "settings",
 ]

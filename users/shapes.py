@@ -133,6 +133,9 @@ class PresetShape(LoadTestShape):
         users = int(getattr(opts, "num_users", None) or 1)
         rate = float(getattr(opts, "spawn_rate", None) or users)
         t = self.get_run_time()
+        run_time = getattr(opts, "run_time", None)
+        if run_time and t >= run_time:
+            return None  # Locust leaves -t to the shape once a shape class is in use
         preset = getattr(opts, "shape", "constant")
         if preset == "stages":
             elapsed = 0.0

@@ -66,3 +66,9 @@ def test_soak_ramps_then_holds():
 def test_bad_stages_are_one_clear_error(bad):
     with pytest.raises(ValueError, match="SECONDS:USERS"):
         parse_stages(bad)
+
+
+def test_run_time_stops_every_preset():
+    for preset in ("constant", "step", "spike", "soak"):
+        assert shape_at(59, shape=preset, run_time=60) is not None
+        assert shape_at(60, shape=preset, run_time=60) is None
