@@ -436,8 +436,9 @@ def evaluate(slo: Slo, figures: Figures) -> list[Check]:
     no_e2e = figures.e2e_note or "no end-to-end deliveries in this run"
     for key, threshold in slo.top.items():
         obj = TOP_KEYS[key]
+        actual = figures.figure(obj[0])
         e2e = key.startswith("e2e_") or obj[0] in ("loss_ratio", "delivered_per_s")
-        add(key, obj, threshold, figures.figure(obj[0]), no_e2e if e2e else "")
+        add(key, obj, threshold, actual, no_e2e if e2e and actual is None else "")
     for name, objectives in slo.requests.items():
         rows = [r for r in figures.requests if name in (r.name, f"{r.type} {r.name}")]
         for key, threshold in objectives.items():

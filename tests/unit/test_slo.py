@@ -309,3 +309,8 @@ def test_e2e_figures_divide_by_the_seconds_messages_arrived():
     assert f.paths["mqtt→ws"].delivered_per_s == 100.0
     assert f.e2e_ms == {}  # no histogram: no latency figure
     assert slo.e2e_figures(e2e, [], duration_s=60).delivered_per_s == 5.0
+
+
+def test_a_failed_objective_with_a_figure_carries_no_missing_data_note():
+    checks = slo.evaluate(slo.parse({"e2e_p99_ms": 1, "loss_ratio_max": 0}), _figures())
+    assert [(c.passed, c.note) for c in checks] == [(False, ""), (True, "")]
