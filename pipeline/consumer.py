@@ -129,7 +129,9 @@ class Consumer:
             # thread, so a busy poll loop does not expire the session.
             session_timeout_ms=3_000,
             heartbeat_interval_ms=1_000,
-            fetch_max_wait_ms=20,
+            # Tansu holds a fetch for its whole max wait even when data is there:
+            # 20 ms gave a Kafka hop p50 of 30 ms at 200 msg/s, 5 ms gives 6 ms.
+            fetch_max_wait_ms=5,
             max_poll_records=500,
         )
         self.redis = redis.Redis.from_url(
