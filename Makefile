@@ -21,8 +21,19 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
+# The embedded stack on free ports, a 60 s swarm with 2 worker processes
+# (48 devices at 10 msg/s, 3 STOMP + 1 WebSocket subscribers, 1 REST commander),
+# then the report. The stack is stopped (by PID) whatever happens.
+DEMO_STATE := .pipeswarm/demo
 demo: setup
-	$(PY) -m pipeline.demo
+	@set -e; run=demo-$$(date -u +%Y%m%d-%H%M%S); dir=results/$$run; mkdir -p $$dir; \
+	PATH="$$PATH:/usr/sbin:/sbin" $(PY) -m pipeline --state-dir $(DEMO_STATE) up --detach --ports auto; \
+	trap '$(PY) -m pipeline --state-dir $(DEMO_STATE) down' EXIT; \
+	PIPESWARM_STATE_DIR=$(DEMO_STATE) $(VENV)/bin/locust -f locustfiles/pipeline.py --headless \
+	  -u 53 -r 20 -t 60s --processes 2 --run-id $$run --results-dir $$dir \
+	  --csv $$dir/locust --html $$dir/locust.html --only-summary; \
+	$(PY) analyze.py $$dir; \
+	echo; echo "Results: $$dir/  (report: $$dir/report.html)"
 
 test: setup
 	PATH="$$PATH:/usr/sbin:/sbin" $(PY) -m pytest -q tests
