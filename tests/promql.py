@@ -87,7 +87,9 @@ def substitute(expr: str, run: str, instance: str = ".*", rate_interval: str = "
     expr = expr.replace("$__rate_interval", rate_interval).replace(
         "${__rate_interval}", rate_interval
     )
-    for name, value in (("run", re.escape(run)), ("instance", instance)):
+    # Grafana escapes regex characters of a value put into =~ (a PromQL string needs two \\)
+    escaped = re.sub(r"([\\.^$*+?()\[\]{}|])", r"\\\\\1", run)
+    for name, value in (("run", escaped), ("instance", instance)):
         expr = expr.replace("${" + name + "}", value).replace("$" + name, value)
     assert "$" not in expr, f"unsubstituted variable in {expr}"
     return expr
