@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +37,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pipeline._procs import free_port
 from tests.helpers import mqtt_client, wait_for
 from tests.promql import (
     CONFIG,
@@ -70,19 +69,6 @@ CHROMIUM_FLAGS = [
     "--hide-scrollbars",
     "--virtual-time-budget=5000",  # let the UI fetch /stats/requests and render
 ]
-
-
-def _port() -> int:
-    """A free port below the ephemeral range, so outgoing connections cannot take it meanwhile."""
-    for _ in range(200):
-        port = random.randrange(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32000")
 
 
 def _get(url: str, timeout: float = 5.0) -> bytes:
@@ -188,7 +174,7 @@ def _exporter_value(text: str, name: str) -> float:
 def observed(stack, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("observe")
     procs = Procs()
-    ports = {name: _port() for name in ("prometheus", "exporter", "web", "master")}
+    ports = {name: free_port() for name in ("prometheus", "exporter", "web", "master")}
     exporter = f"http://127.0.0.1:{ports['exporter']}/metrics"
     web = f"http://127.0.0.1:{ports['web']}"
     prom = f"http://127.0.0.1:{ports['prometheus']}"

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 import telemetry
+from pipeline._procs import free_port
 from telemetry import envelope, exporter
 from telemetry._buckets import E2E_BUCKETS_S, hdr_buckets, locust_buckets
 from telemetry._locust_metrics import STATES
@@ -372,14 +373,8 @@ def test_prometheus_port_option_env_and_default(monkeypatch):
     assert get_parser().parse_args([*args, "--prometheus-port", "9700"]).prometheus_port == 9700
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_init_serves_metrics_and_quitting_stops(tmp_path):
-    port = _free_port()
+    port = free_port()
     environment = Environment(
         events=Events(), parsed_options=_options(tmp_path, prometheus_port=port)
     )
