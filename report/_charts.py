@@ -93,6 +93,15 @@ def _colour(i: int) -> str:
     return _PALETTE[i % len(_PALETTE)]
 
 
+_Colour = Callable[[str], str]
+
+
+def _path_colours(names: Iterable[str]) -> _Colour:
+    """One colour per path, the same in every chart (sorted names, like the tables)."""
+    fixed = {name: _colour(i) for i, name in enumerate(sorted(set(names)))}
+    return lambda name: fixed.get(name, "#777")
+
+
 # --- time axes --------------------------------------------------------------------------------
 class _Clock:
     """Elapsed time from the run's start, in seconds or (long runs) minutes."""
@@ -121,7 +130,7 @@ def _paths(rows: list[TimeseriesRow]) -> list[str]:
 
 
 # --- charts ----------------------------------------------------------------------------------
-def _throughput(run: Run, clock: _Clock, paths: list[str]) -> Figure | None:
+def _throughput(run: Run, clock: _Clock, paths: list[str], colour: _Colour) -> Figure | None:
     rows = run.timeseries
     if not rows:
         return None
@@ -144,9 +153,9 @@ def _throughput(run: Run, clock: _Clock, paths: list[str]) -> Figure | None:
         [sum(v for k, v in published[s].items() if k != "*") or published[s].get("*", 0) for s in secs],
         color="#444", linestyle="--", label="published (all devices)",
     )  # fmt: skip
-    for i, path in enumerate(paths):
+    for path in paths:
         pr = [r for r in rows if r.path == path]
-        ax.plot(clock.x(r.elapsed_s for r in pr), [r.delivered for r in pr], color=_colour(i),
+        ax.plot(clock.x(r.elapsed_s for r in pr), [r.delivered for r in pr], color=colour(path),
                 label=f"delivered {path}")  # fmt: skip
     rps = _locust_rps(run.locust, clock)
     if rps is not None:
@@ -179,9 +188,11 @@ def _throughput(run: Run, clock: _Clock, paths: list[str]) -> Figure | None:
         twin.grid(False)
     if lost:
         ax = axes[2]
-        for i, path in enumerate(paths):
+        for path in paths:
             pr = [r for r in rows if r.path == path]
-            ax.plot(clock.x(r.elapsed_s for r in pr), [r.lost_so_far for r in pr], color=_colour(i))
+            ax.plot(
+                clock.x(r.elapsed_s for r in pr), [r.lost_so_far for r in pr], color=colour(path)
+            )
         ax.set_ylabel("lost so far")
         ax.set_ylim(bottom=0)
     axes[-1].set_xlabel(clock.label)
@@ -207,14 +218,14 @@ def _locust_rps(locust: LocustCsv | None, clock: _Clock) -> tuple[np.ndarray, li
     return clock.x(s - clock.start for s in secs), [per[s] for s in secs]
 
 
-def _latency_over_time(run: Run, clock: _Clock, paths: list[str]) -> Figure | None:
+def _latency_over_time(run: Run, clock: _Clock, paths: list[str], colour: _Colour) -> Figure | None:
     rows = [r for r in run.timeseries if r.path and r.p50_ms is not None]
     if not rows:
         return None
     fig = Figure(figsize=(_WIDTH_IN, 3.6), layout="constrained")
     ax = fig.subplots()
     lo, hi = math.inf, 0.0
-    for i, path in enumerate(paths):
+    for path in paths:
         pr = [r for r in rows if r.path == path]
         if not pr:
             continue
@@ -222,7 +233,7 @@ def _latency_over_time(run: Run, clock: _Clock, paths: list[str]) -> Figure | No
         for attr, style, width, label in (("max_ms", ":", 0.8, "max"), ("p99_ms", "-", 1.6, "p99"),
                                           ("p95_ms", "-", 0.9, "p95"), ("p50_ms", "--", 1.0, "p50")):  # fmt: skip
             y = [getattr(r, attr) or 0.0 for r in pr]
-            ax.plot(x, y, linestyle=style, linewidth=width, color=_colour(i), label=f"{path} {label}",
+            ax.plot(x, y, linestyle=style, linewidth=width, color=colour(path), label=f"{path} {label}",
                     alpha=0.6 if attr == "max_ms" else 1.0)  # fmt: skip
             positive = [v for v in y if v > 0]
             if positive:
@@ -248,7 +259,7 @@ _NINES = [0, 1, 2, 3, 4, 5, 6]
 _NINE_LABELS = ["0 %", "90 %", "99 %", "99.9 %", "99.99 %", "99.999 %", "99.9999 %"]
 
 
-def _distribution(run: Run, paths: list[PathTables]) -> Figure | None:
+def _distribution(run: Run, paths: list[PathTables], colour: _Colour) -> Figure | None:
     series = [
         (p.path, run.hist[(p.path, "total")]) for p in paths if run.hist.get((p.path, "total"))
     ]
@@ -262,19 +273,19 @@ def _distribution(run: Run, paths: list[PathTables]) -> Figure | None:
     edges = np.logspace(math.log10(lo) - 0.02, math.log10(hi) + 0.02, 60)
     extra = [("schedule lag", run.schedule_lag)] if run.schedule_lag.count else []
     most = 1
-    for i, (name, h) in enumerate(series):
+    for name, h in series:
         values, counts = _buckets(h)
         hist, _ = np.histogram(values / 1000, bins=edges, weights=counts)
-        left.stairs(100 * hist / counts.sum(), edges, color=_colour(i), label=name, linewidth=1.3)
+        left.stairs(100 * hist / counts.sum(), edges, color=colour(name), label=name, linewidth=1.3)
         most = max(most, h.count)
-    for j, (name, h) in enumerate([*series, *extra]):
+    for name, h in [*series, *extra]:
         values, counts = _buckets(h)
         done = np.cumsum(counts) / counts.sum()
         x = -np.log10(np.clip(1 - np.concatenate([[0.0], done[:-1]]), 1e-9, 1))
         if name == "schedule lag":
             right.step(x, values / 1000, where="post", color="#777", linestyle="--", label=name)
         else:
-            right.step(x, values / 1000, where="post", color=_colour(j), label=name)
+            right.step(x, values / 1000, where="post", color=colour(name), label=name)
     left.set_xscale("log")
     left.set_xlabel("end-to-end latency, ms (log)")
     left.set_ylabel("% of messages")
@@ -372,17 +383,19 @@ def render_charts(
 ) -> dict[str, Chart]:
     """Render every chart that has data; write ``out_dir/<name>.svg`` when given."""
     clock = _Clock(run)
-    ts_paths = _paths(run.timeseries)
+    ts_paths = sorted(_paths(run.timeseries))
+    colour = _path_colours([*ts_paths, *(p.path for p in paths)])
     specs: list[tuple[str, str, str, Callable[[], Figure | None]]] = [
         ("throughput", "Throughput and users over time",
-         "Messages published and delivered per second (timeseries.csv), running users below.",
-         lambda: _throughput(run, clock, ts_paths)),
+         "Messages published and delivered per second (timeseries.csv; every subscription "
+         "counts its own copy), running users below.",
+         lambda: _throughput(run, clock, ts_paths, colour)),
         ("latency_over_time", "End-to-end latency over time",
          "p50, p95, p99 and max of the messages received in each second, per path.",
-         lambda: _latency_over_time(run, clock, ts_paths)),
+         lambda: _latency_over_time(run, clock, ts_paths, colour)),
         ("latency_distribution", "Latency distribution",
          "Whole-run histogram and percentile spectrum from the exact HDR data (e2e.json).",
-         lambda: _distribution(run, paths)),
+         lambda: _distribution(run, paths, colour)),
         ("hops", "Per-hop breakdown",
          "Mean time spent in each leg of the pipeline, stacked, per path.",
          lambda: _hops(paths)),

@@ -26,6 +26,13 @@ def _ms(value: float | None) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _locust_ms(value: float | None) -> str:
+    """Locust's own figures: its percentiles are whole ms (2 significant digits), keep them so."""
+    if value is not None and float(value).is_integer():
+        return f"{int(value):,}"
+    return _ms(value)
+
+
 def _num(value: float | None) -> str:
     return "—" if value is None else f"{int(value):,}"
 
@@ -62,6 +69,7 @@ def _environment(out_dir: Path, autoescape: bool) -> jinja2.Environment:
     )
     env.filters.update(
         ms=_ms,
+        lms=_locust_ms,
         num=_num,
         rate=_rate,
         fv=format_value,
