@@ -18,6 +18,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 __all__ = ["E2E_BUCKETS_S", "LOCUST_BUCKETS_S", "hdr_buckets", "locust_buckets", "le"]
@@ -86,22 +87,28 @@ def hdr_buckets(
 ) -> tuple[Buckets, float]:
     """Cumulative buckets and the sum (seconds) of an HDR histogram of microseconds.
 
-    Reads the counts array once (only non-zero sub-buckets cost Python work);
-    the sum uses each sub-bucket's median equivalent value, as
-    ``HdrHistogram.get_mean_value`` does, at a fraction of its cost.
+    Vectorised over hdrh's counts array (hdrh's own iterators walk every
+    sub-bucket in Python: ~10 ms per histogram, on the master's event loop at
+    every scrape). The arithmetic is hdrh's (``get_value_from_index``,
+    ``_hdr_median_equiv_value``): the sum puts each sub-bucket at its median
+    equivalent value, as ``get_mean_value`` does.
     """
-    bounds_us = [b * 1e6 for b in bounds_s]
-    per_bucket = [0] * (len(bounds_us) + 1)
+    per_bucket = [0] * (len(bounds_s) + 1)
     total_us = 0.0
     if h.get_total_count():
-        counts = h.counts
-        for i in range(h.counts_len):
-            n = counts[i]
-            if not n:
-                continue
-            low = h.get_value_from_index(i)
-            per_bucket[bisect_left(bounds_us, low)] += n
-            total_us += n * h._hdr_median_equiv_value(low)  # noqa: SLF001 (hdrh's own helper)
+        counts = np.ctypeslib.as_array(h.counts)
+        idx = np.nonzero(counts)[0]
+        half = h.sub_bucket_half_count
+        bucket = (idx >> h.sub_bucket_half_count_magnitude) - 1
+        sub = (idx & (half - 1)) + half
+        first = bucket < 0
+        sub = np.where(first, sub - half, sub).astype(np.int64)
+        shift = np.where(first, 0, bucket).astype(np.int64) + h.unit_magnitude
+        low = sub << shift
+        n = counts[idx].astype(np.int64)
+        where = np.searchsorted(np.asarray(bounds_s) * 1e6, low, side="left")
+        per_bucket = [int(c) for c in np.bincount(where, weights=n, minlength=len(per_bucket))]
+        total_us = float(((low + ((np.int64(1) << shift) >> 1)) * n).sum())
     return _cumulate(per_bucket, bounds_s), total_us / 1e6
 
 

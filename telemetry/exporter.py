@@ -63,6 +63,8 @@ if TYPE_CHECKING:
     from locust.argument_parser import LocustArgumentParser
     from locust.env import Environment
 
+    from telemetry.plugin import E2EPlugin
+
 __all__ = [
     "DEFAULT_PORT",
     "MAX_NAMES",
@@ -134,7 +136,7 @@ class LoadCollector(_PromCollector):
         info.add_metric([run, mode, scenario], 1)
         yield info
 
-    def _e2e(self, plugin: Any, run: str) -> Iterator[Metric]:
+    def _e2e(self, plugin: E2EPlugin, run: str) -> Iterator[Metric]:
         collector = plugin.collector
         latency = HistogramMetricFamily(
             "pipeswarm_e2e_latency_seconds",
@@ -218,7 +220,7 @@ class LoadCollector(_PromCollector):
         yield ignored
         yield lost
 
-    def _generators(self, plugin: Any, run: str) -> Iterator[Metric]:
+    def _generators(self, plugin: E2EPlugin, run: str) -> Iterator[Metric]:
         cpu = GaugeMetricFamily(
             "pipeswarm_generator_cpu_ratio",
             "Process CPU of each load generator over its last report, 1.0 = one core busy "
@@ -229,7 +231,7 @@ class LoadCollector(_PromCollector):
             cpu.add_metric([run, worker], float(percent) / 100)
         yield cpu
 
-    def _loop_lag(self, plugin: Any, run: str, runner: Any) -> Iterator[Metric]:
+    def _loop_lag(self, plugin: E2EPlugin, run: str, runner: Any) -> Iterator[Metric]:
         family = HistogramMetricFamily(
             "pipeswarm_loop_lag_seconds",
             "gevent event-loop lag per process (a 100 ms timer's lateness): a stalled loop "
