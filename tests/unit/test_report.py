@@ -368,3 +368,27 @@ def test_vectorised_bucket_reads_match_hdrh():
     assert int(lowest[-1] + width[-1] - 1) == h.hdr.get_max_value()
     assert int(lowest[0]) == h.hdr.get_min_value()
     assert mean_us(Histogram()) == 0.0
+
+
+def test_a_snapshot_mode_path_reports_staleness_not_loss(tmp_path, capsys):
+    built = build_run(tmp_path / "snap", snapshot=True)
+    report = build_report(load_run(built.folder), charts=False)
+    snap = next(p for p in report.paths if p.path == "mqtt→snap")
+    assert snap.is_snapshot and snap.total is None
+    assert [h.label for h in snap.hops] == ["staleness"]
+    staleness = snap.hops[0]
+    assert staleness.count == len(DEVICES) * SEQS // 10  # every device in each of 20 batches
+    # sent 50 ms after the shown seq's t0 (minus the device's 0-4 ms offset), received 2 ms later
+    assert (staleness.min_ms, staleness.max_ms) == (
+        pytest.approx(48, abs=0.05),
+        pytest.approx(52, abs=0.05),
+    )
+    assert snap.snapshot["batches"] == SEQS // 10 and snap.snapshot["conflated"] > 0
+    assert snap.totals["lost"] == 0 and snap.loss_ratio is None
+    assert len(snap.worst_staleness) == len(DEVICES)
+    assert [b.label for b in report.batch_push] == ["*→snap"] and report.batch_push[0].count == 20
+    code, _, _ = _analyze(capsys, built.folder, "-o", tmp_path / "out")
+    assert code == 0
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "snapshot mode; conflation is by design" in html and "stalest value" in html
+    assert "Snapshot batches" in html

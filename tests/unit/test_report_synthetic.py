@@ -70,6 +70,7 @@ def build_run(
     scale: float = 1.0,
     hot: bool = False,
     locust_csv: bool = True,
+    snapshot: bool = False,
 ) -> Synthetic:
     """Write a complete results folder into ``folder`` (created) and return what it holds."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -128,6 +129,19 @@ def build_run(
                     ("push", when - gateway),
                 ):
                     out.legs_us.setdefault((path, hop), []).append(value // 1000)
+    if snapshot:  # a snapshot-mode subscriber: the latest value of every device once a second
+        snap = ledger.subscriber("snap")
+        snap.since_ns = base_ns - 1
+        for sec in range(1, SEQS // 10 + 1):
+            sent = base_ns + sec * 10 * INTERVAL_NS + 50_000_000
+            latest = [
+                {"device_id": device, "x": 1.0, "y": 1.0, "timestamp": 0.0,
+                 "trace": {"run": run_id, "seq": sec * 10, "t0": base_ns + d * 1_000_000 + sec * 10 * INTERVAL_NS,
+                           "tp": base_ns + d * 1_000_000 + sec * 10 * INTERVAL_NS + 50_000, "hops": {}}}
+                for d, device in enumerate(DEVICES)
+            ]  # fmt: skip
+            batch = {"type": "snapshot", "sent_ns": sent, "devices": latest}
+            deliveries.append((sent + 2_000_000, f"snap-{sec}", snap, batch))
     deliveries.sort(key=lambda x: (x[0], x[1]))
     for when, _key, sub, msg in deliveries:
         sub.received(json.dumps(msg).encode(), when)  # type: ignore[attr-defined]
