@@ -56,6 +56,8 @@ class Report:
     slo_source: str = ""
     deltas: list[Delta] | None = None
     baseline_id: str = ""
+    #: what differs between the two runs' set-ups (scenario, users, workers): deltas then mean less
+    baseline_differs: list[str] = field(default_factory=list)
     tolerance_pct: float = DEFAULT_TOLERANCE_PCT
     tolerance_ms: float = 0.0
     charts: dict[str, Chart] = field(default_factory=dict)
@@ -117,6 +119,15 @@ def _subscribers(run: Run) -> list[dict[str, Any]]:
     return rows
 
 
+def _setup_differences(now: dict[str, Any], then: dict[str, Any]) -> list[str]:
+    out = []
+    for key, label in (("scenario", "scenario"), ("user_count", "users"), ("worker_count", "workers"),
+                       ("hosts", "hosts")):  # fmt: skip
+        if now.get(key) != then.get(key):
+            out.append(f"{label}: {then.get(key)} → {now.get(key)}")
+    return out
+
+
 def build_report(
     run: Run,
     *,
@@ -166,6 +177,7 @@ def build_report(
         b_heads = headlines(b_figures, b_rows, generator_health(baseline))
         report.deltas = compare(report.headlines, b_heads, tolerance_pct, tolerance_ms)
         report.baseline_id = baseline.run_id
+        report.baseline_differs = _setup_differences(report.meta, metadata(baseline))
     if charts:
         report.charts = render_charts(run, paths, _worker_labels(health, run), charts_dir)
     return report

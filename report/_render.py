@@ -141,6 +141,8 @@ def terminal_summary(report: Report, out_dir: Path) -> str:
                + "; ".join(f"{d.label} {d.change_text}" for d in worse[:4])
                if worse else f"nothing worse by more than {report.tolerance_pct:g} %")
         )  # fmt: skip
+        if report.baseline_differs:
+            lines.append(f"  ! baseline set up differently: {'; '.join(report.baseline_differs)}")
     lines.append(f"  report: {out_dir / 'report.html'}")
     return "\n".join(lines)
 

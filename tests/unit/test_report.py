@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from report import build_report, load_run
+from report._build import _setup_differences
 from report._compare import Headline, compare
 from report._hdr import buckets, mean_us
 from report._load import OUTPUT_NAMES
@@ -220,6 +221,7 @@ def test_baseline_deltas_are_flagged_beyond_the_tolerance(folders, tmp_path, cap
     )
     assert 20 < p99.change_pct < 60  # legs 1.5x slower, schedule lag unchanged
     assert not any(d.flagged for d in report.deltas if d.label in ("loss", "delivered"))
+    assert report.baseline_differs == []  # same scenario, users, workers, hosts
     html = (tmp_path / "a" / "report.html").read_text()
     assert 'id="baseline-table"' in html and "WORSE" in html
     assert "figures worse by more than 10 %" in stdout
@@ -261,6 +263,9 @@ def test_compare_rules():
     assert "gone" in by
     small = compare([h("a", 1.2)], [h("a", 1.0)], tolerance_pct=10, tolerance_ms=0.5)
     assert not small[0].flagged  # 20 % but only 0.2 ms
+    now = {"scenario": "pipeline", "user_count": 25, "worker_count": 2, "hosts": ["a"]}
+    then = dict(now, scenario="mqtt_fleet", user_count=10)
+    assert _setup_differences(now, then) == ["scenario: mqtt_fleet → pipeline", "users: 10 → 25"]
 
 
 # --- unusable input ---------------------------------------------------------------------------
