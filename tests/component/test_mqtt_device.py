@@ -23,6 +23,7 @@ from telemetry import envelope
 from tests.helpers import wait_for
 from users import MqttDevice
 from users._config import parse_mqtt_url
+from users._mqtt_client import CLOSED
 
 
 class Subscriber:
@@ -153,6 +154,8 @@ def test_devices_publish_exactly_what_arrives(mqtt_url, tmp_path, qos, version):
             assert e.num_none_requests == 0 and e.min_response_time >= 0
         assert swarm.ok("connect") == 5 and swarm.ok("subscribe:1:orin/+/command") == 5
         assert sum(x.num_failures for x in swarm.env.stats.entries.values()) == 0
+        # after DISCONNECT the broker closes first (well before CLOSE_WAIT_S): no TIME_WAIT here
+        wait_for(lambda: all(d.client.state == CLOSED for d in devices), 1.5, "the broker to close")
     finally:
         sub.close()
         swarm.runner.quit()

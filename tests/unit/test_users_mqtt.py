@@ -265,7 +265,7 @@ class FakeClient:
     def connect(self):
         pass
 
-    def close(self):
+    def close(self, wait=0.0):
         self.connected = False
 
 
