@@ -21,6 +21,7 @@ import itertools  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
@@ -34,6 +35,8 @@ from users import MqttDevice  # noqa: E402
 from users._mqtt_payload import Trajectory  # noqa: E402
 
 RUN_ID = "bench"
+# locust.contrib.mqtt uses paho's deprecated callback API v1: not our concern here
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def _cpu(proc: psutil.Process) -> float:
@@ -173,6 +176,8 @@ def idle(args: argparse.Namespace) -> None:
     rss0 = proc.memory_info().rss
     t0 = time.time()
     runner.start(args.devices, spawn_rate=args.spawn_rate)
+    _wait(lambda: runner.user_count >= args.devices, args.timeout)
+    spawned_at = time.time()
 
     def connected() -> int:
         entry = env.stats.entries.get(("connect", "MQTT"))
@@ -192,6 +197,7 @@ def idle(args: argparse.Namespace) -> None:
     gevent.sleep(args.idle_seconds)
     idle_cpu = (_cpu(proc) - cpu0) / args.idle_seconds * 100
     sub = env.stats.entries.get(("subscribe:1:orin/+/command", "MQTT"))
+    conn = env.stats.entries.get(("connect", "MQTT"))
     fails = sum(e.num_failures for e in env.stats.entries.values())
     result = {
         "impl": args.impl,
@@ -202,9 +208,18 @@ def idle(args: argparse.Namespace) -> None:
         "rss_delta_mb": (rss1 - rss0) / 2**20,
         "kb_per_device": (rss1 - rss0) / max(up, 1) / 1024,
         "seconds_to_connect": spawned_s,
+        "seconds_to_spawn": spawned_at - t0,
         "connects_per_s": up / spawned_s if spawned_s else 0.0,
         "idle_cpu_pct": idle_cpu,
         "sources": sources,
+        "errors": sorted(
+            ([e.name, str(e.error), e.occurrences] for e in env.stats.errors.values()),
+            key=lambda x: -x[2],
+        )[:3],
+        "connect_ms": {
+            p: conn.get_response_time_percentile(p / 100) if conn is not None else 0
+            for p in (50, 90, 99, 100)
+        },
     }
     runner.quit()
     _say(json.dumps(result))

@@ -95,9 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  MqttDevice: {res['connected']:,} connected, {res['subscribed']:,} subscribed, {res['failures']} failures; "
         f"{res['kb_per_device']:.1f} KB per device (RSS +{res['rss_delta_mb']:.0f} MB); "
-        f"{res['connects_per_s']:,.0f} connects/s ({res['seconds_to_connect']:.1f} s); "
+        f"{res['connects_per_s']:,.0f} connects/s ({res['seconds_to_connect']:.1f} s, of which "
+        f"Locust spent {res['seconds_to_spawn']:.1f} s creating users); "
         f"idle CPU {res['idle_cpu_pct']:.1f} %"
     )
+    print(
+        f"  CONNACK time ms (p50/p90/p99/max): {'/'.join(str(v) for v in res['connect_ms'].values())}"
+    )  # type: ignore[union-attr]
     if args.bare:
         bare = _child(args, "bare", 0)
         print(

@@ -38,7 +38,7 @@ from typing import Any
 
 from bench._broker import Mosquitto
 
-__all__ = ["main", "run_one", "Counter"]
+__all__ = ["main", "measure", "run_one", "Counter"]
 
 
 class Counter:
@@ -79,16 +79,24 @@ class Counter:
             self.count += chunk.count(b"\n")
 
     def wait_ready(self, port: int, timeout: float = 10.0) -> None:
-        """Publish probes until one arrives: the subscription is in place."""
-        import paho.mqtt.publish as publish
-
+        """Publish probes (``mosquitto_pub``) until one arrives: the subscription is in place."""
+        pub = shutil.which("mosquitto_pub") or "mosquitto_pub"
+        probe = [
+            pub,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-t",
+            "sensors/probe/coordinates",
+            "-m",
+            "probe",
+        ]
         deadline = time.monotonic() + timeout
         while self.count == 0:
             if time.monotonic() > deadline:
                 raise SystemExit("bench: the counting subscriber received nothing")
-            publish.single(
-                "sensors/probe/coordinates", b"probe", qos=0, hostname="127.0.0.1", port=port
-            )
+            subprocess.run(probe, check=False, capture_output=True, timeout=5)
             time.sleep(0.1)
         time.sleep(0.2)
 
@@ -122,34 +130,18 @@ class Result:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-def run_one(port: int, impl: str, qos: int, args: argparse.Namespace) -> Result:
+def measure(port: int, qos: int, cmd: list[str]) -> tuple[float, float, int, dict[str, Any]]:
+    """Run a generator child (``START``/``END`` lines, then JSON) under a counting subscriber.
+
+    Returns (received msg/s in the window, generator CPU fraction, received in
+    total after the broker drained, the child's JSON).
+    """
     counter = Counter(port, qos)
     try:
         counter.wait_ready(port)
         base = counter.count
-        cmd = [
-            sys.executable,
-            "-m",
-            "bench._workload",
-            "ratio",
-            "--impl",
-            impl,
-            "--qos",
-            str(qos),
-            "--port",
-            str(port),
-            "--users",
-            str(args.users),
-            "--seconds",
-            str(args.seconds),
-            "--interval",
-            str(args.interval),
-            "--max-batch",
-            str(args.max_batch),
-        ]
-        child = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
-        )
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
         assert child.stdout is not None
         at_start = at_end = 0
         raw: dict[str, Any] = {}
@@ -161,13 +153,30 @@ def run_one(port: int, impl: str, qos: int, args: argparse.Namespace) -> Result:
             elif line.startswith("{"):
                 raw = json.loads(line)
         if child.wait(120) != 0 or not raw:
-            raise SystemExit(f"bench: the {impl} generator failed (exit {child.returncode})")
+            raise SystemExit(
+                f"bench: generator {' '.join(cmd[2:5])} failed (exit {child.returncode})"
+            )
         total = counter.settle() - base
     finally:
         counter.stop()
     window = raw["wall_s"]
-    rate = (at_end - at_start) / window
-    cpu_frac = raw["cpu_s"] / window
+    return (at_end - at_start) / window, raw["cpu_s"] / window, total, raw
+
+
+def run_one(port: int, impl: str, qos: int, args: argparse.Namespace) -> Result:
+    cmd = [sys.executable, "-m", "bench._workload", "ratio", "--impl", impl]
+    cmd += [
+        "--qos",
+        str(qos),
+        "--port",
+        str(port),
+        "--users",
+        str(args.users),
+        "--seconds",
+        str(args.seconds),
+    ]
+    cmd += ["--interval", str(args.interval), "--max-batch", str(args.max_batch)]
+    rate, cpu_frac, total, raw = measure(port, qos, cmd)
     published = raw["ledger_published"] if impl == "ours" else raw["publish_entries"]
     return Result(
         impl, qos, rate, rate / cpu_frac if cpu_frac else 0.0, cpu_frac, total, published, raw
