@@ -293,7 +293,9 @@ def _raw(options: Namespace | None, name: str, default: Any) -> Any:
 
 def parse_settings(options: Namespace | None) -> Settings:
     """Parse and validate the options (``None``: the defaults, e.g. a bare ``Environment``)."""
-    stack = stack_urls() if options is None else {}
+    # options registered by add_arguments already carry the stack defaults; this
+    # covers a bare Environment or a Namespace built by hand
+    stack = stack_urls()
     d = {k: stack.get(k, v) for k, v in DEFAULTS.items()}
     interval = _number(
         float, _raw(options, "device_interval", DEFAULT_DEVICE_INTERVAL), "--device-interval"

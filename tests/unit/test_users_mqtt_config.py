@@ -170,3 +170,9 @@ def test_bad_option_exits_2_with_one_sentence(capsys):
 def test_bare_environment_gets_defaults():
     s = settings(Environment())
     assert s.mqtt_qos == 1 and s.device_interval == 0.1 and s.mqtt_version == 4
+
+
+def test_bare_environment_takes_the_stack(tmp_path, monkeypatch):
+    (tmp_path / "stack.json").write_text(json.dumps({"urls": {"mqtt": "mqtt://127.0.0.1:41883"}}))
+    monkeypatch.setenv("PIPESWARM_STATE_DIR", str(tmp_path))
+    assert settings(Environment()).mqtt.port == 41883
