@@ -59,6 +59,10 @@ PRODUCE_LATENCY = Histogram(
 MQTT_CONNECTED = Gauge("pipeline_bridge_mqtt_connected", "1 while connected to MQTT")
 READY = Gauge("pipeline_bridge_ready", "1 once subscribed to MQTT and connected to Kafka")
 
+DLQ_REASONS = ("oversize", "malformed_json", "missing_device_id", "internal_error")
+for _reason in DLQ_REASONS:  # every series exists from the first scrape
+    DLQ.labels(_reason)
+
 
 class Received(NamedTuple):
     topic: str
@@ -93,6 +97,8 @@ class Bridge:
             manual_ack=True,
         )
         self.mqtt.max_inflight_messages_set(1000)
+        for topic in (settings.kafka_topic, settings.kafka_dlq_topic):
+            PRODUCED.labels(topic)
         self.mqtt.on_connect = self._on_connect
         self.mqtt.on_disconnect = self._on_disconnect
         self.mqtt.on_message = self._on_message

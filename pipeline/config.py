@@ -24,6 +24,7 @@ DEVICES_KEY = REDIS_PREFIX + ":devices"  # ZSET device_id -> last update (epoch 
 COUNTS_KEY = REDIS_PREFIX + ":counts"  # HASH device_id -> messages written
 TOTAL_KEY = REDIS_PREFIX + ":total"  # INT all messages written
 UPDATES_CHANNEL = REDIS_PREFIX + ":updates"  # PUBLISH of every update (JSON)
+OFFSETS_KEY = REDIS_PREFIX + ":offsets:{topic}:{group}"  # HASH partition -> applied offset
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import logging
 import signal
 import threading
 import time
+from typing import NamedTuple
 
 import redis
 from kafka import KafkaConsumer
@@ -35,6 +36,7 @@ from pipeline.config import (
     COUNTS_KEY,
     DEVICES_KEY,
     LATEST_KEY,
+    OFFSETS_KEY,
     TOTAL_KEY,
     UPDATES_CHANNEL,
     Settings,
@@ -64,10 +66,17 @@ BREAKER_TRANSITIONS = Counter(
 )
 LAG = Gauge("pipeline_consumer_lag_messages", "High watermark - position", ["partition"])
 COMMITS = Counter("pipeline_consumer_commits_total", "Offset commits after a Redis write")
+SKIPPED = Counter(
+    "pipeline_consumer_skipped_messages_total",
+    "Redelivered records already applied in Redis (not written twice)",
+)
 READY = Gauge("pipeline_consumer_ready", "1 once the consumer has partitions assigned")
 
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 _STATE_NAMES = {CLOSED: "closed", OPEN: "open", HALF_OPEN: "half_open"}
+for _state in _STATE_NAMES.values():  # every series exists from the first scrape
+    BREAKER_TRANSITIONS.labels(_state)
+BAD.labels("unparseable")
 
 
 class Breaker:
@@ -107,6 +116,14 @@ class Breaker:
             self._move(OPEN)
 
 
+class Pending(NamedTuple):
+    partition: int
+    offset: int
+    device_id: str
+    value: bytes
+    ts_ms: int
+
+
 class Consumer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -138,7 +155,15 @@ class Consumer:
             settings.redis_url, socket_timeout=2, socket_connect_timeout=1
         )
         self.breaker = Breaker()
-        self.pending: list[tuple[str, bytes, int]] = []  # (device, value, score) not yet in Redis
+        self.pending: list[Pending] = []  # polled, not yet in Redis
+        # Highest offset per partition already applied in Redis (None: read it from
+        # Redis before the next write). Written in the same MULTI/EXEC as the data,
+        # so a batch whose EXEC ran but whose reply was lost (Redis going down) is
+        # not applied twice on retry, nor after a restart before the commit.
+        self.applied: dict[int, int] | None = None
+        self._offsets_key = OFFSETS_KEY.format(
+            topic=settings.kafka_topic, group=settings.consumer_group
+        )
         self._lag_at = 0.0
 
     def _prepare(self, records: list[ConsumerRecord]) -> None:
@@ -154,24 +179,42 @@ class Consumer:
                 continue
             stamp(message, "consumer")
             value = json.dumps(message, separators=(",", ":")).encode()
-            self.pending.append((device_id, value, record.timestamp))
+            self.pending.append(
+                Pending(record.partition, record.offset, device_id, value, record.timestamp)
+            )
 
     def _write(self) -> None:
         s = self.settings
-        # MULTI/EXEC: a batch is applied whole or not at all, so a retry after a
-        # connection drop does not count half a batch twice.
+        if self.applied is None:
+            stored = self.redis.hgetall(self._offsets_key)
+            self.applied = {int(p): int(o) for p, o in stored.items()}
+        applied = self.applied
+        batch = [p for p in self.pending if p.offset > applied.get(p.partition, -1)]
+        if len(batch) < len(self.pending):
+            SKIPPED.inc(len(self.pending) - len(batch))
+        if not batch:
+            return
+        newest: dict[int, int] = {}
+        # MULTI/EXEC: a batch is applied whole or not at all, with its offsets.
         pipe = self.redis.pipeline(transaction=True)
-        for device_id, value, ts_ms in self.pending:
-            pipe.set(LATEST_KEY.format(device_id=device_id), value, ex=s.redis_ttl_s)
-            pipe.zadd(DEVICES_KEY, {device_id: ts_ms})
-            pipe.hincrby(COUNTS_KEY, device_id, 1)
-            pipe.publish(UPDATES_CHANNEL, value)
-        pipe.incrby(TOTAL_KEY, len(self.pending))
+        for p in batch:
+            pipe.set(LATEST_KEY.format(device_id=p.device_id), p.value, ex=s.redis_ttl_s)
+            pipe.zadd(DEVICES_KEY, {p.device_id: p.ts_ms})
+            pipe.hincrby(COUNTS_KEY, p.device_id, 1)
+            pipe.publish(UPDATES_CHANNEL, p.value)
+            newest[p.partition] = max(p.offset, newest.get(p.partition, -1))
+        pipe.incrby(TOTAL_KEY, len(batch))
+        pipe.hset(self._offsets_key, mapping=newest)
         started = time.perf_counter()
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            self.applied = None  # did EXEC run? Ask Redis before the retry.
+            raise
         REDIS_LATENCY.observe(time.perf_counter() - started)
-        BATCH_SIZE.observe(len(self.pending))
-        WRITTEN.inc(len(self.pending))
+        BATCH_SIZE.observe(len(batch))
+        WRITTEN.inc(len(batch))
+        applied.update(newest)
 
     def _flush(self) -> bool:
         """Write the pending batch to Redis, then commit; False while Redis is down."""
