@@ -293,7 +293,7 @@ class KafkaProducer(User):
 
     Every ``None`` attribute takes its value from the matching option
     (``--kafka-bootstrap``, ``--kafka-interval``, ``--kafka-acks``,
-    ``--kafka-linger-ms``, ``--kafka-compression``, ``--kafka-messages``)::
+    ``--kafka-linger-ms``, ``--kafka-compression``, ``--kafka-max-messages``)::
 
         class Burst(KafkaProducer):
             interval = 0.0          # back to back
@@ -313,7 +313,7 @@ class KafkaProducer(User):
     linger_ms: float | None = None
     #: ``none``, ``gzip``, ``snappy``, ``lz4``, ``zstd``. None = ``--kafka-compression``.
     compression: str | None = None
-    #: Messages per user, then it idles; 0 = no limit. None = ``--kafka-messages``.
+    #: Messages per user, then it idles; 0 = no limit. None = ``--kafka-max-messages``.
     max_messages: int | None = None
     #: More librdkafka settings; they win over the ones above and over the defaults
     #: ``allow.auto.create.topics=false``, ``message.timeout.ms=30000``.
@@ -452,7 +452,7 @@ def kafka_options(environment: Environment) -> dict[str, Any]:
     try:
         interval = float(option(environment, "kafka_interval", DEFAULT_INTERVAL))
         linger = float(option(environment, "kafka_linger_ms", DEFAULT_LINGER_MS))
-        messages = int(option(environment, "kafka_messages", 0))
+        messages = int(option(environment, "kafka_max_messages", 0))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"a --kafka-* option is not a number ({err}).") from None
     if interval < 0:
@@ -460,7 +460,7 @@ def kafka_options(environment: Environment) -> dict[str, Any]:
     if linger < 0:
         raise ConfigError(f"--kafka-linger-ms {linger!r}: must be 0 or positive.")
     if messages < 0:
-        raise ConfigError(f"--kafka-messages {messages!r}: must be 0 (no limit) or positive.")
+        raise ConfigError(f"--kafka-max-messages {messages!r}: must be 0 (no limit) or positive.")
     return {
         "interval": interval,
         "linger_ms": linger,
@@ -502,10 +502,10 @@ def add_arguments(parser: LocustArgumentParser) -> None:
         help="KafkaProducer compression.type. Default none",
     )
     parser.add_argument(
-        "--kafka-messages",
+        "--kafka-max-messages",
         type=int,
         default=0,
-        env_var="PIPESWARM_KAFKA_MESSAGES",
+        env_var="PIPESWARM_KAFKA_MAX_MESSAGES",
         help="Messages per KafkaProducer user, then it idles (0 = no limit). Default 0",
     )
 

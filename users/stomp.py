@@ -26,8 +26,10 @@ reports them as its loss.
 
 Options (also ``locust.conf`` / environment): ``--stomp-destination``
 (``PIPESWARM_STOMP_DESTINATION``, default ``/topic/coordinates``; may hold
-``{device_id}``) and ``--stomp-token`` (``PIPESWARM_STOMP_TOKEN``; checked by the
-gateway when it runs with ``GATEWAY_TOKEN``). The gateway URL is ``--gateway-url``.
+``{device_id}``), ``--stomp-device-count`` (``PIPESWARM_STOMP_DEVICE_COUNT``: how
+many devices per-device subscribers spread over) and ``--stomp-token``
+(``PIPESWARM_STOMP_TOKEN``; checked by the gateway when it runs with
+``GATEWAY_TOKEN``). The gateway URL is ``--gateway-url``.
 
 Engine: stomp.py's ``WSStompConnection`` (see ``users._stomp_client`` for how it
 runs under gevent, the receive timestamp and TCP_NODELAY).
@@ -121,6 +123,10 @@ class StompSubscriber(User):
     #: Device ids for a ``{device_id}`` destination, spread over the subscribers;
     #: empty = :meth:`make_device_id` (the ids ``MqttDevice`` gives its devices).
     device_ids: Sequence[str] = ()
+    #: With :meth:`make_device_id`: how many devices to spread the subscribers over
+    #: (subscriber n watches device ``(n - 1) % count + 1``); 0 = subscriber n
+    #: watches device n. None = ``--stomp-device-count``.
+    device_count: int | None = None
     device_id_prefix: str = "robot-"
     connect_timeout: float = 10.0
     receipt_timeout: float = 10.0
@@ -144,7 +150,13 @@ class StompSubscriber(User):
         self.device_id: str | None = None
         if "{device_id}" in dest:
             ids = self.device_ids
-            self.device_id = ids[(n - 1) % len(ids)] if ids else self.make_device_id(n)
+            count = self.device_count
+            if count is None:
+                count = _count_option(environment)
+            if ids:
+                self.device_id = ids[(n - 1) % len(ids)]
+            else:
+                self.device_id = self.make_device_id((n - 1) % count + 1 if count else n)
             dest = dest.replace("{device_id}", self.device_id)
         elif dest.startswith(_DEVICE_PREFIX):
             self.device_id = dest[len(_DEVICE_PREFIX) :]
@@ -248,13 +260,21 @@ class StompSubscriber(User):
 
 
 def add_arguments(parser: LocustArgumentParser) -> None:
-    """``--stomp-destination`` and ``--stomp-token`` (an ``init_command_line_parser`` listener)."""
+    """``--stomp-destination``, ``--stomp-device-count``, ``--stomp-token`` (parser listener)."""
     parser.add_argument(
         "--stomp-destination",
         default=TOPIC_ALL,
         env_var="PIPESWARM_STOMP_DESTINATION",
         help="STOMP destination of StompSubscriber: /topic/coordinates (all devices) or "
         "/topic/devices/{device_id} (one device each). Default /topic/coordinates",
+    )
+    parser.add_argument(
+        "--stomp-device-count",
+        type=int,
+        default=0,
+        env_var="PIPESWARM_STOMP_DEVICE_COUNT",
+        help="With /topic/devices/{device_id}: spread the subscribers over this many devices "
+        "(robot-0001..robot-N, MqttDevice's ids); 0 = subscriber n watches device n. Default 0",
     )
     parser.add_argument(
         "--stomp-token",
@@ -264,6 +284,18 @@ def add_arguments(parser: LocustArgumentParser) -> None:
         help="Bearer token StompSubscriber sends in CONNECT (Authorization: Bearer <token>). "
         "Default: none",
     )
+
+
+def _count_option(environment: Environment) -> int:
+    try:
+        count = int(option(environment, "stomp_device_count", 0))
+    except (TypeError, ValueError):
+        count = -1
+    if count < 0:
+        raise ConfigError(
+            "--stomp-device-count: must be 0 (subscriber n watches device n) or a device count."
+        )
+    return count
 
 
 def check_destination(destination: str) -> str:
@@ -283,6 +315,7 @@ def _validate_at_init(environment: Environment, **_kw: Any) -> None:
         return
     try:
         check_destination(str(option(environment, "stomp_destination", TOPIC_ALL)))
+        _count_option(environment)
     except ConfigError as err:
         sys.stderr.write(f"pipeswarm: {err}\n")
         raise SystemExit(2) from None
