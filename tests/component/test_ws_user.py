@@ -1,0 +1,137 @@
+"""WsSubscriber against real gateway processes (stream and snapshot) on real Redis and Mosquitto.
+
+The tests play the consumer: they PUBLISH traced updates on the Redis update
+channel; the Locust run's ledger counts what the raw WebSocket delivered.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import gevent
+import pytest
+import redis
+from gevent import monkey
+
+from tests.unit.test_users_harness import GatewayProcess, LocustRun, push
+from users.ws import WsSubscriber
+
+_os_thread = monkey.get_original("threading", "get_ident")
+
+
+@pytest.fixture(scope="module")
+def rds(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(redis_url, mqtt_url, tmp_path_factory):
+    gw = GatewayProcess(
+        tmp_path_factory.mktemp("gw") / "stream.log", REDIS_URL=redis_url, MQTT_URL=mqtt_url
+    ).start()
+    yield gw
+    gw.stop()
+
+
+class Watcher(WsSubscriber):
+    reconnect_min = 0.05
+    reconnect_max = 0.2
+
+
+def test_subscribers_count_every_streamed_update(gateway, rds, tmp_path):
+    with LocustRun([Watcher], "--gateway-url", gateway.url, results=tmp_path) as run:
+        run.start(2)
+        run.wait(lambda: len(run.ledger.subscribers) == 2, 10, "two WS subscribers")
+        for seq in range(1, 51):
+            for device in ("cmp-ws-1", "cmp-ws-2"):
+                push(rds, run.ledger.run_id, device, seq, run.ledger)
+        run.wait(lambda: run.delivered("mqtt→ws") == 200, 20, "200 deliveries")
+        assert run.count("connect:/coordinates", "WS") == 2
+        assert run.env.stats.total.num_failures == 0, run.errors()
+        assert run.count("mqtt→ws", "E2E") == 200
+        assert run.count("mqtt→ws:push", "E2E") == 200
+        user = next(iter(run.runner.user_greenlets)).args[0]
+        sock = user.ws.sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert isinstance(user._reader, gevent.Greenlet) and not user._reader.dead
+        assert user.frames >= 100
+    totals = run.e2e["paths"]["mqtt→ws"]["totals"]
+    assert (totals["delivered"], totals["lost"], totals["duplicated"]) == (200, 0, 0)
+    assert totals["devices_complete"] == 4
+
+
+def test_snapshot_batches_are_accounted_as_staleness(redis_url, mqtt_url, rds, tmp_path):
+    gw = GatewayProcess(
+        tmp_path / "snapshot.log",
+        REDIS_URL=redis_url,
+        MQTT_URL=mqtt_url,
+        PUSH_MODE="snapshot",
+        SNAPSHOT_INTERVAL_MS="200",
+    ).start()
+    try:
+        with LocustRun([Watcher], "--gateway-url", gw.url, results=tmp_path) as run:
+            run.start(1)
+            run.wait(lambda: run.ledger.subscribers, 10, "the WS subscriber")
+            (sub,) = run.ledger.subscribers.values()
+            for seq in range(1, 6):
+                push(rds, run.ledger.run_id, "cmp-snap", seq, run.ledger)
+                gevent.sleep(0.25)
+            run.wait(lambda: sub.batches >= 5, 10, "five snapshot batches")
+            assert run.count("mqtt→ws:staleness", "E2E") >= 3
+            assert run.count("mqtt→ws", "E2E") == 0  # no per-message latency in snapshot mode
+        path = run.e2e["paths"]["mqtt→ws"]
+        assert path["modes"] == ["snapshot"]
+        assert path["snapshot"]["batches"] >= 5
+        assert path["snapshot"]["regressions"] == 0
+        assert path["latency"]["staleness"]["count"] >= 3
+    finally:
+        gw.stop()
+
+
+def test_a_restarted_gateway_is_reconnected(redis_url, mqtt_url, rds, tmp_path):
+    gw = GatewayProcess(tmp_path / "gw.log", REDIS_URL=redis_url, MQTT_URL=mqtt_url).start()
+    try:
+        with LocustRun([Watcher], "--gateway-url", gw.url, results=tmp_path) as run:
+            run.start(1)
+            run.wait(lambda: run.ledger.subscribers, 10, "the WS subscriber")
+            ledger = run.ledger
+            for seq in range(1, 6):
+                push(rds, ledger.run_id, "cmp-ws-restart", seq, ledger)
+            run.wait(lambda: run.delivered("mqtt→ws") == 5, 10, "5 deliveries")
+            gw.stop()
+            run.wait(lambda: run.count("connection lost", "WS") == 1, 10, "the lost connection")
+            gw = GatewayProcess(
+                tmp_path / "gw.log", port=gw.port, REDIS_URL=redis_url, MQTT_URL=mqtt_url
+            ).start()
+            run.wait(
+                lambda: (
+                    run.count("connect:/coordinates", "WS")
+                    - run.entry("connect:/coordinates", "WS").num_failures
+                    == 2
+                ),
+                20,
+                "the second connection",
+            )
+            for seq in range(6, 11):
+                push(rds, ledger.run_id, "cmp-ws-restart", seq, ledger)
+            run.wait(lambda: run.delivered("mqtt→ws") == 10, 10, "10 deliveries")
+        totals = run.e2e["paths"]["mqtt→ws"]["totals"]
+        assert (totals["delivered"], totals["lost"]) == (10, 0)
+    finally:
+        gw.stop()
+
+
+def test_the_reader_runs_in_the_locust_thread(gateway, rds, tmp_path):
+    seen: list[int] = []
+
+    class Probe(WsSubscriber):
+        def _read(self, ws, sub):  # record the OS thread the reader greenlet runs in
+            seen.append(_os_thread())
+            super()._read(ws, sub)
+
+    with LocustRun([Probe], "--gateway-url", gateway.url, results=tmp_path) as run:
+        run.start(1)
+        run.wait(lambda: seen, 10, "the reader greenlet")
+    assert seen == [_os_thread()]
