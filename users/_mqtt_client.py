@@ -1,4 +1,4 @@
-"""The lean MQTT client behind ``MqttDevice``: raw non-blocking sockets, one pump.
+"""The lean MQTT client behind ``MqttDevice``: the protocol over ``_mqtt_transport``.
 
 Why hand-written instead of paho (figures in ``bench/README.md``): with Locust
 around it, paho costs ~16 KB per connection (a Locust user already costs
@@ -9,9 +9,6 @@ give a device is here: MQTT 3.1.1 and 5, QoS 0/1/2 both ways, user name and
 password, TLS (``ssl.MemoryBIO``, so TLS needs no blocking socket either),
 keepalive, clean or persistent sessions with in-flight resend, last will,
 reconnect with backoff.
-
-Every socket gets TCP_NODELAY: paho never sets it, and under gevent Nagle's
-algorithm adds ~10 ms of false latency at p50 (0.13 ms with it).
 
 Locust events (``request_type="MQTT"``; fired from the pump greenlet, through
 ``environment.events.request``):
@@ -35,15 +32,8 @@ QoS 0 row never shows a made-up latency.
 
 from __future__ import annotations
 
-import _socket
-import errno
-import ipaddress
 import logging
-import random
-import socket as _stdsocket
-import ssl
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gevent.event import Event
@@ -54,7 +44,6 @@ from users._mqtt_codec import (
     DISCONNECT_PACKET,
     MAXIMUM_QOS,
     MQTT5,
-    MQTT311,
     PINGREQ_PACKET,
     PINGRESP,
     PUBACK,
@@ -76,108 +65,28 @@ from users._mqtt_codec import (
     subscribe_packet,
     topic_field,
 )
-from users._mqtt_loop import READ, WRITE, Pump, get_pump
+from users._mqtt_errors import ConnectFailed, ConnectionLost, PublishRefused, SubscribeRefused
+from users._mqtt_transport import (
+    CLOSE_WAIT_S,
+    CLOSED,
+    CLOSING,
+    CONNECTED,
+    CONNECTING,
+    HANDSHAKE,
+    IDLE,
+    WAIT_CONNACK,
+    ClientConfig,
+    Transport,
+)
 
 if TYPE_CHECKING:
     from locust.env import Environment
 
-__all__ = [
-    "REQUEST_TYPE",
-    "ClientConfig",
-    "ClientOwner",
-    "DeviceClient",
-    "MqttError",
-    "ConnectFailed",
-    "ConnectionLost",
-    "PublishRefused",
-    "SubscribeRefused",
-]
+__all__ = ["REQUEST_TYPE", "ClientConfig", "ClientOwner", "DeviceClient"]
 
 log = logging.getLogger(__name__)
 
 REQUEST_TYPE = "MQTT"
-# IP_BIND_ADDRESS_NO_PORT (Linux 4.2+, <linux/in.h>): bind() to a source address
-# without reserving a port yet, so the port is chosen at connect() per 4-tuple and
-# many 127.0.0.x source addresses each get the full ephemeral range.
-_IP_BIND_ADDRESS_NO_PORT = getattr(_stdsocket, "IP_BIND_ADDRESS_NO_PORT", 24)
-_RECV_SIZE = 256 * 1024
-#: Stop accepting publishes while this much is waiting for the socket.
-_HIGH_WATER = 1024 * 1024
-
-# connection states
-IDLE, CONNECTING, HANDSHAKE, WAIT_CONNACK, CONNECTED, CLOSING, CLOSED = range(7)
-#: After DISCONNECT, how long to wait for the broker to close first (see close()).
-CLOSE_WAIT_S = 2.0
-
-
-_resolved: dict[tuple[str, int], tuple[int, Any]] = {}
-
-
-def _resolve(host: str, port: int) -> tuple[int, Any]:
-    """(family, sockaddr) of the broker, looked up once per process.
-
-    gevent resolves through a small thread pool: 19,000 devices each asking
-    would take seconds, so the first answer is shared (and an IP literal needs
-    no lookup at all).
-    """
-    hit = _resolved.get((host, port))
-    if hit is None:
-        try:
-            family = (
-                _socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else _socket.AF_INET
-            )
-            hit = (family, (host, port))
-        except ValueError:
-            info = _stdsocket.getaddrinfo(host, port, 0, _stdsocket.SOCK_STREAM)
-            hit = (info[0][0], info[0][4])
-        _resolved[(host, port)] = hit
-    return hit
-
-
-class MqttError(Exception):
-    """Base of the MQTT client's exceptions.
-
-    MqttError
-    ├── ConnectFailed      connect attempt refused, timed out or cut before CONNACK
-    ├── ConnectionLost     an established connection went away
-    ├── PublishRefused     v5 PUBACK/PUBREC/PUBCOMP reason code >= 0x80
-    └── SubscribeRefused   SUBACK return code 0x80 (3.1.1) or >= 0x80 (5)
-    """
-
-
-class ConnectFailed(MqttError):
-    pass
-
-
-class ConnectionLost(MqttError):
-    pass
-
-
-class PublishRefused(MqttError):
-    pass
-
-
-class SubscribeRefused(MqttError):
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class ClientConfig:
-    """Connection settings shared by every client of one device class (one object, many clients)."""
-
-    host: str
-    port: int
-    version: int = MQTT311
-    username: str | None = None
-    password: str | None = None
-    tls: ssl.SSLContext | None = None
-    keepalive: int = 60
-    clean: bool = True
-    session_expiry: int = 0  # v5: seconds the broker keeps a persistent session
-    max_inflight: int = 20
-    connect_timeout: float = 10.0
-    reconnect_min: float = 0.2
-    reconnect_max: float = 10.0
 
 
 class ClientOwner(Protocol):
@@ -213,7 +122,7 @@ class _NoOwner:
 _NO_OWNER = _NoOwner()
 
 
-class DeviceClient:
+class DeviceClient(Transport):
     """One MQTT connection, driven by the process :class:`~users._mqtt_loop.Pump`.
 
     Not thread-safe, and needs no threads: call it from greenlets of the same hub.
@@ -228,12 +137,9 @@ class DeviceClient:
 
     __slots__ = (
         "environment",
-        "cfg",
         "client_id",
         "will",
-        "source_address",
         "owner",
-        "state",
         "version",
         "window",
         "connects",
@@ -243,19 +149,6 @@ class DeviceClient:
         "acked",
         "last_error",
         "_fire",
-        "_pump",
-        "_addr",
-        "_family",
-        "_sock",
-        "_rw",
-        "_ww",
-        "_timer",
-        "_tls",
-        "_bio_in",
-        "_bio_out",
-        "_rbuf",
-        "_out",
-        "_wpending",
         "_inflight",
         "_released",
         "_inbound",
@@ -264,18 +157,14 @@ class DeviceClient:
         "_sub_wait",
         "_topic",
         "_topic_enc",
-        "_t_attempt",
-        "_m_attempt",
         "_t_lost",
-        "_last_tx",
         "_ping_sent",
-        "_attempts",
         "_want_window",
-        "_read_posted",
         "_connected_ev",
         "_drained_ev",
         "_closed_ev",
         "_context",
+        "_rbuf",
     )
 
     def __init__(
@@ -288,13 +177,11 @@ class DeviceClient:
         source_address: str | None = None,
         owner: ClientOwner | None = None,
     ) -> None:
+        super().__init__(cfg, source_address)
         self.environment = environment
-        self.cfg = cfg
         self.client_id = client_id
         self.will = will
-        self.source_address = source_address
         self.owner: ClientOwner = owner or _NO_OWNER
-        self.state = IDLE
         self.version = cfg.version
         self.window = cfg.max_inflight
         self.connects = 0
@@ -304,19 +191,7 @@ class DeviceClient:
         self.acked = 0
         self.last_error = ""
         self._fire = environment.events.request.fire
-        self._pump: Pump = get_pump()
-        self._addr: Any = None
-        self._family = _socket.AF_INET
-        self._sock: Any = None
-        self._rw: Any = None
-        self._ww: Any = None
-        self._timer: Any = None
-        self._tls: ssl.SSLObject | None = None
-        self._bio_in: ssl.MemoryBIO | None = None
-        self._bio_out: ssl.MemoryBIO | None = None
         self._rbuf = b""
-        self._out: list[bytes] = []
-        self._wpending: bytes | None = None
         # mid -> [start perf_counter, packet, payload length, event name]
         self._inflight: dict[int, list[Any]] = {}
         self._released: set[int] | None = None  # QoS 2 mids past PUBREC
@@ -326,14 +201,9 @@ class DeviceClient:
         self._sub_wait: dict[int, tuple[float, str, str]] = {}
         self._topic = ""
         self._topic_enc = b""
-        self._t_attempt = 0.0
-        self._m_attempt = 0.0
         self._t_lost = 0.0
-        self._last_tx = 0.0
         self._ping_sent = 0.0
-        self._attempts = 0
         self._want_window = False
-        self._read_posted = False
         self._connected_ev: Event | None = None
         self._drained_ev: Event | None = None
         self._closed_ev: Event | None = None
@@ -355,13 +225,11 @@ class DeviceClient:
     def connect(self) -> None:
         """Start connecting (returns at once); the client reconnects on loss until :meth:`close`.
 
-        Resolves the host name here, in the caller's greenlet, once: reconnects
-        reuse the address.
+        The host name is resolved here, in the caller's greenlet (once per
+        process); reconnects reuse the address.
         """
         if self.state != IDLE:
             return
-        if self._addr is None:
-            self._family, self._addr = _resolve(self.cfg.host, self.cfg.port)
         self._pump.register(self)
         self._start_attempt()
 
@@ -389,7 +257,7 @@ class DeviceClient:
         if (
             self.state == CONNECTED
             and (qos == 0 or len(self._inflight) < self.window)
-            and (self._wpending is None or len(self._wpending) < _HIGH_WATER)
+            and not self.backlogged
         ):
             return True
         self._want_window = True
@@ -437,15 +305,6 @@ class DeviceClient:
         if flush:
             self.flush()
         return True
-
-    def flush(self) -> None:
-        """Write what :meth:`publish` queued (one ``send``); the rest waits for writability."""
-        out = self._out
-        if not out or self._wpending is not None or self._sock is None:
-            return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        self._write(data)
 
     def subscribe(self, topic: str, qos: int = 1, *, name: str | None = None) -> None:
         """Subscribe now (if connected) and again after every reconnect without a session."""
@@ -511,77 +370,9 @@ class DeviceClient:
             context=self._ctx(),
         )
 
-    # --- connecting -----------------------------------------------------------------------
-    def _start_attempt(self) -> None:
-        self._timer = None
-        if self.state == CLOSED:
-            return
-        self._t_attempt = time.perf_counter()
-        self._m_attempt = time.monotonic()
-        self.state = CONNECTING
-        try:
-            sock = _socket.socket(self._family, _socket.SOCK_STREAM)
-        except OSError as exc:  # EMFILE: the open-files limit
-            self._attempt_failed(f"cannot open a socket: {exc}")
-            return
-        self._sock = sock
-        sock.setblocking(False)
-        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-        try:
-            if self.source_address:
-                sock.setsockopt(_socket.SOL_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
-                sock.bind((self.source_address, 0))
-            code = sock.connect_ex(self._addr)
-        except OSError as exc:
-            code = exc.errno or errno.EIO
-        if code not in (0, errno.EINPROGRESS):
-            self._attempt_failed(
-                f"connect to {self.cfg.host}:{self.cfg.port} failed: {errno.errorcode.get(code, code)}"
-            )
-            return
-        fd = sock.fileno()
-        self._rw = self._pump.io(fd, READ)
-        self._ww = self._pump.io(fd, WRITE)
-        self._ww.start(self._write_ready)
-
-    def _tcp_connected(self) -> None:
-        err = self._sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
-        if err:
-            self._attempt_failed(
-                f"connect to {self.cfg.host}:{self.cfg.port} failed: {errno.errorcode.get(err, err)}"
-            )
-            return
-        self._rw.start(self._read_ready)
-        tls = self.cfg.tls
-        if tls is not None:
-            self.state = HANDSHAKE
-            self._bio_in = ssl.MemoryBIO()
-            self._bio_out = ssl.MemoryBIO()
-            self._tls = tls.wrap_bio(self._bio_in, self._bio_out, server_hostname=self.cfg.host)
-            self._handshake()
-        else:
-            self._send_connect()
-
-    def _handshake(self) -> None:
-        assert self._tls is not None and self._bio_out is not None
-        try:
-            self._tls.do_handshake()
-        except ssl.SSLWantReadError:
-            pending = self._bio_out.read()
-            if pending:
-                self._send_raw(pending)
-            return
-        except ssl.SSLError as err:
-            self._attempt_failed(
-                f"TLS handshake with {self.cfg.host}:{self.cfg.port} failed: {err}"
-            )
-            return
-        pending = self._bio_out.read()
-        if pending:
-            self._send_raw(pending)
-        self._send_connect()
-
-    def _send_connect(self) -> None:
+    # --- connecting ---------------------------------------------------------------------
+    def _transport_up(self) -> None:
+        """TCP (and TLS) is up: CONNECT goes first."""
         cfg = self.cfg
         self.state = WAIT_CONNACK
         self._out.insert(
@@ -706,39 +497,9 @@ class DeviceClient:
         self.owner.mqtt_disconnected(reason)
         self._schedule_reconnect()
 
-    def _schedule_reconnect(self) -> None:
-        if self.state == CLOSED:
-            return
-        cfg = self.cfg
-        # exponential backoff with "equal jitter": never zero, never in lock-step
-        cap = min(cfg.reconnect_max, cfg.reconnect_min * (2 ** min(self._attempts, 16)))
-        self._attempts += 1
-        delay = cap / 2 + random.random() * cap / 2
-        self._timer = self._pump.timer(delay)
-        self._timer.start(self._pump.post, self._start_attempt)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer.close()
-            self._timer = None
-
     def _teardown(self) -> None:
-        for w in (self._rw, self._ww):
-            if w is not None:
-                w.stop()
-                w.close()
-        self._rw = self._ww = None
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-            self._sock = None
-        self._tls = self._bio_in = self._bio_out = None
+        super()._teardown()
         self._rbuf = b""
-        self._out.clear()  # QoS 0 not yet written is lost, as it would be on the wire
-        self._wpending = None
         self._sub_wait.clear()
         self._inbound = None
 
@@ -762,121 +523,22 @@ class DeviceClient:
         elif state == CLOSING and now - self._m_attempt > CLOSE_WAIT_S:
             self._closed()
 
-    # --- writing ------------------------------------------------------------------------------
-    def _write(self, data: bytes) -> None:
-        tls = self._tls
-        if tls is not None and self.state != HANDSHAKE:
-            assert self._bio_out is not None
-            tls.write(data)
-            data = self._bio_out.read()
-        self._send_raw(data)
-
-    def _send_raw(self, data: bytes) -> None:
-        if self._wpending is not None:
-            self._wpending += data
-            return
-        try:
-            n = self._sock.send(data)
-        except BlockingIOError:
-            n = 0
-        except OSError as err:
-            self._lost(f"write failed: {err}")
-            return
-        self._last_tx = time.monotonic()
-        if n < len(data):
-            self._wpending = data[n:]
-            self._ww.start(self._write_ready)
-
-    # libev watchers are level-triggered: until the pump has handled a ready
-    # socket, every hub iteration would report it again. Writability is one-shot
-    # (the watcher stops when it fires; a handler that still needs it restarts
-    # it), readability is posted once until handled (no epoll_ctl per read).
-    def _write_ready(self) -> None:  # in the hub
-        self._ww.stop()
-        self._pump.post(self._on_writable)
-
-    def _read_ready(self) -> None:  # in the hub
-        if not self._read_posted:
-            self._read_posted = True
-            self._pump.post(self._on_readable)
-
-    def _on_writable(self) -> None:
-        if self._sock is None:
-            return
-        if self.state == CONNECTING:
-            self._tcp_connected()
-            return
-        data = self._wpending
-        if data is not None:
-            try:
-                n = self._sock.send(data)
-            except BlockingIOError:
-                self._ww.start(self._write_ready)
-                return
-            except OSError as err:
-                self._lost(f"write failed: {err}")
-                return
-            self._last_tx = time.monotonic()
-            if n < len(data):
-                self._wpending = data[n:]
-                self._ww.start(self._write_ready)
-                return
-            self._wpending = None
-        if self._out:
-            self.flush()
-        if self._want_window and self._wpending is None and self.state == CONNECTED:
+    def _writable_again(self) -> None:
+        if self._want_window and self.state == CONNECTED:
             self._want_window = False
             self.owner.mqtt_window()
 
     # --- reading ------------------------------------------------------------------------------
-    def _on_readable(self) -> None:
-        self._read_posted = False
-        sock = self._sock
-        if sock is None:
-            return
-        try:
-            data = sock.recv(_RECV_SIZE)
-        except BlockingIOError:
-            return
-        except OSError as err:
-            self._lost(f"read failed: {err}")
-            return
-        if not data:
-            self._lost("the broker closed the connection")
-            return
-        if self.state == CLOSING:  # late acks after DISCONNECT: the user has stopped
-            return
-        if self._tls is not None:
-            data = self._tls_read(data)
-            if not data:
-                return
-        try:
-            self._feed(data)
-        except ProtocolError as err:
-            self._lost(f"protocol error: {err}")
-
-    def _tls_read(self, data: bytes) -> bytes:
-        assert self._tls is not None and self._bio_in is not None
-        self._bio_in.write(data)
-        if self.state == HANDSHAKE:
-            self._handshake()
-            if self.state == HANDSHAKE or self._tls is None:
-                return b""
-        chunks = []
-        while True:
-            try:
-                chunk = self._tls.read(_RECV_SIZE)
-            except ssl.SSLWantReadError:
-                break
-            except ssl.SSLError as err:
-                self._lost(f"TLS error: {err}")
-                return b""
-            if not chunk:  # TLS close_notify
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     def _feed(self, data: bytes) -> None:
+        try:
+            self._decode(data)
+        except (
+            ProtocolError,
+            IndexError,
+        ) as err:  # IndexError: a packet shorter than its type needs
+            self._lost(f"protocol error: {err or type(err).__name__}")
+
+    def _decode(self, data: bytes) -> None:
         if self._rbuf:
             data = self._rbuf + data
             self._rbuf = b""

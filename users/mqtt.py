@@ -62,17 +62,16 @@ from locust.runners import WorkerRunner
 import telemetry
 from telemetry import envelope
 from users._config import MQTT_VERSIONS, ConfigError, Settings, parse_mqtt_url, settings
-from users._mqtt_client import (
-    REQUEST_TYPE,
-    ClientConfig,
+from users._mqtt_client import REQUEST_TYPE, ClientConfig, DeviceClient
+from users._mqtt_codec import Will
+from users._mqtt_errors import (
+    CommandError,
     ConnectFailed,
     ConnectionLost,
-    DeviceClient,
     MqttError,
     PublishRefused,
     SubscribeRefused,
 )
-from users._mqtt_codec import Will
 from users._mqtt_payload import Template, Trajectory, load_template
 from users._mqtt_schedule import get_schedule
 
@@ -92,10 +91,6 @@ __all__ = [
 
 _numbers = itertools.count(1)
 _configs: dict[tuple[Any, ...], ClientConfig] = {}
-
-
-class CommandError(MqttError):
-    """A command message that is not a JSON object."""
 
 
 def _topic_template(topic: str) -> str:

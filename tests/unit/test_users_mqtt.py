@@ -400,3 +400,13 @@ def test_will_topic_gets_the_device_id(env):
 
     d = _device(env, will=Will("devices/{device_id}/status", b"offline", 1, True))
     assert d.client.will == Will(f"devices/{d.device_id}/status", b"offline", 1, True)
+
+
+def test_malformed_packet_drops_the_connection():
+    env = new_env()
+    client = make_client(env)
+    client._feed(b"\x40\x00")  # a PUBACK without its packet identifier
+    assert client.state == IDLE and client.losses == 1
+    client.close()
+    [error] = env.stats.errors.values()
+    assert "protocol error" in str(error.error)
