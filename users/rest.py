@@ -21,9 +21,10 @@ into the MQTT command, and the target ``MqttDevice`` reports the REST → MQTT
 round trip (``command:orin/+/command``) from ``issued_at``: the commander picks
 its targets among devices that really listen, i.e. the devices of the current
 run (their messages carry the run id) that entered through MQTT, as listed by
-``GET /api/coordinates``, plus the MQTT devices publishing in this process.
-Against a pipeline whose messages carry no trace, every listed device is a
-target. With no target yet, the per-device tasks send nothing.
+``GET /api/coordinates``, plus the MQTT devices publishing in this process
+(``GET /api/coordinates/{id}`` asks only for listed ones). Against a pipeline
+whose messages carry no trace, every listed device is a target. With no target
+yet, the per-device tasks send nothing.
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ class RestCommander(FastHttpUser):
         if self.host is None:  # neither the class nor --host: the gateway URL option
             self.host = settings(environment).gateway_url
         super().__init__(environment)
+        #: devices to command; devices known to be stored (``/api/coordinates`` listed them)
         self.targets: list[str] = list(self.device_ids)
+        self.stored: list[str] = list(self.device_ids)
         self._refreshed = 0.0
         self._ledger: telemetry.Ledger | None = None
 
@@ -109,7 +112,7 @@ class RestCommander(FastHttpUser):
 
     @task(2)
     def device_coordinates(self) -> None:
-        device = self.pick_device()
+        device = self.pick_device(stored=True)
         if device is not None:
             self.client.get(f"/api/coordinates/{device}", name="/api/coordinates/{id}")
 
@@ -144,12 +147,17 @@ class RestCommander(FastHttpUser):
     def on_command_accepted(self, device_id: str, accepted: dict[str, Any]) -> None:
         """Called for every accepted command (``command_id``, ``issued_at``, ``topic``, …)."""
 
-    def pick_device(self) -> str | None:
-        """A target device id, or None when there is none yet."""
+    def pick_device(self, stored: bool = False) -> str | None:
+        """A target device id, or None when there is none yet.
+
+        ``stored``: only a device ``GET /api/coordinates`` listed (one that has
+        just published its first message may not be in Redis yet: a 404).
+        """
         if not self.device_ids and time.monotonic() - self._refreshed > self.refresh_interval:
             self._refreshed = time.monotonic()
             self.coordinates()  # a measured request like any other
-        return random.choice(self.targets) if self.targets else None
+        pool = self.stored if stored else self.targets
+        return random.choice(pool) if pool else None
 
     def _learn(self, listed: list[Any]) -> None:
         """Take the targets from a ``GET /api/coordinates`` answer (see the module docstring)."""
@@ -169,6 +177,7 @@ class RestCommander(FastHttpUser):
                     live.add(msg["device_id"])
             else:
                 anyone.add(msg["device_id"])
+        self.stored = sorted(live or anyone)
         if ledger is not None:
             live.update(d for d, p in ledger.publishers.items() if p.src == "mqtt")
         self.targets = sorted(live or anyone)
