@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,7 @@ from report import build_report, load_run
 from report._render import _ms
 from report.cli import main as analyze
 from telemetry.hdr import Histogram
+from tests.swarm import run_locust
 
 pytestmark = pytest.mark.integration
 
@@ -37,24 +35,7 @@ def finished_run(stack, tmp_path_factory):
     """``locustfiles/pipeline.py`` for 15 s against the stack, with --csv and --html."""
     tmp = tmp_path_factory.mktemp("analyze")
     out = tmp / "run"
-    urls = stack.urls
-    cmd = [
-        sys.executable, "-m", "locust", "-f", "locustfiles/pipeline.py", "--headless",
-        "-u", "12", "-r", "12", "-t", "15s", "--only-summary",
-        "--mqtt-url", urls["mqtt"], "--gateway-url", urls["gateway"],
-        "--kafka-bootstrap", urls["kafka"], "--redis-url", urls["redis"],
-        "--results-dir", str(out), "--csv", str(out / "locust"), "--html", str(out / "locust.html"),
-        "--prometheus-port", "0",
-    ]  # fmt: skip
-    env = {
-        **os.environ,
-        "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin",
-        "PIPESWARM_STATE_DIR": str(tmp / "no-stack-file"),  # only the URLs given here
-    }
-    done = subprocess.run(
-        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    run_locust(stack, out, "locustfiles/pipeline.py", "-u", "12", "-r", "12", "-t", "15s")
     (tmp / "slo.yaml").write_text(SLO)
     return out, tmp / "slo.yaml"
 
