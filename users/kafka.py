@@ -18,17 +18,20 @@ name                         response_time                                    ex
 ``metadata:mqtt-messages``   the first metadata request (once per process)    unreachable, no topic
 ===========================  ===============================================  =====================
 
-Engine: confluent-kafka (librdkafka), one producer per process and settings,
-shared by its users. Measured here, kafka-python inside gevent freezes every
-greenlet (p99 ~300 ms, max ~0.8 s: it would corrupt every latency the worker
-measures); confluent-kafka with ``produce()`` + ``poll(0)`` runs ~1M msg/s with
-loop lag p99 8 ms. So nothing on the task path blocks: ``produce()`` only
-enqueues, one poller greenlet per producer calls ``poll(0)`` every
+Engine: confluent-kafka (librdkafka), one producer per process, settings and
+topic, shared by its users. Measured here, kafka-python inside gevent freezes
+every greenlet (p99 ~300 ms, max ~0.8 s: it would corrupt every latency the
+worker measures); confluent-kafka with ``produce()`` + ``poll(0)`` runs ~1M
+msg/s with loop lag p99 8 ms. So nothing on the task path blocks: ``produce()``
+only enqueues, one poller greenlet per producer calls ``poll(0)`` every
 ``poll_interval`` while messages are in flight (the delivery time is read in
 the callback, so its resolution is that interval), and the blocking calls (the
 metadata check, ``flush()`` when the last user stops) run in gevent's thread
-pool. Callbacks that ``flush()`` runs in that thread only append to a deque;
-the poller greenlet fires the Locust events.
+pool. Two more things keep the loop free (``ProducerEngine``): no object per
+message waits for its delivery (they set off 50-80 ms full garbage
+collections), and busy greenlets yield with a timer, not ``sleep(0)``. Back to
+back, 2 users, 200k messages to Tansu on this 2-core machine (shared with other
+runs): 95-117k msg/s, loop lag p95 ~1 ms, max 1-11 ms.
 """
 
 from __future__ import annotations
