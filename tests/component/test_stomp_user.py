@@ -124,6 +124,31 @@ def test_the_receiver_is_a_greenlet_in_the_locust_thread_and_the_socket_has_node
     assert client.lost.is_set() and not client.up
 
 
+def test_heart_beats_go_out_from_a_greenlet_at_the_negotiated_rate(gateway):
+    """The gateway wants one every 10 s (it drops a silent client after 20 s)."""
+    client = StompClient("127.0.0.1", gateway.port, "/ws", on_message=lambda *_: None, token=TOKEN)
+    beats: list[tuple[float, int]] = []
+    try:
+        client.connect()
+        transport = client.connection.transport
+        send = transport.send
+
+        def recording_send(frame: bytes) -> None:
+            if frame == b"\n":
+                beats.append((time.monotonic(), _os_thread()))
+            send(frame)
+
+        transport.send = recording_send
+        start = time.monotonic()
+        wait_until(lambda: beats, 15)
+        assert 8 < beats[0][0] - start < 12
+        # stomp.py's heart-beat thread is a greenlet in this OS thread (gevent's patch)
+        assert beats[0][1] == _os_thread()
+        assert client.up
+    finally:
+        client.close()
+
+
 def test_connect_to_nothing_fails_fast_with_one_sentence():
     client = StompClient("127.0.0.1", _closed_port(), "/ws", on_message=lambda *_: None)
     start = time.monotonic()
