@@ -71,7 +71,10 @@ def _publish(port: int, run: str, rate: int, seconds: float) -> tuple[int, float
         d = n % DEVICES
         seq[d] += 1
         body = {
-            "device_id": f"bench-{d}", "x": 1.0, "y": 2.0, "timestamp": now / 1e9,
+            "device_id": f"bench-{d}",
+            "x": 1.0,
+            "y": 2.0,
+            "timestamp": now / 1e9,
             "trace": {"run": run, "seq": seq[d], "t0": t0, "tp": now, "hops": {}},
         }
         infos.append(client.publish(f"sensors/bench-{d}/coordinates", json.dumps(body), qos=1))
@@ -94,8 +97,9 @@ def run_step(gateway_port: int, mqtt_port: int, rate: int, seconds: float) -> di
     run = f"bench-{rate}-{time.time_ns()}"
     ready, out = ctx.Event(), ctx.Queue()
     expected = int(rate * seconds)
-    sub = ctx.Process(target=_subscriber,
-                      args=(gateway_port, run, expected, ready, out, seconds + 30))
+    sub = ctx.Process(
+        target=_subscriber, args=(gateway_port, run, expected, ready, out, seconds + 30)
+    )
     sub.start()
     ready.wait(30)
     started = time.monotonic()
@@ -104,8 +108,11 @@ def run_step(gateway_port: int, mqtt_port: int, rate: int, seconds: float) -> di
     elapsed = time.monotonic() - started
     sub.join(10)
     return {
-        "rate": rate, "published": published, "delivered": len(lat),
-        "elapsed_s": round(elapsed, 1), "publisher_lag_max_ms": round(lag_max, 1),
+        "rate": rate,
+        "published": published,
+        "delivered": len(lat),
+        "elapsed_s": round(elapsed, 1),
+        "publisher_lag_max_ms": round(lag_max, 1),
         "p50_ms": round(statistics.median(lat), 2) if lat else None,
         "p99_ms": round(_pct(lat, 99), 2) if lat else None,
         "max_ms": round(max(lat), 2) if lat else None,
@@ -128,16 +135,21 @@ def main(argv: list[str] | None = None) -> int:
     else:
         stack = Stack.load(args.state_dir)
     try:
-        print(f"{'offered/s':>10} {'published':>10} {'delivered':>10} {'p50 ms':>8} "
-              f"{'p99 ms':>8} {'max ms':>8} {'pub lag ms':>10}  verdict")
+        print(
+            f"{'offered/s':>10} {'published':>10} {'delivered':>10} {'p50 ms':>8} "
+            f"{'p99 ms':>8} {'max ms':>8} {'pub lag ms':>10}  verdict"
+        )
         best = 0
         for rate in (int(r) for r in args.rates.split(",")):
             r = run_step(stack.ports["gateway"], stack.ports["mqtt"], rate, args.seconds)
             ok = r["delivered"] == r["published"] and (r["p99_ms"] or 1e9) < args.p99_limit_ms
             best = rate if ok else best
-            print(f"{rate:>10} {r['published']:>10} {r['delivered']:>10} {r['p50_ms']!s:>8} "
-                  f"{r['p99_ms']!s:>8} {r['max_ms']!s:>8} {r['publisher_lag_max_ms']:>10}  "
-                  f"{'sustained' if ok else 'NOT sustained'}", flush=True)
+            print(
+                f"{rate:>10} {r['published']:>10} {r['delivered']:>10} {r['p50_ms']!s:>8} "
+                f"{r['p99_ms']!s:>8} {r['max_ms']!s:>8} {r['publisher_lag_max_ms']:>10}  "
+                f"{'sustained' if ok else 'NOT sustained'}",
+                flush=True,
+            )
         print(f"sustained through the whole stack (QoS1, 1 STOMP subscriber): {best} msg/s")
     finally:
         if own:

@@ -130,7 +130,7 @@ class Bridge:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         RECEIVED.inc()
-        item = Received(msg.topic, msg.payload, msg.mid, msg.qos, time.time_ns())
+        item = Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time_ns())
         try:
             self.buffer.put_nowait(item)
         except queue.Full:

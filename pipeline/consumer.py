@@ -204,7 +204,7 @@ class Consumer:
             pipe.publish(UPDATES_CHANNEL, p.value)
             newest[p.partition] = max(p.offset, newest.get(p.partition, -1))
         pipe.incrby(TOTAL_KEY, len(batch))
-        pipe.hset(self._offsets_key, mapping=newest)
+        pipe.hset(self._offsets_key, mapping=dict(newest))  # type: ignore[arg-type]
         started = time.perf_counter()
         try:
             pipe.execute()

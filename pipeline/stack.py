@@ -263,8 +263,9 @@ class Stack:
 
     def _start_kafka(self) -> Proc | None:
         if self.kafka_bootstrap is not None:
+            external = self.kafka_bootstrap
             try:
-                wait_until(lambda: _kafka_answers(self.kafka_bootstrap), 10, "Kafka")
+                wait_until(lambda: _kafka_answers(external), 10, "Kafka")
             except StartupFailed:
                 raise KafkaUnreachable(
                     f"Kafka at {self.kafka_bootstrap} does not answer; fix "

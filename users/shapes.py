@@ -129,6 +129,7 @@ class PresetShape(LoadTestShape):
     use_common_options = True  # -u / -r / -t stay editable in the web UI
 
     def tick(self) -> tuple[int, float] | None:
+        assert self.runner is not None and self.runner.environment.parsed_options is not None
         opts = self.runner.environment.parsed_options
         users = int(getattr(opts, "num_users", None) or 1)
         rate = float(getattr(opts, "spawn_rate", None) or users)

@@ -126,15 +126,22 @@ def test_command_reaches_device_and_invalid_body_publishes_nothing(stack):
         resp = httpx.post(url, json={"command": "tracking"})
         assert resp.status_code == 202
         command_id = resp.json()["command_id"]
-        (cmd,) = wait_for(lambda: received.where(lambda m: m["command_id"] == command_id), 10,
-                          "the command on MQTT")
+        (cmd,) = wait_for(
+            lambda: received.where(lambda m: m["command_id"] == command_id),
+            10,
+            "the command on MQTT",
+        )
         assert cmd["command"] == "tracking" and cmd["device_id"] == device
         assert cmd["issued_at"] > 1e18  # epoch ns
 
         for bad in ({"command": ""}, {"command": "rm -rf /"}, {"nope": 1}, []):
             assert httpx.post(url, json=bad).status_code == 422
-        assert httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}
-                          ).status_code == 422
+        assert (
+            httpx.post(
+                url, content=b"{not json", headers={"content-type": "application/json"}
+            ).status_code
+            == 422
+        )
         # A valid command sent after the bad ones is the next thing the device sees.
         marker = httpx.post(url, json={"command": "slam"}).json()["command_id"]
         wait_for(lambda: received.where(lambda m: m["command_id"] == marker), 10, "marker")
@@ -156,8 +163,11 @@ def test_bad_payloads_go_to_the_dlq_and_the_bridge_keeps_serving(stack):
         pub.publish("sensors/dlq-dev/coordinates", payload, qos=1).wait_for_publish(5)
     pub.publish("sensors/dlq-ok/coordinates", traced("dlq-ok", 1), qos=1).wait_for_publish(5)
     try:
-        wait_for(lambda: httpx.get(f"{stack.urls['gateway']}/api/coordinates/dlq-ok"
-                                   ).status_code == 200, 20, "the good message after bad ones")
+        wait_for(
+            lambda: httpx.get(f"{stack.urls['gateway']}/api/coordinates/dlq-ok").status_code == 200,
+            20,
+            "the good message after bad ones",
+        )
         dlq = KafkaConsumer(bootstrap_servers=stack.urls["kafka"], consumer_timeout_ms=3000)
         tp = TopicPartition("mqtt-messages-dlq", 0)
         dlq.assign([tp])

@@ -23,10 +23,15 @@ pytestmark = pytest.mark.integration
 
 def test_snapshot_mode_sends_one_batch_per_interval_with_every_device(stack, tmp_path):
     port = free_port()
-    env = {**stack.service_env(), "GATEWAY_PORT": str(port), "PUSH_MODE": "snapshot",
-           "SNAPSHOT_INTERVAL_MS": "200"}
-    proc, popen = spawn("gateway-snapshot", [sys.executable, "-m", "pipeline.gateway"],
-                        tmp_path, env=env)
+    env = {
+        **stack.service_env(),
+        "GATEWAY_PORT": str(port),
+        "PUSH_MODE": "snapshot",
+        "SNAPSHOT_INTERVAL_MS": "200",
+    }
+    proc, popen = spawn(
+        "gateway-snapshot", [sys.executable, "-m", "pipeline.gateway"], tmp_path, env=env
+    )
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/api/health"), 30, "gateway", popen)
         pub = mqtt_client(stack.ports["mqtt"])
@@ -38,8 +43,11 @@ def test_snapshot_mode_sends_one_batch_per_interval_with_every_device(stack, tmp
         ws = websocket.create_connection(f"ws://127.0.0.1:{port}/coordinates", timeout=5)
 
         def latest_seqs(batch: dict) -> dict[str, int]:
-            return {m["device_id"]: m["trace"]["seq"] for m in batch["devices"]
-                    if m["device_id"] in devices}
+            return {
+                m["device_id"]: m["trace"]["seq"]
+                for m in batch["devices"]
+                if m["device_id"] in devices
+            }
 
         # Wait for a batch that has everything, then time the next few.
         deadline = time.monotonic() + 20
@@ -104,16 +112,20 @@ def test_redis_outage_under_load_loses_nothing_and_the_breaker_recovers(own_stac
         wait_for(lambda: published >= 400, 10, "2 s of traffic")
         s.stop_service("redis")
         outage_started = time.monotonic()
-        wait_for(lambda: _metric(s.urls["consumer_metrics"], "pipeline_consumer_breaker_state")
-                 == 1.0, 10, "the breaker to open")
+        wait_for(
+            lambda: _metric(s.urls["consumer_metrics"], "pipeline_consumer_breaker_state") == 1.0,
+            10,
+            "the breaker to open",
+        )
         time.sleep(max(0.0, 5 - (time.monotonic() - outage_started)))  # the outage itself
         s.start_service("redis")
         publisher.join(30)
         assert published == len(devices) * per_device
 
         r = redis.Redis.from_url(s.urls["redis"])
-        wait_for(lambda: int(r.get("pipeswarm:total") or 0) >= published, 60,
-                 "every message in Redis")
+        wait_for(
+            lambda: int(r.get("pipeswarm:total") or 0) >= published, 60, "every message in Redis"
+        )
         assert int(r.get("pipeswarm:total")) == published
         counts = {k.decode(): int(v) for k, v in r.hgetall("pipeswarm:counts").items()}
         assert all(counts[d] == per_device for d in devices), counts
@@ -129,8 +141,11 @@ def test_redis_outage_under_load_loses_nothing_and_the_breaker_recovers(own_stac
         closed = _metric(m, 'pipeline_consumer_breaker_transitions_total{state="closed"}')
         assert opened >= 1 and closed >= 1
         assert _metric(m, "pipeline_consumer_redis_errors_total") >= 1
-        wait_for(lambda: httpx.get(s.urls["gateway"] + "/api/health").status_code == 200, 20,
-                 "the gateway to be healthy again")
+        wait_for(
+            lambda: httpx.get(s.urls["gateway"] + "/api/health").status_code == 200,
+            20,
+            "the gateway to be healthy again",
+        )
     finally:
         pub.loop_stop()
         publisher.join(5)
@@ -142,9 +157,21 @@ def test_taken_port_exits_2_naming_the_port_and_the_option(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "pipeline", "--state-dir", str(tmp_path), "up",
-             "--ports", "auto", "--mqtt-port", str(port)],
-            capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "--state-dir",
+                str(tmp_path),
+                "up",
+                "--ports",
+                "auto",
+                "--mqtt-port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
