@@ -144,6 +144,33 @@ def ratio(args: argparse.Namespace) -> None:
     _say(json.dumps(result))
 
 
+def latency(args: argparse.Namespace) -> None:
+    """Devices on a timetable well below capacity: PUBACK time and schedule lag."""
+    cls = ours_class(args.port, 1, args.interval, 32)
+    env = Environment(user_classes=[cls])
+    runner = env.create_local_runner()
+    plugin = telemetry.install(env)
+    runner.start(args.devices, spawn_rate=args.devices * 10)
+    _wait(lambda: runner.user_count >= args.devices, 30)
+    gevent.sleep(1.0)
+    env.stats.reset_all()
+    plugin.ledger.schedule_lag.reset()  # measure the steady state only
+    gevent.sleep(args.seconds)
+    e = env.stats.entries[("publish:1:sensors/+/coordinates", "MQTT")]
+    lag = plugin.ledger.schedule_lag
+    result = {
+        "devices": args.devices,
+        "interval_s": args.interval,
+        "rate": e.num_requests / args.seconds,
+        "puback_avg_ms": e.avg_response_time,
+        "puback_max_ms": e.max_response_time,
+        "lag_samples": lag.count,
+        "lag_us": {p: lag.percentile(p) for p in (50, 90, 99, 99.9)},
+    }
+    runner.quit()
+    _say(json.dumps(result))
+
+
 class _Bare(User):
     wait_time = constant(60)
 
@@ -245,8 +272,13 @@ def main(argv: list[str] | None = None) -> None:
     i.add_argument("--spawn-rate", type=float, default=20000.0)
     i.add_argument("--timeout", type=float, default=120.0)
     i.add_argument("--idle-seconds", type=float, default=5.0)
+    lt = sub.add_parser("latency")
+    lt.add_argument("--port", type=int, required=True)
+    lt.add_argument("--devices", type=int, default=100)
+    lt.add_argument("--interval", type=float, default=0.1)
+    lt.add_argument("--seconds", type=float, default=10.0)
     args = p.parse_args(argv)
-    ratio(args) if args.cmd == "ratio" else idle(args)
+    {"ratio": ratio, "idle": idle, "latency": latency}[args.cmd](args)
 
 
 if __name__ == "__main__":
