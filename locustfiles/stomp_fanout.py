@@ -8,8 +8,10 @@ connect time (``STOMP connect``)::
         --shape-stages 10:310,10:610,10:910 -t 30s
 
 Stage user counts include the 10 publishing devices (``Device.fixed_count``).
-``--stomp-destination /topic/devices/{device_id}`` subscribes each connection to
-one device instead of all; ``--stomp-token`` sends a bearer token.
+``--stomp-destination /topic/devices/{device_id} --stomp-device-count 10``
+subscribes each connection to one of the 10 devices instead of all (without the
+count, subscriber n watches robot-n, which does not exist beyond the fleet);
+``--stomp-token`` sends a bearer token.
 """
 
 from users import MqttDevice, StompSubscriber

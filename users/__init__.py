@@ -1,17 +1,25 @@
-"""Locust users, one protocol per module (``users/mqtt.py``, …).
+"""Locust users, one protocol per module (``users/mqtt.py``, ``users/stomp.py``, …).
 
 Import what a locustfile needs from here::
 
-    from users import MqttDevice
+    from users import MqttDevice, StompSubscriber, WsSubscriber, KafkaProducer, RestCommander
+    from users import PresetShape        # --shape constant|stages|step|spike|soak
 
 Importing ``users`` registers the pipeswarm options (``users._config``: backend
-URLs and device knobs) and, through ``telemetry``, the end-to-end ledger.
+URLs and device knobs; each user module adds its own) and, through ``telemetry``,
+the end-to-end ledger, the Prometheus exporter and the SLO check.
 """
 
 from __future__ import annotations
 
 from users._config import ConfigError, MqttUrl, Settings, settings
-from users.kafka import KafkaProducer
+from users.kafka import (
+    KafkaDeliveryFailed,
+    KafkaProducer,
+    KafkaTopicMissing,
+    KafkaUserError,
+    ProducerEngine,
+)
 from users.mqtt import (
     ClientConfig,
     CommandError,
@@ -24,29 +32,49 @@ from users.mqtt import (
     SubscribeRefused,
     Will,
 )
-from users.rest import RestCommander
+from users.rest import COMMANDS, RestCommander
 from users.shapes import PresetShape
-from users.stomp import StompSubscriber
-from users.ws import WsSubscriber
+from users.stomp import (
+    StompClient,
+    StompConnectFailed,
+    StompConnectionLost,
+    StompError,
+    StompSubscribeFailed,
+    StompSubscriber,
+)
+from users.ws import WsConnectFailed, WsConnectionLost, WsError, WsSubscriber
 
 __all__ = [
+    "COMMANDS",
     "ClientConfig",
     "CommandError",
     "ConfigError",
     "ConnectFailed",
     "ConnectionLost",
     "DeviceClient",
+    "KafkaDeliveryFailed",
     "KafkaProducer",
+    "KafkaTopicMissing",
+    "KafkaUserError",
     "MqttDevice",
     "MqttError",
     "MqttUrl",
     "PresetShape",
+    "ProducerEngine",
     "PublishRefused",
     "RestCommander",
     "Settings",
+    "StompClient",
+    "StompConnectFailed",
+    "StompConnectionLost",
+    "StompError",
+    "StompSubscribeFailed",
     "StompSubscriber",
     "SubscribeRefused",
     "Will",
+    "WsConnectFailed",
+    "WsConnectionLost",
+    "WsError",
     "WsSubscriber",
     "settings",
 ]
