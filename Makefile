@@ -27,10 +27,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 DEMO_STATE := .pipeswarm/demo
 demo: setup
 	@set -e; run=demo-$$(date -u +%Y%m%d-%H%M%S); dir=results/$$run; mkdir -p $$dir; \
+	master=$$($(PY) -c 'from pipeline._procs import free_port; print(free_port())'); \
 	PATH="$$PATH:/usr/sbin:/sbin" $(PY) -m pipeline --state-dir $(DEMO_STATE) up --detach --ports auto; \
 	trap '$(PY) -m pipeline --state-dir $(DEMO_STATE) down' EXIT; \
 	PIPESWARM_STATE_DIR=$(DEMO_STATE) $(VENV)/bin/locust -f locustfiles/pipeline.py --headless \
 	  -u 53 -r 20 -t 60s --processes 2 --run-id $$run --results-dir $$dir \
+	  --master-bind-host 127.0.0.1 --master-bind-port $$master --master-port $$master \
 	  --csv $$dir/locust --html $$dir/locust.html --only-summary; \
 	$(PY) analyze.py $$dir; \
 	echo; echo "Results: $$dir/  (report: $$dir/report.html)"

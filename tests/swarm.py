@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline._procs import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,6 +25,17 @@ def locust_command(stack, out: Path, locustfile: str, *extra: str) -> list[str]:
         "--results-dir", str(out), "--csv", str(out / "locust"), "--html", str(out / "locust.html"),
         "--prometheus-port", "0", *extra,
     ]  # fmt: skip
+
+
+def private_master() -> tuple[str, ...]:
+    """Master options for ``--processes``/``--master`` runs: a free port on loopback only.
+
+    Locust's default 5557 is shared by every run on the machine: another test's
+    workers would join this master (seen here: a demo picked up two strangers).
+    """
+    port = str(free_port())
+    return ("--master-bind-host", "127.0.0.1", "--master-bind-port", port,
+            "--master-host", "127.0.0.1", "--master-port", port)  # fmt: skip
 
 
 def locust_env(tmp: Path) -> dict[str, str]:

@@ -15,7 +15,15 @@ import pytest
 from pipeline.stack import Stack
 from telemetry.hdr import Histogram
 from tests.helpers import wait_for
-from tests.swarm import ROOT, e2e, locust_command, locust_env, locust_stats, run_locust
+from tests.swarm import (
+    ROOT,
+    e2e,
+    locust_command,
+    locust_env,
+    locust_stats,
+    private_master,
+    run_locust,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +65,7 @@ def test_headless_run_delivers_every_message_and_agrees_with_locust_stats(stack,
 
 def test_master_and_two_workers_merge_one_exact_histogram(stack, tmp_path):
     out = tmp_path / "run"
-    run_locust(stack, out, *SCENARIO, "-t", "20s", "--processes", "2")
+    run_locust(stack, out, *SCENARIO, "-t", "20s", "--processes", "2", *private_master())
     result = e2e(out)
     _assert_every_message_accounted(result)
     assert len(result["workers_reported"]) == 2

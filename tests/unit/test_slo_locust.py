@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from report.cli import main as analyze
+from tests.swarm import private_master
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,7 +74,7 @@ def _locust(
 
 @pytest.mark.parametrize("processes", [None, "2"], ids=["local", "master+2 workers"])
 def test_a_failed_objective_makes_locust_exit_1(tmp_path, processes, capsys):
-    extra = ("--processes", processes) if processes else ()
+    extra = ("--processes", processes, *private_master()) if processes else ()
     done, out = _locust(tmp_path, "e2e_p99_ms: 0.5\nloss_ratio_max: 0\n", *extra)
     log = done.stdout + done.stderr
     assert done.returncode == 1, log[-3000:]
