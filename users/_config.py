@@ -374,7 +374,11 @@ def _validate_at_init(environment: Environment, **_kw: Any) -> None:
     if environment.parsed_options is None:
         return
     try:
-        settings(environment)
+        s = settings(environment)
+        if s.payload_template:
+            from users._mqtt_payload import load_template  # (it imports this module)
+
+            load_template(s.payload_template)
     except ConfigError as err:
         sys.stderr.write(f"pipeswarm: {err}\n")
         raise SystemExit(2) from None

@@ -176,3 +176,13 @@ def test_bare_environment_takes_the_stack(tmp_path, monkeypatch):
     (tmp_path / "stack.json").write_text(json.dumps({"urls": {"mqtt": "mqtt://127.0.0.1:41883"}}))
     monkeypatch.setenv("PIPESWARM_STATE_DIR", str(tmp_path))
     assert settings(Environment()).mqtt.port == 41883
+
+
+def test_bad_template_file_exits_2_at_start(tmp_path, capsys):
+    path = tmp_path / "t.json"
+    path.write_text("{not json")
+    env = Environment(parsed_options=_namespace(payload_template=str(path)))
+    with pytest.raises(SystemExit) as info:
+        _config._validate_at_init(env)
+    assert info.value.code == 2
+    assert "not valid JSON" in capsys.readouterr().err
