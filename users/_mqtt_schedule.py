@@ -103,7 +103,9 @@ class Schedule:
                     push(heap, (nxt, token, device))
                 budget -= 1
             if not budget:
-                gevent.sleep(0)
+                # A timer yield, not sleep(0): gevent runs sleep(0) callbacks back to back and
+                # checks timers and I/O only every 50, so acks and wake-ups would wait.
+                gevent.sleep(1e-5)
         self._greenlet = None
 
 
