@@ -6,6 +6,8 @@ Commands:
   mqtt-engines         paho on gevent's hub vs the lean client: msg/s per core, KB per connection (bench/mqtt_engines.py)
   mqtt-latency         PUBACK time and schedule lag well below capacity (bench/mqtt_latency.py)
   pipeline-throughput  sustained msg/s through the whole embedded stack (bench/pipeline_throughput.py)
+  e2e-floor            StompSubscriber p50 through the stack vs a bare paho pair (bench/e2e_floor.py)
+  analyze-speed        analyze.py on a synthetic one-hour run (bench/analyze_speed.py)
 
 With no command, runs mqtt-ratio and idle-devices with their defaults. Figures: bench/README.md.
 """
@@ -21,6 +23,8 @@ COMMANDS = {
     "mqtt-engines": "bench.mqtt_engines",
     "mqtt-latency": "bench.mqtt_latency",
     "pipeline-throughput": "bench.pipeline_throughput",
+    "e2e-floor": "bench.e2e_floor",
+    "analyze-speed": "bench.analyze_speed",
 }
 DEFAULT = ("mqtt-ratio", "idle-devices")
 
