@@ -10,6 +10,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import pytest  # noqa: E402
+import redis  # noqa: E402
 
 from pipeline.stack import Stack  # noqa: E402
 
@@ -36,3 +37,11 @@ def redis_url(servers) -> str:
 def mqtt_url(servers) -> str:
     """`mqtt://127.0.0.1:PORT` of a real Mosquitto."""
     return servers.urls["mqtt"]
+
+
+@pytest.fixture(scope="module")
+def rds(redis_url):
+    """A client of that redis-server, closed after the module."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()

@@ -1,13 +1,16 @@
-"""Small clients for tests: wait on conditions, collect messages, publish traces."""
+"""Small clients for tests: wait on conditions, collect messages, publish traces, read metrics."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 
 
@@ -60,3 +63,40 @@ class Collector:
     def where(self, pred: Callable[[dict], bool]) -> list[dict]:
         with self.lock:
             return [m for m in self.items if pred(m)]
+
+
+def metric_value(text: str, name: str) -> float:
+    """The sum of the samples ``name`` in Prometheus text, 0.0 when there is none.
+
+    ``name`` may carry a label set to read one series:
+    ``metric_value(text, 'pipeline_consumer_breaker_transitions_total{state="open"}')``.
+    """
+    return sum(
+        (
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith(name + " ") or line.startswith(name + "{")
+        ),
+        0.0,
+    )
+
+
+def scraped(url: str, name: str) -> float:
+    """``metric_value`` of what the metrics endpoint ``url`` serves now."""
+    return metric_value(httpx.get(url).text, name)
+
+
+@contextmanager
+def taken_port() -> Iterator[int]:
+    """A loopback port that a socket listens on until the block ends."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def closed_port() -> int:
+    """A loopback port that nothing listens on: bound, then let go."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

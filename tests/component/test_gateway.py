@@ -17,15 +17,12 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
-import httpx
 import paho.mqtt.client as mqtt
 import pytest
 import redis
 import stomp
 import websocket
-from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline._procs import free_port
 from pipeline.config import (
@@ -41,125 +38,36 @@ from pipeline.gateway._hub import Hub, Outbox, run_sender
 from pipeline.gateway._metrics import GatewayStats
 from pipeline.gateway._stomp_server import StompSession
 from pipeline.stack import Stack
-from tests.helpers import wait_for
+from tests.harness import REPO, Gateway, metric
+from tests.helpers import taken_port, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-token"
 
 
-# -- a gateway process ----------------------------------------------------------------
-class Gateway:
-    def __init__(self, log_path: Path, **env: str) -> None:
-        self.port = free_port()
-        self.log_path = log_path
-        self.env = {
-            **os.environ,
-            "GATEWAY_PORT": str(self.port),
-            "PYTHONUNBUFFERED": "1",
-            **env,
-        }
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.http = httpx.Client(base_url=self.url, timeout=10)
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, ready: str = "healthy") -> Gateway:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.gateway"],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        check = self.healthy if ready == "healthy" else self.serving
-        wait_for(check, 30, f"gateway on {self.port} {ready}")
-        return self
-
-    def _alive(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"gateway exited {self.proc.returncode}: {self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def health(self) -> tuple[int, dict] | None:
-        self._alive()
-        try:
-            r = self.http.get("/api/health")
-        except httpx.TransportError:
-            return None
-        return r.status_code, r.json()
-
-    def healthy(self) -> bool:
-        h = self.health()
-        return h is not None and h[0] == 200
-
-    def serving(self) -> bool:
-        return self.health() is not None
-
-    def metrics(self) -> dict[tuple[str, tuple], float]:
-        text = self.http.get("/metrics").text
-        out = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return out
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.http.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-    def ws(self, path: str = "/coordinates", **kwargs) -> websocket.WebSocket:
-        conn = websocket.create_connection(f"ws://127.0.0.1:{self.port}{path}", **kwargs)
-        conn.settimeout(10)
-        return conn
-
-
-def metric(values: dict, name: str, **labels: str) -> float:
-    return values.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
+# -- the gateways under test (one per push mode) -----------------------------------------
 @pytest.fixture(scope="module")
 def gateway(redis_url, mqtt_url, tmp_path_factory):
-    gw = Gateway(
+    with Gateway(
         tmp_path_factory.mktemp("gw") / "stream.log",
         REDIS_URL=redis_url,
         MQTT_URL=mqtt_url,
         PUSH_MODE="stream",
         CLIENT_QUEUE="100",
-    ).start()
-    yield gw
-    gw.stop()
+    ).start() as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")
 def snapshot_gateway(redis_url, mqtt_url, tmp_path_factory):
-    gw = Gateway(
+    with Gateway(
         tmp_path_factory.mktemp("gw") / "snapshot.log",
         REDIS_URL=redis_url,
         MQTT_URL=mqtt_url,
         PUSH_MODE="snapshot",
         SNAPSHOT_INTERVAL_MS="200",
         GATEWAY_TOKEN=TOKEN,
-    ).start()
-    yield gw
-    gw.stop()
-
-
-@pytest.fixture(scope="module")
-def rds(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
+    ).start() as gw:
+        yield gw
 
 
 def device() -> str:
@@ -803,12 +711,7 @@ def test_redis_loss_mqtt_down_and_sigterm(tmp_path):
 
 
 def test_taken_port_is_one_sentence_and_exit_2(tmp_path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        port = s.getsockname()[1]
+    with taken_port() as port:
         result = subprocess.run(
             [sys.executable, "-m", "pipeline.gateway"],
             cwd=REPO,

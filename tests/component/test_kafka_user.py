@@ -7,14 +7,14 @@ Tansu under-reports end offsets, so counting what is really there is the check.
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from pipeline._kafka import ensure_topics
 from pipeline.stack import Stack
-from tests.unit.test_users_harness import LocustRun
+from tests.harness import LocustRun
+from tests.helpers import closed_port
 from users.kafka import KafkaProducer
 
 TOPIC = "mqtt-messages"
@@ -118,9 +118,7 @@ def test_an_unreachable_broker_fails_the_metadata_request_in_bounded_time(tmp_pa
     class Nowhere(KafkaProducer):
         metadata_timeout = 1.0
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = closed_port()
     with LocustRun([Nowhere], "--kafka-bootstrap", f"127.0.0.1:{port}", results=tmp_path) as run:
         run.start(1, wait=False)
         run.wait(lambda: run.runner.user_count == 0, 10, "the user to stop")

@@ -14,8 +14,8 @@ from locust import constant
 
 from pipeline.config import DEVICES_KEY, LATEST_KEY
 from telemetry import envelope
+from tests.harness import Gateway, LocustRun
 from tests.helpers import Collector, mqtt_client
-from tests.unit.test_users_harness import GatewayProcess, LocustRun
 from users.rest import RestCommander
 
 NAMES = (
@@ -29,11 +29,9 @@ NAMES = (
 
 @pytest.fixture(scope="module")
 def gateway(redis_url, mqtt_url, tmp_path_factory):
-    gw = GatewayProcess(
-        tmp_path_factory.mktemp("gw") / "gateway.log", REDIS_URL=redis_url, MQTT_URL=mqtt_url
-    ).start()
-    yield gw
-    gw.stop()
+    log = tmp_path_factory.mktemp("gw") / "gateway.log"
+    with Gateway(log, REDIS_URL=redis_url, MQTT_URL=mqtt_url).start() as gw:
+        yield gw
 
 
 def store(rds: redis.Redis, device: str, run: str, src: str = "mqtt") -> None:

@@ -13,10 +13,10 @@ import time
 
 import gevent
 import pytest
-import redis
 from gevent import monkey
 
-from tests.unit.test_users_harness import GatewayProcess, LocustRun, push
+from tests.harness import Gateway, LocustRun, push
+from tests.helpers import closed_port, wait_for
 from users.stomp import TOPIC_ALL, StompClient, StompConnectFailed, StompSubscriber
 
 TOKEN = "component-token"
@@ -25,22 +25,14 @@ _os_thread = monkey.get_original("threading", "get_ident")
 
 @pytest.fixture(scope="module")
 def gateway(redis_url, mqtt_url, tmp_path_factory):
-    gw = GatewayProcess(
+    with Gateway(
         tmp_path_factory.mktemp("gw") / "gateway.log",
         REDIS_URL=redis_url,
         MQTT_URL=mqtt_url,
         PUSH_MODE="stream",
         GATEWAY_TOKEN=TOKEN,
-    ).start()
-    yield gw
-    gw.stop()
-
-
-@pytest.fixture(scope="module")
-def rds(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
+    ).start() as gw:
+        yield gw
 
 
 class Everything(StompSubscriber):
@@ -112,7 +104,7 @@ def test_the_receiver_is_a_greenlet_in_the_locust_thread_and_the_socket_has_node
         for seq in range(1, 21):
             push(rds, "any-run", "cmp-greenlet", seq)
             gevent.sleep(0.01)
-        wait_until(lambda: len(got) == 20)
+        wait_for(lambda: len(got) == 20, 10, "20 updates over STOMP")
         # stomp.py's receiver ran in this (the hub's) OS thread
         assert {thread for _b, _t, thread in got} == {_os_thread()}
         # the stamp is taken as the frame is read: gateway -> receive stays on loopback
@@ -140,7 +132,7 @@ def test_heart_beats_go_out_from_a_greenlet_at_the_negotiated_rate(gateway):
 
         transport.send = recording_send
         start = time.monotonic()
-        wait_until(lambda: beats, 15)
+        wait_for(lambda: beats, 15, "a heart-beat")
         assert 8 < beats[0][0] - start < 12
         # stomp.py's heart-beat thread is a greenlet in this OS thread (gevent's patch)
         assert beats[0][1] == _os_thread()
@@ -150,7 +142,7 @@ def test_heart_beats_go_out_from_a_greenlet_at_the_negotiated_rate(gateway):
 
 
 def test_connect_to_nothing_fails_fast_with_one_sentence():
-    client = StompClient("127.0.0.1", _closed_port(), "/ws", on_message=lambda *_: None)
+    client = StompClient("127.0.0.1", closed_port(), "/ws", on_message=lambda *_: None)
     start = time.monotonic()
     with pytest.raises(StompConnectFailed, match=r"127\.0\.0\.1:\d+/ws failed: .*refused"):
         client.connect()
@@ -159,15 +151,12 @@ def test_connect_to_nothing_fails_fast_with_one_sentence():
 
 
 def test_a_restarted_gateway_is_reconnected_and_resubscribed(redis_url, mqtt_url, rds, tmp_path):
-    gw = GatewayProcess(
-        tmp_path / "gateway.log", REDIS_URL=redis_url, MQTT_URL=mqtt_url, GATEWAY_TOKEN=TOKEN
-    ).start()
-
     class Quick(Everything):
         reconnect_min = 0.05
         reconnect_max = 0.2
 
-    try:
+    log = tmp_path / "gateway.log"
+    with Gateway(log, REDIS_URL=redis_url, MQTT_URL=mqtt_url, GATEWAY_TOKEN=TOKEN).start() as gw:
         with LocustRun([Quick], "--gateway-url", gw.url, results=tmp_path) as run:
             run.start(1)
             run.wait(lambda: run.ledger.subscribers, 10, "the subscription")
@@ -177,13 +166,7 @@ def test_a_restarted_gateway_is_reconnected_and_resubscribed(redis_url, mqtt_url
             run.wait(lambda: run.delivered("mqtt→stomp") == 10, 10, "10 deliveries")
             gw.stop()
             run.wait(lambda: run.count("connection lost", "STOMP") == 1, 10, "the lost connection")
-            gw = GatewayProcess(
-                tmp_path / "gateway.log",
-                port=gw.port,
-                REDIS_URL=redis_url,
-                MQTT_URL=mqtt_url,
-                GATEWAY_TOKEN=TOKEN,
-            ).start()
+            gw.start()  # again: the same port and settings
             sub_name = "subscribe:/topic/coordinates"
             run.wait(lambda: run.count(sub_name, "STOMP") == 2, 20, "the second SUBSCRIBE")
             for seq in range(11, 21):
@@ -193,18 +176,3 @@ def test_a_restarted_gateway_is_reconnected_and_resubscribed(redis_url, mqtt_url
             assert len(ledger.subscribers) == 1  # one subscriber across the reconnect
         totals = run.e2e["paths"]["mqtt→stomp"]["totals"]
         assert (totals["delivered"], totals["lost"]) == (20, 0)
-    finally:
-        gw.stop()
-
-
-def wait_until(check, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        gevent.sleep(0.01)
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -10,29 +10,19 @@ import socket
 
 import gevent
 import pytest
-import redis
 from gevent import monkey
 
-from tests.unit.test_users_harness import GatewayProcess, LocustRun, push
+from tests.harness import Gateway, LocustRun, push
 from users.ws import WsSubscriber
 
 _os_thread = monkey.get_original("threading", "get_ident")
 
 
 @pytest.fixture(scope="module")
-def rds(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def gateway(redis_url, mqtt_url, tmp_path_factory):
-    gw = GatewayProcess(
-        tmp_path_factory.mktemp("gw") / "stream.log", REDIS_URL=redis_url, MQTT_URL=mqtt_url
-    ).start()
-    yield gw
-    gw.stop()
+    log = tmp_path_factory.mktemp("gw") / "stream.log"
+    with Gateway(log, REDIS_URL=redis_url, MQTT_URL=mqtt_url).start() as gw:
+        yield gw
 
 
 class Watcher(WsSubscriber):
@@ -63,14 +53,13 @@ def test_subscribers_count_every_streamed_update(gateway, rds, tmp_path):
 
 
 def test_snapshot_batches_are_accounted_as_staleness(redis_url, mqtt_url, rds, tmp_path):
-    gw = GatewayProcess(
+    with Gateway(
         tmp_path / "snapshot.log",
         REDIS_URL=redis_url,
         MQTT_URL=mqtt_url,
         PUSH_MODE="snapshot",
         SNAPSHOT_INTERVAL_MS="200",
-    ).start()
-    try:
+    ).start() as gw:
         with LocustRun([Watcher], "--gateway-url", gw.url, results=tmp_path) as run:
             run.start(1)
             run.wait(lambda: run.ledger.subscribers, 10, "the WS subscriber")
@@ -86,13 +75,10 @@ def test_snapshot_batches_are_accounted_as_staleness(redis_url, mqtt_url, rds, t
         assert path["snapshot"]["batches"] >= 5
         assert path["snapshot"]["regressions"] == 0
         assert path["latency"]["staleness"]["count"] >= 3
-    finally:
-        gw.stop()
 
 
 def test_a_restarted_gateway_is_reconnected(redis_url, mqtt_url, rds, tmp_path):
-    gw = GatewayProcess(tmp_path / "gw.log", REDIS_URL=redis_url, MQTT_URL=mqtt_url).start()
-    try:
+    with Gateway(tmp_path / "gw.log", REDIS_URL=redis_url, MQTT_URL=mqtt_url).start() as gw:
         with LocustRun([Watcher], "--gateway-url", gw.url, results=tmp_path) as run:
             run.start(1)
             run.wait(lambda: run.ledger.subscribers, 10, "the WS subscriber")
@@ -102,9 +88,7 @@ def test_a_restarted_gateway_is_reconnected(redis_url, mqtt_url, rds, tmp_path):
             run.wait(lambda: run.delivered("mqtt→ws") == 5, 10, "5 deliveries")
             gw.stop()
             run.wait(lambda: run.count("connection lost", "WS") == 1, 10, "the lost connection")
-            gw = GatewayProcess(
-                tmp_path / "gw.log", port=gw.port, REDIS_URL=redis_url, MQTT_URL=mqtt_url
-            ).start()
+            gw.start()  # again: the same port and settings
             run.wait(
                 lambda: (
                     run.count("connect:/coordinates", "WS")
@@ -119,8 +103,6 @@ def test_a_restarted_gateway_is_reconnected(redis_url, mqtt_url, rds, tmp_path):
             run.wait(lambda: run.delivered("mqtt→ws") == 10, 10, "10 deliveries")
         totals = run.e2e["paths"]["mqtt→ws"]["totals"]
         assert (totals["delivered"], totals["lost"]) == (10, 0)
-    finally:
-        gw.stop()
 
 
 def test_the_reader_runs_in_the_locust_thread(gateway, rds, tmp_path):

@@ -16,3 +16,14 @@ def stack(tmp_path_factory):
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture
+def own_stack(tmp_path):
+    """A stack of the test's own (4 partitions), for tests that stop or pause its services."""
+    s = Stack.with_ports(auto=True, state_dir=tmp_path / "stack", partitions=4)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()

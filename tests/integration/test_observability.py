@@ -38,7 +38,7 @@ import pytest
 import yaml
 
 from pipeline._procs import free_port
-from tests.helpers import mqtt_client, wait_for
+from tests.helpers import metric_value, mqtt_client, wait_for
 from tests.promql import (
     CONFIG,
     ROOT,
@@ -161,15 +161,6 @@ def _chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess[b
     return subprocess.run(argv, capture_output=True, timeout=90, check=False)
 
 
-def _exporter_value(text: str, name: str) -> float:
-    values = [
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name + "{") or line.startswith(name + " ")
-    ]
-    return sum(values)
-
-
 @pytest.fixture(scope="module")
 def observed(stack, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("observe")
@@ -269,8 +260,8 @@ def observed(stack, tmp_path_factory):
             except OSError:
                 assert master.poll() is None, procs.log("master")
                 return None
-            delivered = _exporter_value(text, "pipeswarm_e2e_delivered_total")
-            commands = _exporter_value(text, "pipeswarm_command_latency_seconds_count")
+            delivered = metric_value(text, "pipeswarm_e2e_delivered_total")
+            commands = metric_value(text, "pipeswarm_command_latency_seconds_count")
             return text if delivered > 0 and commands > 0 else None
 
         wait_for(live, 40, "e2e deliveries and a command at the exporter")

@@ -13,7 +13,7 @@ import stomp
 import websocket
 from stomp.adapter.ws import WSStompConnection
 
-from tests.helpers import Collector, mqtt_client, traced, wait_for
+from tests.helpers import Collector, metric_value, mqtt_client, traced, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -185,7 +185,6 @@ def test_bad_payloads_go_to_the_dlq_and_the_bridge_keeps_serving(stack):
         metrics = httpx.get(stack.urls["bridge_metrics"]).text
         for reason in bad:
             line = f'pipeline_bridge_dlq_messages_total{{reason="{reason}"}}'
-            value = next(ln.split()[-1] for ln in metrics.splitlines() if ln.startswith(line))
-            assert float(value) >= 1.0
+            assert metric_value(metrics, line) >= 1.0
     finally:
         pub.loop_stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -15,8 +14,7 @@ import redis
 import websocket
 
 from pipeline._procs import free_port, http_ok, spawn, wait_until
-from pipeline.stack import Stack
-from tests.helpers import mqtt_client, traced, wait_for
+from tests.helpers import mqtt_client, scraped, taken_port, traced, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -70,23 +68,6 @@ def test_snapshot_mode_sends_one_batch_per_interval_with_every_device(stack, tmp
         proc.stop()
 
 
-@pytest.fixture
-def own_stack(tmp_path):
-    s = Stack.with_ports(auto=True, state_dir=tmp_path / "stack", partitions=4)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-def _metric(url: str, name: str) -> float:
-    for line in httpx.get(url).text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.split()[-1])
-    return 0.0
-
-
 def test_redis_outage_under_load_loses_nothing_and_the_breaker_recovers(own_stack):
     s = own_stack
     devices = [f"outage-{i}" for i in range(20)]
@@ -113,7 +94,7 @@ def test_redis_outage_under_load_loses_nothing_and_the_breaker_recovers(own_stac
         s.stop_service("redis")
         outage_started = time.monotonic()
         wait_for(
-            lambda: _metric(s.urls["consumer_metrics"], "pipeline_consumer_breaker_state") == 1.0,
+            lambda: scraped(s.urls["consumer_metrics"], "pipeline_consumer_breaker_state") == 1.0,
             10,
             "the breaker to open",
         )
@@ -134,13 +115,13 @@ def test_redis_outage_under_load_loses_nothing_and_the_breaker_recovers(own_stac
             assert latest["trace"]["seq"] == per_device
 
         m = s.urls["consumer_metrics"]
-        assert _metric(m, "pipeline_consumer_breaker_state") == 0.0
+        assert scraped(m, "pipeline_consumer_breaker_state") == 0.0
         text = httpx.get(m).text
         assert 'pipeline_consumer_breaker_transitions_total{state="open"}' in text
-        opened = _metric(m, 'pipeline_consumer_breaker_transitions_total{state="open"}')
-        closed = _metric(m, 'pipeline_consumer_breaker_transitions_total{state="closed"}')
+        opened = scraped(m, 'pipeline_consumer_breaker_transitions_total{state="open"}')
+        closed = scraped(m, 'pipeline_consumer_breaker_transitions_total{state="closed"}')
         assert opened >= 1 and closed >= 1
-        assert _metric(m, "pipeline_consumer_redis_errors_total") >= 1
+        assert scraped(m, "pipeline_consumer_redis_errors_total") >= 1
         wait_for(
             lambda: httpx.get(s.urls["gateway"] + "/api/health").status_code == 200,
             20,
@@ -152,10 +133,7 @@ def test_redis_outage_under_load_loses_nothing_and_the_breaker_recovers(own_stac
 
 
 def test_taken_port_exits_2_naming_the_port_and_the_option(tmp_path):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         result = subprocess.run(
             [
                 sys.executable,

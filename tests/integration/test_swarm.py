@@ -9,12 +9,10 @@ from __future__ import annotations
 import subprocess
 import time
 
-import httpx
 import pytest
 
-from pipeline.stack import Stack
 from telemetry.hdr import Histogram
-from tests.helpers import wait_for
+from tests.helpers import scraped, wait_for
 from tests.swarm import (
     ROOT,
     e2e,
@@ -83,16 +81,6 @@ def test_master_and_two_workers_merge_one_exact_histogram(stack, tmp_path):
     assert len(stomp_workers) == 2
 
 
-@pytest.fixture
-def own_stack(tmp_path):
-    s = Stack.with_ports(auto=True, state_dir=tmp_path / "stack", partitions=4)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
 def test_a_stalled_bridge_shows_up_as_loss(own_stack, tmp_path):
     s = own_stack
     out = tmp_path / "run"
@@ -102,15 +90,12 @@ def test_a_stalled_bridge_shows_up_as_loss(own_stack, tmp_path):
     )  # fmt: skip
     try:
         # Let traffic flow, then freeze the bridge for the rest of the run.
-        def bridged() -> float:
-            for line in httpx.get(s.urls["bridge_metrics"]).text.splitlines():
-                if line.startswith(
-                    'pipeline_bridge_produced_messages_total{topic="mqtt-messages"}'
-                ):
-                    return float(line.split()[-1])
-            return 0.0
-
-        wait_for(lambda: bridged() > 2000, 30, "traffic through the bridge")
+        produced = 'pipeline_bridge_produced_messages_total{topic="mqtt-messages"}'
+        wait_for(
+            lambda: scraped(s.urls["bridge_metrics"], produced) > 2000,
+            30,
+            "traffic through the bridge",
+        )
         s.pause("bridge")
         paused_at = time.monotonic()
         assert locust.wait(120) == 0

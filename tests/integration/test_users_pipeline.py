@@ -11,7 +11,7 @@ import itertools
 import pytest
 from locust import constant
 
-from tests.unit.test_users_harness import LocustRun
+from tests.harness import LocustRun
 from users.kafka import KafkaProducer
 from users.mqtt import MqttDevice
 from users.rest import RestCommander

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import random
 import re
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from telemetry._buckets import E2E_BUCKETS_S, hdr_buckets, locust_buckets
 from telemetry._locust_metrics import STATES
 from telemetry.exporter import OVERFLOW_NAME, LoadCollector
 from telemetry.hdr import Histogram
+from tests.helpers import taken_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MS = 1_000_000  # ns
@@ -398,10 +398,7 @@ def test_port_zero_is_off_and_a_taken_port_is_exit_2(tmp_path, capsys):
     exporter._on_init(environment)
     assert exporter.get_exporter(environment) is None
     runner.quit()
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         environment = Environment(
             events=Events(), parsed_options=_options(tmp_path, prometheus_port=port)
         )

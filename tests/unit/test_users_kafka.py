@@ -9,7 +9,7 @@ from locust.env import Environment
 from locust.event import Events
 
 from telemetry import envelope
-from tests.unit.test_users_harness import parse_options
+from tests.harness import parse_options
 from users._config import ConfigError
 from users.kafka import KafkaProducer, _validate_at_init, kafka_options
 

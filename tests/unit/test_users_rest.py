@@ -6,7 +6,7 @@ from locust.env import Environment
 from locust.event import Events
 
 import telemetry
-from tests.unit.test_users_harness import parse_options
+from tests.harness import parse_options
 from users.rest import RestCommander
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from locust.env import Environment
 from locust.event import Events
 
-from tests.unit.test_users_harness import parse_options
+from tests.harness import parse_options
 from users._ws_common import Backoff, ws_endpoint
 from users.ws import WsSubscriber
 
