@@ -164,10 +164,22 @@ class ProducerEngine:
         if self._poller is not None:
             self._poller.kill()
             self._poller = None
-        left: int = gevent.get_hub().threadpool.spawn(self.producer.flush, flush_timeout).get()
+        left: int = gevent.get_hub().threadpool.spawn(self._shutdown, flush_timeout).get()
         self._fire_done()
         if left:
             log.warning("%d Kafka messages still undelivered after %.0f s", left, flush_timeout)
+        return left
+
+    def _shutdown(self, flush_timeout: float) -> int:
+        """Flush, drop what is still unsent, close (in the thread pool: it blocks).
+
+        Closing stops librdkafka's threads, which would otherwise go on
+        reconnecting to a broker that is gone after the run.
+        """
+        left: int = self.producer.flush(flush_timeout)
+        if left:
+            self.producer.purge()
+        self.producer.close()
         return left
 
     # --- topic check ----------------------------------------------------------
