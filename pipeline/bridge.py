@@ -22,18 +22,17 @@ import json
 import logging
 import os
 import queue
-import signal
 import threading
 import time
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 from kafka import KafkaProducer
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 from pipeline._kafka import ensure_topics
 from pipeline._mqtt import make_client
-from pipeline._procs import service_logging
+from pipeline._procs import run_threaded_service
 from pipeline._trace import stamp
 from pipeline.config import SENSOR_FILTER, Settings
 
@@ -239,13 +238,7 @@ class Bridge:
 
 
 def main() -> None:
-    service_logging()
-    settings = Settings.from_env()
-    start_http_server(settings.bridge_metrics_port, addr=settings.metrics_host)
-    bridge = Bridge(settings)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: bridge.stopping.set())
-    bridge.run()
+    run_threaded_service(Bridge, lambda s: s.bridge_metrics_port)
 
 
 if __name__ == "__main__":

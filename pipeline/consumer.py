@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 import time
 from typing import NamedTuple
@@ -27,10 +26,10 @@ from typing import NamedTuple
 import redis
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 from pipeline._kafka import ensure_topics
-from pipeline._procs import service_logging
+from pipeline._procs import run_threaded_service
 from pipeline._trace import stamp
 from pipeline.config import (
     COUNTS_KEY,
@@ -275,13 +274,7 @@ class Consumer:
 
 
 def main() -> None:
-    service_logging()
-    settings = Settings.from_env()
-    start_http_server(settings.consumer_metrics_port, addr=settings.metrics_host)
-    consumer = Consumer(settings)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: consumer.stopping.set())
-    consumer.run()
+    run_threaded_service(Consumer, lambda s: s.consumer_metrics_port)
 
 
 if __name__ == "__main__":
