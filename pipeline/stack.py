@@ -135,6 +135,11 @@ class Stack:
         find_binary("redis-server", "redis-server")
         if self.kafka_bootstrap is None:
             _tansu_binary()
+        elif not any(_accepts_hostport(hp) for hp in self.kafka_bootstrap.split(",")):
+            raise KafkaUnreachable(
+                f"Kafka at {self.kafka_bootstrap} does not accept connections; fix "
+                "KAFKA_BOOTSTRAP_SERVERS / --kafka-bootstrap (or unset it to use the embedded broker)."
+            )
         for name, (_, what, option) in PORTS.items():
             if name == "kafka" and self.kafka_bootstrap is not None:
                 continue
@@ -302,6 +307,14 @@ def ready_check(stack: Stack, name: str, marker: str):
     if name == "gateway":
         return lambda: http_ok(stack.urls["gateway"] + "/api/health")
     return lambda: http_ok(stack.urls[f"{name}_metrics"], marker)
+
+
+def _accepts_hostport(hostport: str) -> bool:
+    host, _, port = hostport.strip().rpartition(":")
+    try:
+        return accepts(int(port), host or "127.0.0.1")
+    except (OSError, ValueError):
+        return False
 
 
 def _kafka_answers(bootstrap: str) -> bool:

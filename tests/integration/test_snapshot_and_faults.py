@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -14,7 +15,7 @@ import redis
 import websocket
 
 from pipeline._procs import free_port, http_ok, spawn, wait_until
-from tests.helpers import mqtt_client, scraped, taken_port, traced, wait_for
+from tests.helpers import closed_port, mqtt_client, scraped, taken_port, traced, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -132,27 +133,34 @@ def test_redis_outage_under_load_loses_nothing_and_the_breaker_recovers(own_stac
         publisher.join(5)
 
 
-def test_taken_port_exits_2_naming_the_port_and_the_option(tmp_path):
-    with taken_port() as port:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pipeline",
-                "--state-dir",
-                str(tmp_path),
-                "up",
-                "--ports",
-                "auto",
-                "--mqtt-port",
-                str(port),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert result.returncode == 2
+def _up(state_dir, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pipeline", "--state-dir", str(state_dir), "up",
+           "--ports", "auto", *args]  # fmt: skip
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+    )
+
+
+def _one_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert str(port) in lines[0] and "--mqtt-port" in lines[0]
+    return lines[0]
+
+
+def test_taken_port_exits_2_naming_the_port_and_the_option(tmp_path):
+    with taken_port() as port:
+        line = _one_line(_up(tmp_path, "--mqtt-port", str(port)))
+    assert str(port) in line and "--mqtt-port" in line
     assert not (tmp_path / "stack.json").exists()
+
+
+def test_unreachable_external_kafka_exits_2_naming_the_fix(tmp_path):
+    line = _one_line(_up(tmp_path, "--kafka-bootstrap", f"127.0.0.1:{closed_port()}"))
+    assert "Kafka at 127.0.0.1:" in line and "--kafka-bootstrap" in line
+    assert not (tmp_path / "stack.json").exists()
+
+
+def test_missing_broker_binary_exits_2_naming_the_fix(tmp_path):
+    line = _one_line(_up(tmp_path, env={"CALF_TANSU_BIN": str(tmp_path / "no-tansu")}))
+    assert "Tansu" in line and "make setup" in line
