@@ -23,7 +23,14 @@ LATEST_KEY = REDIS_PREFIX + ":latest:{device_id}"  # JSON of the newest message,
 DEVICES_KEY = REDIS_PREFIX + ":devices"  # ZSET device_id -> last update (epoch ms)
 COUNTS_KEY = REDIS_PREFIX + ":counts"  # HASH device_id -> messages written
 TOTAL_KEY = REDIS_PREFIX + ":total"  # INT all messages written
-UPDATES_CHANNEL = REDIS_PREFIX + ":updates"  # PUBLISH of every update (JSON)
+UPDATES_CHANNEL = REDIS_PREFIX + ":updates"  # (old pub/sub feed; replaced by the stream)
+#: The update feed: a Redis Stream, one entry per update, field ``m`` = the message
+#: JSON (consumer hop stamped), trimmed with ``XADD ... MAXLEN ~ stream_maxlen``.
+#: The gateway reads it with XREAD from the last id it saw; a resubscribing
+#: client passes the last id it saw (STOMP ``since`` header on SUBSCRIBE, raw WS
+#: ``?since=``) and gets what it missed replayed from the stream.
+UPDATES_STREAM = REDIS_PREFIX + ":stream"
+STREAM_FIELD = b"m"
 OFFSETS_KEY = REDIS_PREFIX + ":offsets:{topic}:{group}"  # HASH partition -> applied offset
 
 
@@ -78,6 +85,7 @@ class Settings:
     kafka_partitions: int = 8
     consumer_group: str = "pipeswarm-consumer"
     redis_ttl_s: int = 3600
+    stream_maxlen: int = 100_000  # entries kept in UPDATES_STREAM: the replay window
     max_payload_bytes: int = 64 * 1024
     bridge_buffer: int = 10_000
     push_mode: str = "stream"  # or "snapshot"
@@ -110,6 +118,7 @@ class Settings:
             kafka_partitions=_env_int("KAFKA_PARTITIONS", d.kafka_partitions),
             consumer_group=os.environ.get("CONSUMER_GROUP", d.consumer_group),
             redis_ttl_s=_env_int("REDIS_TTL_S", d.redis_ttl_s),
+            stream_maxlen=_env_int("STREAM_MAXLEN", d.stream_maxlen),
             max_payload_bytes=_env_int("MAX_PAYLOAD_BYTES", d.max_payload_bytes),
             bridge_buffer=_env_int("BRIDGE_BUFFER", d.bridge_buffer),
             push_mode=push_mode,
