@@ -84,6 +84,10 @@ class Settings:
     kafka_dlq_topic: str = "mqtt-messages-dlq"
     kafka_partitions: int = 8
     consumer_group: str = "pipeswarm-consumer"
+    consumer_instance: int = 0  # one number per consumer process of the group: its client id
+    #: Kafka offsets are committed once Redis has held the records this long (ms):
+    #: past Redis's AOF fsync window (appendfsync everysec).
+    consumer_commit_delay_ms: int = 2000
     redis_ttl_s: int = 3600
     stream_maxlen: int = 100_000  # entries kept in UPDATES_STREAM: the replay window
     max_payload_bytes: int = 64 * 1024
@@ -117,6 +121,10 @@ class Settings:
             kafka_dlq_topic=os.environ.get("KAFKA_DLQ_TOPIC", d.kafka_dlq_topic),
             kafka_partitions=_env_int("KAFKA_PARTITIONS", d.kafka_partitions),
             consumer_group=os.environ.get("CONSUMER_GROUP", d.consumer_group),
+            consumer_instance=_env_int("CONSUMER_INSTANCE", d.consumer_instance),
+            consumer_commit_delay_ms=_env_int(
+                "CONSUMER_COMMIT_DELAY_MS", d.consumer_commit_delay_ms
+            ),
             redis_ttl_s=_env_int("REDIS_TTL_S", d.redis_ttl_s),
             stream_maxlen=_env_int("STREAM_MAXLEN", d.stream_maxlen),
             max_payload_bytes=_env_int("MAX_PAYLOAD_BYTES", d.max_payload_bytes),

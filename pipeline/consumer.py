@@ -1,15 +1,31 @@
-"""The consumer: Kafka `mqtt-messages` -> Redis (latest state, counters, push channel).
+"""The consumer: Kafka `mqtt-messages` -> Redis (latest state, counters, update stream).
 
-For each record: stamp `trace.hops.consumer`, then in one Redis pipeline
-write the device's latest coordinates (with TTL), bump the per-device and
-total counters, and PUBLISH the update for the gateway. Offsets are committed
-only after Redis took the batch: at-least-once.
+Each record gets the same checks as at the bridge (:func:`pipeline._schema.parse`,
+the Kafka key as the device's identity), because records can also be produced
+straight into Kafka. A record that fails them, or makes anything else here
+raise, is dead-lettered to `mqtt-messages-dlq` with its reason and passed: no
+record can stop the consumer. Good records get `trace.hops.consumer` and are
+applied to Redis a batch at a time in one MULTI/EXEC together with the newest
+offset handled per partition (:mod:`pipeline._consumer_redis`); the update feed
+is the stream `pipeswarm:stream` (XADD, `MAXLEN ~ STREAM_MAXLEN`).
 
-When Redis fails the batch is kept, retried with exponential backoff behind a
-circuit breaker (closed -> open -> half-open -> closed), and the partitions
-are paused meanwhile while `poll()` keeps the group membership alive (Tansu
-evicts a member that does not poll within ~10 s). Nothing is lost: the same
-batch is written once Redis is back.
+Where to resume is what Redis says it has applied, not what Kafka has
+committed. On assignment each partition starts after the offset recorded in
+Redis, and before every write the consumer reads those offsets again: when
+Redis has less than this consumer wrote (it was killed and restarted from an
+AOF that missed its last second: `appendfsync everysec`), the partition is
+rewound to what Redis has and the lost records are written again; records Redis
+already has are skipped, so a rebalance or a redelivery never applies twice.
+Kafka offsets are committed too, but only once Redis has held them for
+`CONSUMER_COMMIT_DELAY_MS` (default 2 s: past the AOF's fsync window), so
+Kafka's committed offsets never claim more than Redis can lose.
+
+While Redis fails, the batch is kept, retried behind a circuit breaker with
+exponential backoff, and the partitions are paused; the loop keeps calling
+``consume()`` (group membership), refreshing the lag gauges and serving
+callbacks all the while. Several processes can share the group
+(`CONSUMER_INSTANCE` gives each its own client id; each needs its own
+`CONSUMER_METRICS_PORT`).
 
     KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 REDIS_URL=redis://127.0.0.1:6379/0 \
         python -m pipeline.consumer
@@ -17,39 +33,49 @@ batch is written once Redis is back.
 
 from __future__ import annotations
 
+import base64
+import collections
 import json
 import logging
 import threading
 import time
-from typing import NamedTuple
+from typing import Any
 
 import redis
-from kafka import KafkaConsumer
-from kafka.consumer.fetcher import ConsumerRecord
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka import (
+    Consumer as KafkaConsumer,
+)
 from prometheus_client import Counter, Gauge, Histogram
 
+from pipeline._consumer_redis import Record, RedisBatchWriter
 from pipeline._kafka import ensure_topics
 from pipeline._procs import run_threaded_service
+from pipeline._schema import REASONS, Rejected, parse
 from pipeline._trace import stamp
-from pipeline.config import (
-    COUNTS_KEY,
-    DEVICES_KEY,
-    LATEST_KEY,
-    OFFSETS_KEY,
-    TOTAL_KEY,
-    UPDATES_CHANNEL,
-    Settings,
-)
+from pipeline.config import Settings
 
 log = logging.getLogger("pipeline.consumer")
 
 CONSUMED = Counter("pipeline_consumer_consumed_messages_total", "Records polled from Kafka")
 WRITTEN = Counter("pipeline_consumer_written_messages_total", "Records written to Redis")
-BAD = Counter("pipeline_consumer_bad_messages_total", "Records skipped as unusable", ["reason"])
+DLQ = Counter(
+    "pipeline_consumer_dlq_messages_total", "Records dead-lettered instead of written", ["reason"]
+)
+DLQ_ERRORS = Counter(
+    "pipeline_consumer_dlq_errors_total", "Dead-letter records Kafka did not take (logged)"
+)
 REDIS_ERRORS = Counter("pipeline_consumer_redis_errors_total", "Failed Redis batch writes")
 REDIS_LATENCY = Histogram(
     "pipeline_consumer_redis_write_latency_seconds",
-    "Time of one Redis pipeline write (one Kafka batch)",
+    "Time of one Redis transaction (one Kafka batch), offsets read included",
     buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
 )
 BATCH_SIZE = Histogram(
@@ -63,19 +89,44 @@ BREAKER_STATE = Gauge(
 BREAKER_TRANSITIONS = Counter(
     "pipeline_consumer_breaker_transitions_total", "Breaker state changes, by new state", ["state"]
 )
-LAG = Gauge("pipeline_consumer_lag_messages", "High watermark - position", ["partition"])
-COMMITS = Counter("pipeline_consumer_commits_total", "Offset commits after a Redis write")
+LAG = Gauge(
+    "pipeline_consumer_lag_messages",
+    "Records in Kafka not yet applied in Redis (high watermark - next offset to apply)",
+    ["partition"],
+)
+COMMITS = Counter("pipeline_consumer_commits_total", "Offset commits Kafka accepted")
 SKIPPED = Counter(
     "pipeline_consumer_skipped_messages_total",
     "Redelivered records already applied in Redis (not written twice)",
 )
-READY = Gauge("pipeline_consumer_ready", "1 once the consumer has partitions assigned")
+REWINDS = Counter(
+    "pipeline_consumer_rewinds_total",
+    "Partitions rewound because Redis had lost records this consumer had written",
+)
+READY = Gauge(
+    "pipeline_consumer_ready",
+    "1 while the consumer is in its group and its loop turned within the last 5 s",
+)
 
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 _STATE_NAMES = {CLOSED: "closed", OPEN: "open", HALF_OPEN: "half_open"}
 for _state in _STATE_NAMES.values():  # every series exists from the first scrape
     BREAKER_TRANSITIONS.labels(_state)
-BAD.labels("unparseable")
+for _reason in REASONS:
+    DLQ.labels(_reason)
+
+#: ``_schema.dumps`` with the encoder built once: json.dumps with arguments builds a
+#: new encoder per call, 3 µs of the consumer's ~30 per record (same bytes out).
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+#: Most records taken from Kafka, and written to Redis, at a time.
+BATCH = 500
+#: Longest wait in ``consume()``: the loop's turn when nothing arrives.
+POLL_S = 0.2
+#: Loop turns older than this make ``pipeline_consumer_ready`` 0 (a wedged loop).
+WEDGED_S = 5.0
+#: WATCH conflicts with another instance tolerated per batch before backing off.
+WATCH_RETRIES = 5
 
 
 class Breaker:
@@ -115,162 +166,435 @@ class Breaker:
             self._move(OPEN)
 
 
-class Pending(NamedTuple):
-    partition: int
-    offset: int
-    device_id: str
-    value: bytes
-    ts_ms: int
-
-
 class Consumer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.topic = settings.kafka_topic
         self.stopping = threading.Event()
         ensure_topics(
             settings.kafka_bootstrap,
             {settings.kafka_topic: settings.kafka_partitions, settings.kafka_dlq_topic: 1},
         )
+        client_id = f"pipeswarm-consumer-{settings.consumer_instance}"
         self.kafka = KafkaConsumer(
-            settings.kafka_topic,
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=settings.consumer_group,
-            client_id="pipeswarm-consumer",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            # Tansu's rebalance timeout: a group joins only with <= ~10 s (DESIGN.md).
-            max_poll_interval_ms=10_000,
-            # The first join waits about one session timeout on Tansu: 3 s joins in
-            # 2.7 s where 10 s took 10.9 s (measured). Heartbeats run in their own
-            # thread, so a busy poll loop does not expire the session.
-            session_timeout_ms=3_000,
-            heartbeat_interval_ms=1_000,
-            # Tansu holds a fetch for its whole max wait even when data is there:
-            # 20 ms gave a Kafka hop p50 of 30 ms at 200 msg/s, 5 ms gives 6 ms.
-            fetch_max_wait_ms=5,
-            max_poll_records=500,
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": settings.consumer_group,
+                "client.id": client_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                # Kafka's default group.min.session.timeout.ms: the shortest a stock
+                # broker accepts, so a killed instance's partitions move within 6 s.
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 2000,
+                # The loop calls consume() every POLL_S in every state (Redis down
+                # included), so 10 s without one means this process is wedged or
+                # stopped: leave the group and let a live instance take over.
+                "max.poll.interval.ms": 10_000,
+                # An idle partition's fetch returns after this long; records that
+                # arrive meanwhile wait for it on brokers that hold the whole wait.
+                "fetch.wait.max.ms": 5,
+                # Prefetch per process; a paused partition's prefetch is dropped.
+                "queued.max.messages.kbytes": 16 * 1024,
+                "error_cb": self._kafka_error,
+                "on_commit": self._committed,
+            }
         )
-        self.redis = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=2, socket_connect_timeout=1
+        self.dlq = Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "client.id": client_id + "-dlq",
+                "acks": "all",
+                "linger.ms": 5,
+                "message.max.bytes": max(1024 * 1024, settings.max_payload_bytes * 2),
+                "error_cb": self._kafka_error,
+                "on_delivery": self._dead_lettered,
+            }
+        )
+        self.writer = RedisBatchWriter(
+            settings.redis_url,
+            settings.kafka_topic,
+            settings.consumer_group,
+            settings.redis_ttl_s,
+            settings.stream_maxlen,
         )
         self.breaker = Breaker()
-        self.pending: list[Pending] = []  # polled, not yet in Redis
-        # Highest offset per partition already applied in Redis (None: read it from
-        # Redis before the next write). Written in the same MULTI/EXEC as the data,
-        # so a batch whose EXEC ran but whose reply was lost (Redis going down) is
-        # not applied twice on retry, nor after a restart before the commit.
-        self.applied: dict[int, int] | None = None
-        self._offsets_key = OFFSETS_KEY.format(
-            topic=settings.kafka_topic, group=settings.consumer_group
-        )
+        self.pending: list[Record] = []  # taken from Kafka, checked, not yet in Redis
+        self.handled: dict[int, int] = {}  # partition -> newest offset taken (good or not)
+        self.first: dict[int, int] = {}  # partition -> oldest offset taken, not yet written
+        # partition -> newest offset Redis has applied, as far as this process knows
+        # (read from Redis or written by it); absent: not yet checked since assignment.
+        self.applied: dict[int, int] = {}
+        self.assigned: set[int] = set()
+        self.joined = False  # an assignment arrived (empty when instances > partitions)
+        self.paused = False
+        self._durable: collections.deque[tuple[float, dict[int, int]]] = collections.deque()
+        self._commit_delay = settings.consumer_commit_delay_ms / 1000
+        self._committed_at: dict[int, int] = {}  # partition -> offset Kafka accepted
         self._lag_at = 0.0
+        self._turned = 0.0
+        self._last_error_log: dict[str, float] = {}
+        READY.set_function(self._ready)
 
-    def _prepare(self, records: list[ConsumerRecord]) -> None:
-        for record in records:
-            CONSUMED.inc()
+    # -- Kafka callbacks (they run inside consume()) ----------------------------
+    def _on_assign(self, kafka: KafkaConsumer, partitions: list[TopicPartition]) -> None:
+        """Start each partition after the offset Redis has applied (else Kafka's commit)."""
+        ids = [tp.partition for tp in partitions]
+        try:
+            stored = self.writer.offsets(ids)
+        except redis.RedisError as exc:
+            # Checked again before the first write (see _check).
+            log.warning("event=assign_without_redis error=%r partitions=%s", exc, ids)
+            stored = {}
+        for tp in partitions:
+            offset = stored.get(tp.partition)
+            if offset is not None:
+                tp.offset = offset + 1
+                self.applied[tp.partition] = offset
+        kafka.assign(partitions)
+        self.assigned.update(ids)
+        self.joined = True
+        if self.paused:
+            kafka.pause(partitions)
+        log.info("event=assigned partitions=%s redis_offsets=%s", ids, stored)
+
+    def _on_revoke(self, kafka: KafkaConsumer, partitions: list[TopicPartition]) -> None:
+        self._commit(final=True)
+        self._forget({tp.partition for tp in partitions})
+        kafka.unassign()
+        log.info("event=revoked partitions=%s", [tp.partition for tp in partitions])
+
+    def _on_lost(self, kafka: KafkaConsumer, partitions: list[TopicPartition]) -> None:
+        self._forget({tp.partition for tp in partitions})
+        kafka.unassign()
+        log.warning("event=partitions_lost partitions=%s", [tp.partition for tp in partitions])
+
+    def _forget(self, parts: set[int]) -> None:
+        """Drop everything about partitions another instance now owns: it resumes
+        them from the offsets in Redis, so records not yet written are not lost."""
+        self.pending = [r for r in self.pending if r.partition not in parts]
+        for p in parts:
+            self.handled.pop(p, None)
+            self.first.pop(p, None)
+            self.applied.pop(p, None)
+            self._committed_at.pop(p, None)
+            self.assigned.discard(p)
             try:
-                message = json.loads(record.value)
-                device_id = message["device_id"]
-                if not isinstance(device_id, str) or not device_id:
-                    raise KeyError("device_id")
-            except (ValueError, TypeError, KeyError):
-                BAD.labels("unparseable").inc()
+                LAG.remove(str(p))
+            except KeyError:
+                pass
+        for _, offsets in self._durable:
+            for p in parts:
+                offsets.pop(p, None)
+
+    def _committed(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None:
+            self._log_limited("commit", "event=commit_failed error=%s", err)
+            return
+        COMMITS.inc()
+        for tp in partitions:
+            if tp.error is None and tp.partition in self.assigned:
+                self._committed_at[tp.partition] = tp.offset
+
+    def _dead_lettered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            DLQ_ERRORS.inc()
+            self._log_limited("dlq", "event=dlq_produce_failed error=%s", err)
+
+    def _kafka_error(self, err: KafkaError) -> None:
+        self._log_limited(f"kafka-{err.code()}", "event=kafka_error error=%s", err)
+
+    def _log_limited(self, key: str, fmt: str, *args: Any) -> None:
+        """Log at most once per 10 s per key: an outage is one line, not thousands."""
+        now = time.monotonic()
+        if now - self._last_error_log.get(key, -1e9) >= 10:
+            self._last_error_log[key] = now
+            log.warning(fmt, *args)
+
+    # -- records ---------------------------------------------------------------
+    def _take(self, messages: list[Message]) -> None:
+        """Check each record: good ones join the batch, anything else is dead-lettered."""
+        max_bytes = self.settings.max_payload_bytes
+        handled, first = self.handled, self.first
+        taken = 0
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                self._kafka_error(err)
                 continue
-            stamp(message, "consumer")
-            value = json.dumps(message, separators=(",", ":")).encode()
-            self.pending.append(
-                Pending(record.partition, record.offset, device_id, value, record.timestamp)
-            )
+            partition, offset = msg.partition(), msg.offset()
+            if partition is None or offset is None:
+                continue  # not a record (librdkafka sets both on every record)
+            taken += 1
+            if offset > handled.get(partition, -1):
+                handled[partition] = offset
+            if partition not in first:
+                first[partition] = offset
+            try:
+                key = msg.key()
+                try:
+                    device_id = key.decode() if key else None
+                except UnicodeDecodeError:
+                    raise Rejected("device_mismatch", "the Kafka key is not UTF-8") from None
+                message = parse(msg.value() or b"", device_id, max_bytes)
+                stamp(message, "consumer")
+                try:
+                    value = _dumps(message).encode()
+                except ValueError:  # NaN or Infinity outside x, y, timestamp
+                    raise Rejected("schema", "a number is not finite") from None
+                kind, ts_ms = msg.timestamp()
+                if kind == TIMESTAMP_NOT_AVAILABLE:
+                    ts_ms = time.time_ns() // 1_000_000
+                self.pending.append(
+                    Record(partition, offset, message["device_id"].encode(), value, ts_ms)
+                )
+            except Rejected as exc:
+                self._dead_letter(msg, exc.reason, str(exc))
+            except Exception as exc:  # noqa: BLE001 - no record may stop the consumer
+                log.exception(
+                    "event=record_failed partition=%s offset=%s (dead-lettered)", partition, offset
+                )
+                self._dead_letter(msg, "internal_error", repr(exc))
+        if taken:
+            CONSUMED.inc(taken)
+
+    def _dead_letter(self, msg: Message, reason: str, detail: str) -> None:
+        """The bridge's DLQ record, plus where the record was in Kafka."""
+        DLQ.labels(reason).inc()
+        raw = msg.value() or b""
+        payload = raw[: self.settings.max_payload_bytes]
+        record: dict[str, Any] = {
+            "reason": reason,
+            "detail": detail[:300],
+            "topic": msg.topic(),
+            "partition": msg.partition(),
+            "offset": msg.offset(),
+            "size": len(raw),
+            "truncated": len(raw) > len(payload),
+        }
+        key = msg.key()
+        try:
+            record["key"] = None if key is None else key.decode()
+        except UnicodeDecodeError:
+            record["key_base64"] = base64.b64encode(key or b"").decode()
+        try:
+            record["payload"] = payload.decode()
+        except UnicodeDecodeError:
+            record["payload_base64"] = base64.b64encode(payload).decode()
+        value = json.dumps(record, separators=(",", ":")).encode()
+        while True:
+            try:
+                self.dlq.produce(self.settings.kafka_dlq_topic, value, key)
+                break
+            except BufferError:  # librdkafka's queue is full: let it send, then retry
+                self.dlq.poll(0.1)
+            except KafkaException as exc:
+                DLQ_ERRORS.inc()
+                self._log_limited("dlq", "event=dlq_produce_failed error=%s", exc)
+                break
+        self.dlq.poll(0)
+
+    # -- Redis -----------------------------------------------------------------
+    def _check(self, stored: dict[int, int | None]) -> None:
+        """Compare what Redis has applied with what this process knows; rewind
+        partitions whose records Redis lost."""
+        first = self.first
+        for p, offset in stored.items():
+            known = self.applied.get(p)
+            if known is not None and (offset is None or offset < known):
+                # Redis lost writes of ours (restarted from an AOF that missed them).
+                self._rewind(p, offset, f"redis has {offset}, this consumer wrote {known}")
+            elif known is None and offset is not None and first.get(p, offset + 1) > offset + 1:
+                # Assigned while Redis was down: Kafka's commit is past what Redis has.
+                self._rewind(p, offset, f"redis has {offset}, kafka resumed at {first[p]}")
+            elif offset is not None:
+                self.applied[p] = offset
+
+    def _rewind(self, p: int, stored: int | None, why: str) -> None:
+        if stored is None:
+            # Redis lost even the record of this group's progress: resume from
+            # Kafka's commit, which trails what Redis had by the commit delay.
+            target = self._committed_at.get(p)
+            if target is None:
+                self.applied.pop(p, None)
+                return
+        else:
+            target = stored + 1
+        REWINDS.inc()
+        log.warning("event=rewind partition=%d to=%d why=%r", p, target, why)
+        self.kafka.seek(TopicPartition(self.topic, p, target))
+        self.pending = [r for r in self.pending if r.partition != p]
+        self.handled.pop(p, None)
+        self.first.pop(p, None)
+        if stored is None:
+            self.applied.pop(p, None)
+        else:
+            self.applied[p] = stored
+        for _, offsets in self._durable:
+            offsets.pop(p, None)
 
     def _write(self) -> None:
-        s = self.settings
-        if self.applied is None:
-            stored = self.redis.hgetall(self._offsets_key)
-            self.applied = {int(p): int(o) for p, o in stored.items()}
-        applied = self.applied
-        batch = [p for p in self.pending if p.offset > applied.get(p.partition, -1)]
-        if len(batch) < len(self.pending):
-            SKIPPED.inc(len(self.pending) - len(batch))
-        if not batch:
-            return
-        newest: dict[int, int] = {}
-        # MULTI/EXEC: a batch is applied whole or not at all, with its offsets.
-        pipe = self.redis.pipeline(transaction=True)
-        for p in batch:
-            pipe.set(LATEST_KEY.format(device_id=p.device_id), p.value, ex=s.redis_ttl_s)
-            pipe.zadd(DEVICES_KEY, {p.device_id: p.ts_ms})
-            pipe.hincrby(COUNTS_KEY, p.device_id, 1)
-            pipe.publish(UPDATES_CHANNEL, p.value)
-            newest[p.partition] = max(p.offset, newest.get(p.partition, -1))
-        pipe.incrby(TOTAL_KEY, len(batch))
-        pipe.hset(self._offsets_key, mapping=dict(newest))  # type: ignore[arg-type]
-        started = time.perf_counter()
-        try:
-            pipe.execute()
-        except redis.RedisError:
-            self.applied = None  # did EXEC run? Ask Redis before the retry.
-            raise
-        REDIS_LATENCY.observe(time.perf_counter() - started)
-        BATCH_SIZE.observe(len(batch))
-        WRITTEN.inc(len(batch))
-        applied.update(newest)
+        """Apply the pending batch in one transaction; raises RedisError."""
+        writer = self.writer
+        for _ in range(WATCH_RETRIES):
+            started = time.perf_counter()
+            stored = writer.offsets(sorted(self.handled), watch=True)
+            self._check(stored)
+            batch = [r for r in self.pending if r.offset > self.applied.get(r.partition, -1)]
+            if len(batch) < len(self.pending):
+                SKIPPED.inc(len(self.pending) - len(batch))
+            handled = {p: o for p, o in self.handled.items() if o > self.applied.get(p, -1)}
+            if not handled:
+                writer.unwatch()
+                break
+            tx = writer.encode(batch, handled)
+            if writer.execute(tx):
+                REDIS_LATENCY.observe(time.perf_counter() - started)
+                if batch:
+                    BATCH_SIZE.observe(len(batch))
+                    WRITTEN.inc(len(batch))
+                self.applied.update(handled)
+                self._durable.append((time.monotonic(), {p: o + 1 for p, o in handled.items()}))
+                break
+            # Another instance wrote offsets in between: read them again.
+        else:
+            raise redis.WatchError(f"offsets changed under {WATCH_RETRIES} tries in a row")
+        self.pending.clear()
+        self.handled.clear()
+        self.first.clear()
 
     def _flush(self) -> bool:
-        """Write the pending batch to Redis, then commit; False while Redis is down."""
+        """Write what was taken to Redis; False while Redis is failing."""
+        if not self.handled:
+            return True
         if not self.breaker.may_try(time.monotonic()):
             return False
         try:
-            if self.pending:
-                self._write()
+            self._write()
         except redis.RedisError as exc:
             REDIS_ERRORS.inc()
             if self.breaker.failures == 0:
                 log.warning("event=redis_write_failed error=%r batch=%d", exc, len(self.pending))
             self.breaker.failure(time.monotonic())
             return False
-        self.pending.clear()
         self.breaker.success()
-        self.kafka.commit()  # offsets of everything polled so far, all now in Redis
-        COMMITS.inc()
         return True
 
-    def _update_lag(self) -> None:
-        now = time.monotonic()
+    # -- Kafka offsets and lag -------------------------------------------------
+    def _commit(self, final: bool = False) -> None:
+        """Commit the offsets Redis has held for the commit delay (all of them when
+        ``final``: what the next owner resumes from is in Redis anyway).
+
+        Asynchronous: a commit must not hold the loop while Kafka is away (the
+        outcome comes back through ``on_commit``; ``close()`` waits for it)."""
+        cutoff = time.monotonic() - (0 if final else self._commit_delay)
+        offsets: dict[int, int] = {}
+        while self._durable and self._durable[0][0] <= cutoff:
+            offsets.update(self._durable.popleft()[1])
+        offsets = {p: o for p, o in offsets.items() if o > self._committed_at.get(p, -1)}
+        if not offsets:
+            return
+        tps = [TopicPartition(self.topic, p, o) for p, o in offsets.items()]
+        try:
+            self.kafka.commit(offsets=tps, asynchronous=True)
+        except KafkaException as exc:
+            self._log_limited("commit", "event=commit_failed error=%s", exc)
+
+    def _update_lag(self, now: float) -> None:
+        """Per partition: high watermark - next offset to apply; at most every second."""
         if now - self._lag_at < 1.0:
             return
         self._lag_at = now
-        for tp in self.kafka.assignment():
-            high = self.kafka.highwater(tp)
-            if high is not None:
-                LAG.labels(str(tp.partition)).set(max(high - self.kafka.position(tp), 0))
+        budget = now + 0.5
+        for p in sorted(self.assigned):
+            tp = TopicPartition(self.topic, p)
+            try:
+                # Paused partitions are not fetched, so their cached watermark is
+                # stale: ask the broker (within a budget: the loop must keep turning).
+                if self.paused and time.monotonic() < budget:
+                    _, high = self.kafka.get_watermark_offsets(tp, timeout=0.1, cached=False)
+                else:
+                    _, high = self.kafka.get_watermark_offsets(tp, cached=True)
+            except (KafkaException, TypeError):  # TypeError: None while nothing is known yet
+                continue
+            if high < 0:
+                continue
+            applied = self.applied.get(p)
+            if applied is None:
+                position = self.kafka.position([tp])[0].offset
+                if position < 0:
+                    continue
+                next_offset = position
+            else:
+                next_offset = applied + 1
+            LAG.labels(str(p)).set(max(high - next_offset, 0))
+
+    def _ready(self) -> float:
+        return float(self.joined and time.monotonic() - self._turned < WEDGED_S)
+
+    # -- the loop ----------------------------------------------------------------
+    def _consume(self) -> list[Message]:
+        """What has arrived (up to BATCH); waits up to POLL_S only when nothing has.
+
+        ``consume(n, timeout)`` returns only once it has n records or the timeout
+        passed, so a batch is taken without waiting and the wait is for one record.
+        """
+        messages = self.kafka.consume(BATCH, 0)
+        if not messages:
+            messages = self.kafka.consume(1, POLL_S)
+            if messages:
+                messages += self.kafka.consume(BATCH - 1, 0)
+        return messages
+
+    def _pause(self, paused: bool) -> None:
+        if paused == self.paused:
+            return
+        self.paused = paused
+        parts = [TopicPartition(self.topic, p) for p in self.assigned]
+        if parts:
+            (self.kafka.pause if paused else self.kafka.resume)(parts)
+        log.info("event=%s partitions=%d", "paused" if paused else "resumed", len(parts))
 
     def run(self) -> None:
-        while not self.stopping.is_set():
-            if self.pending:
-                # Redis is failing: keep the batch, keep the group alive, fetch nothing new.
-                if self.kafka.paused() != self.kafka.assignment():
-                    self.kafka.pause(*self.kafka.assignment())
-                self.kafka.poll(timeout_ms=min(int(self.breaker.backoff() * 1000), 200))
-                if self._flush():
-                    self.kafka.resume(*self.kafka.paused())
-                continue
-            batches = self.kafka.poll(timeout_ms=200)
-            READY.set(1 if self.kafka.assignment() else 0)
-            records = [r for batch in batches.values() for r in batch]
-            if records:
-                self._prepare(records)
-                if not self.pending:  # all unusable: still move the offsets on
-                    self.kafka.commit()
+        self.kafka.subscribe(
+            [self.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        try:
+            while not self.stopping.is_set():
+                self._turned = time.monotonic()
+                if self.handled:
+                    # Redis is failing: keep the batch, fetch nothing new, stay in the group.
+                    self._pause(True)
+                    self.stopping.wait(min(self.breaker.backoff(), POLL_S))
+                    self._take(self.kafka.consume(BATCH, 0))
                 else:
-                    self._flush()
-            self._update_lag()
-        if self.pending:
+                    self._take(self._consume())
+                if self._flush():
+                    self._pause(False)
+                self._commit()
+                self._update_lag(time.monotonic())
+                self.dlq.poll(0)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self.handled:
+            self._flush()
+        if self.handled:
             log.warning(
-                "event=stopping_with_unwritten batch=%d (offsets not committed; "
-                "they are redelivered)",
+                "event=stopping_with_unwritten batch=%d (redelivered from the offsets in Redis)",
                 len(self.pending),
             )
-        self.kafka.close(autocommit=False)
+        self._commit(final=True)
+        left = self.dlq.flush(5)
+        if left:
+            log.warning("event=dlq_unflushed records=%d", left)
+        self.kafka.close()
+        self.writer.close()
 
 
 def main() -> None:
