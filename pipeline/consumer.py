@@ -132,7 +132,7 @@ WATCH_RETRIES = 5
 class Breaker:
     """Trips after `threshold` consecutive failures; retries after an exponential backoff."""
 
-    def __init__(self, threshold: int = 3, base_s: float = 0.1, max_s: float = 5.0) -> None:
+    def __init__(self, threshold: int = 3, base_s: float = 0.1, max_s: float = 2.0) -> None:
         self.threshold, self.base_s, self.max_s = threshold, base_s, max_s
         self.state = CLOSED
         self.failures = 0
