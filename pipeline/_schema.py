@@ -73,7 +73,9 @@ def depth(payload: bytes) -> int:
 
 
 def _finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    )
 
 
 def parse(payload: bytes, device_id: str | None, max_bytes: int) -> dict[str, Any]:
