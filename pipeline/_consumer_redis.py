@@ -93,12 +93,16 @@ class RedisBatchWriter:
         )
         self.conn = pool.make_connection()
         self.offsets_key = OFFSETS_KEY.format(topic=topic, group=group).encode()
-        self._ttl = b"%d" % ttl_s
         # XADD up to the value, which each record appends as the last argument
         head = (b"XADD", UPDATES_STREAM.encode(), b"MAXLEN", b"~", b"%d" % stream_maxlen, b"*",
                 STREAM_FIELD)  # fmt: skip
         self._xadd = b"*%d\r\n" % (len(head) + 1) + _bulk(head)
-        self._latest = LATEST_KEY.format(device_id="").encode()
+        # SET latest:{id} <value> EX ttl and HINCRBY counts {id} <n>, as templates
+        latest = LATEST_KEY.format(device_id="").encode()
+        ex = _bulk((b"EX", b"%d" % ttl_s))
+        self._set = b"*5\r\n$3\r\nSET\r\n$%%d\r\n%s%%s\r\n$%%d\r\n%%s\r\n%s" % (latest, ex)
+        self._set_len = len(latest)
+        self._hincrby = b"*4\r\n" + _bulk((b"HINCRBY", COUNTS_KEY.encode())) + b"$%d\r\n%s\r\n"
 
     # -- reading ---------------------------------------------------------------
     def offsets(self, partitions: Iterable[int], watch: bool = False) -> dict[int, int | None]:
@@ -132,11 +136,12 @@ class RedisBatchWriter:
             latest[r.device_id] = r
             counts[r.device_id] = counts.get(r.device_id, 0) + 1
         zadd = [b"ZADD", DEVICES_KEY.encode()]
+        set_, set_len, hincrby = self._set, self._set_len, self._hincrby
         for device_id, r in latest.items():
-            out.append(command(b"SET", self._latest + device_id, r.value, b"EX", self._ttl))
-            out.append(
-                command(b"HINCRBY", COUNTS_KEY.encode(), device_id, b"%d" % counts[device_id])
-            )
+            n = len(device_id)
+            out.append(set_ % (set_len + n, device_id, len(r.value), r.value))
+            count = b"%d" % counts[device_id]
+            out.append(hincrby % (n, device_id) + b"$%d\r\n%s\r\n" % (len(count), count))
             zadd += (b"%d" % r.ts_ms, device_id)
         n = len(out)
         if latest:
