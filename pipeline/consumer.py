@@ -33,7 +33,6 @@ callbacks all the while. Several processes can share the group
 
 from __future__ import annotations
 
-import base64
 import collections
 import json
 import logging
@@ -47,73 +46,36 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 from confluent_kafka import (
     Consumer as KafkaConsumer,
 )
-from prometheus_client import Counter, Gauge, Histogram
 
+from pipeline._consumer_dlq import DeadLetters
+from pipeline._consumer_metrics import (
+    BATCH_SIZE,
+    COMMITS,
+    CONSUMED,
+    LAG,
+    LOOP_ERRORS,
+    READY,
+    REDIS_ERRORS,
+    REDIS_LATENCY,
+    REWINDS,
+    SKIPPED,
+    WRITTEN,
+    Breaker,
+)
 from pipeline._consumer_redis import Record, RedisBatchWriter
 from pipeline._kafka import ensure_topics
 from pipeline._procs import run_threaded_service
-from pipeline._schema import REASONS, Rejected, parse
+from pipeline._schema import Rejected, parse
 from pipeline._trace import stamp
 from pipeline.config import Settings
 
 log = logging.getLogger("pipeline.consumer")
 
-CONSUMED = Counter("pipeline_consumer_consumed_messages_total", "Records polled from Kafka")
-WRITTEN = Counter("pipeline_consumer_written_messages_total", "Records written to Redis")
-DLQ = Counter(
-    "pipeline_consumer_dlq_messages_total", "Records dead-lettered instead of written", ["reason"]
-)
-DLQ_ERRORS = Counter(
-    "pipeline_consumer_dlq_errors_total", "Dead-letter records Kafka did not take (logged)"
-)
-REDIS_ERRORS = Counter("pipeline_consumer_redis_errors_total", "Failed Redis batch writes")
-REDIS_LATENCY = Histogram(
-    "pipeline_consumer_redis_write_latency_seconds",
-    "Time of one Redis transaction (one Kafka batch), offsets read included",
-    buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
-)
-BATCH_SIZE = Histogram(
-    "pipeline_consumer_batch_messages",
-    "Records per Redis batch",
-    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
-)
-BREAKER_STATE = Gauge(
-    "pipeline_consumer_breaker_state", "Redis circuit breaker: 0 closed, 1 open, 2 half-open"
-)
-BREAKER_TRANSITIONS = Counter(
-    "pipeline_consumer_breaker_transitions_total", "Breaker state changes, by new state", ["state"]
-)
-LAG = Gauge(
-    "pipeline_consumer_lag_messages",
-    "Records in Kafka not yet applied in Redis (high watermark - next offset to apply)",
-    ["partition"],
-)
-COMMITS = Counter("pipeline_consumer_commits_total", "Offset commits Kafka accepted")
-SKIPPED = Counter(
-    "pipeline_consumer_skipped_messages_total",
-    "Redelivered records already applied in Redis (not written twice)",
-)
-REWINDS = Counter(
-    "pipeline_consumer_rewinds_total",
-    "Partitions rewound because Redis had lost records this consumer had written",
-)
-READY = Gauge(
-    "pipeline_consumer_ready",
-    "1 while the consumer is in its group and its loop turned within the last 5 s",
-)
-
-CLOSED, OPEN, HALF_OPEN = 0, 1, 2
-_STATE_NAMES = {CLOSED: "closed", OPEN: "open", HALF_OPEN: "half_open"}
-for _state in _STATE_NAMES.values():  # every series exists from the first scrape
-    BREAKER_TRANSITIONS.labels(_state)
-for _reason in REASONS:
-    DLQ.labels(_reason)
 
 #: ``_schema.dumps`` with the encoder built once: json.dumps with arguments builds a
 #: new encoder per call, 3 µs of the consumer's ~30 per record (same bytes out).
@@ -127,43 +89,6 @@ POLL_S = 0.2
 WEDGED_S = 5.0
 #: WATCH conflicts with another instance tolerated per batch before backing off.
 WATCH_RETRIES = 5
-
-
-class Breaker:
-    """Trips after `threshold` consecutive failures; retries after an exponential backoff."""
-
-    def __init__(self, threshold: int = 3, base_s: float = 0.1, max_s: float = 2.0) -> None:
-        self.threshold, self.base_s, self.max_s = threshold, base_s, max_s
-        self.state = CLOSED
-        self.failures = 0
-        self.retry_at = 0.0
-        BREAKER_STATE.set(CLOSED)
-
-    def _move(self, state: int) -> None:
-        if state != self.state:
-            self.state = state
-            BREAKER_STATE.set(state)
-            BREAKER_TRANSITIONS.labels(_STATE_NAMES[state]).inc()
-            log.info("event=breaker state=%s failures=%d", _STATE_NAMES[state], self.failures)
-
-    def backoff(self) -> float:
-        return min(self.base_s * 2 ** max(self.failures - 1, 0), self.max_s)
-
-    def may_try(self, now: float) -> bool:
-        if self.state == OPEN and now >= self.retry_at:
-            self._move(HALF_OPEN)
-        return self.state != OPEN and now >= self.retry_at
-
-    def success(self) -> None:
-        self.failures = 0
-        self.retry_at = 0.0
-        self._move(CLOSED)
-
-    def failure(self, now: float) -> None:
-        self.failures += 1
-        self.retry_at = now + self.backoff()
-        if self.state == HALF_OPEN or self.failures >= self.threshold:
-            self._move(OPEN)
 
 
 class Consumer:
@@ -204,16 +129,11 @@ class Consumer:
                 "on_commit": self._committed,
             }
         )
-        self.dlq = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "client.id": client_id + "-dlq",
-                "acks": "all",
-                "linger.ms": 5,
-                "message.max.bytes": max(1024 * 1024, settings.max_payload_bytes * 2),
-                "error_cb": self._kafka_error,
-                "on_delivery": self._dead_lettered,
-            }
+        self.dlq = DeadLetters(
+            settings.kafka_bootstrap,
+            settings.kafka_dlq_topic,
+            client_id + "-dlq",
+            settings.max_payload_bytes,
         )
         self.writer = RedisBatchWriter(
             settings.redis_url,
@@ -300,20 +220,15 @@ class Consumer:
             if tp.error is None and tp.partition in self.assigned:
                 self._committed_at[tp.partition] = tp.offset
 
-    def _dead_lettered(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            DLQ_ERRORS.inc()
-            self._log_limited("dlq", "event=dlq_produce_failed error=%s", err)
-
     def _kafka_error(self, err: KafkaError) -> None:
         self._log_limited(f"kafka-{err.code()}", "event=kafka_error error=%s", err)
 
-    def _log_limited(self, key: str, fmt: str, *args: Any) -> None:
+    def _log_limited(self, key: str, fmt: str, *args: Any, exc_info: bool = False) -> None:
         """Log at most once per 10 s per key: an outage is one line, not thousands."""
         now = time.monotonic()
         if now - self._last_error_log.get(key, -1e9) >= 10:
             self._last_error_log[key] = now
-            log.warning(fmt, *args)
+            log.warning(fmt, *args, exc_info=exc_info)
 
     # -- records ---------------------------------------------------------------
     def _take(self, messages: list[Message]) -> None:
@@ -353,50 +268,14 @@ class Consumer:
                     Record(partition, offset, message["device_id"].encode(), value, ts_ms)
                 )
             except Rejected as exc:
-                self._dead_letter(msg, exc.reason, str(exc))
+                self.dlq.send(msg, exc.reason, str(exc))
             except Exception as exc:  # noqa: BLE001 - no record may stop the consumer
                 log.exception(
                     "event=record_failed partition=%s offset=%s (dead-lettered)", partition, offset
                 )
-                self._dead_letter(msg, "internal_error", repr(exc))
+                self.dlq.send(msg, "internal_error", repr(exc))
         if taken:
             CONSUMED.inc(taken)
-
-    def _dead_letter(self, msg: Message, reason: str, detail: str) -> None:
-        """The bridge's DLQ record, plus where the record was in Kafka."""
-        DLQ.labels(reason).inc()
-        raw = msg.value() or b""
-        payload = raw[: self.settings.max_payload_bytes]
-        record: dict[str, Any] = {
-            "reason": reason,
-            "detail": detail[:300],
-            "topic": msg.topic(),
-            "partition": msg.partition(),
-            "offset": msg.offset(),
-            "size": len(raw),
-            "truncated": len(raw) > len(payload),
-        }
-        key = msg.key()
-        try:
-            record["key"] = None if key is None else key.decode()
-        except UnicodeDecodeError:
-            record["key_base64"] = base64.b64encode(key or b"").decode()
-        try:
-            record["payload"] = payload.decode()
-        except UnicodeDecodeError:
-            record["payload_base64"] = base64.b64encode(payload).decode()
-        value = json.dumps(record, separators=(",", ":")).encode()
-        while True:
-            try:
-                self.dlq.produce(self.settings.kafka_dlq_topic, value, key)
-                break
-            except BufferError:  # librdkafka's queue is full: let it send, then retry
-                self.dlq.poll(0.1)
-            except KafkaException as exc:
-                DLQ_ERRORS.inc()
-                self._log_limited("dlq", "event=dlq_produce_failed error=%s", exc)
-                break
-        self.dlq.poll(0)
 
     # -- Redis -----------------------------------------------------------------
     def _check(self, stored: dict[int, int | None]) -> None:
@@ -424,9 +303,13 @@ class Consumer:
                 return
         else:
             target = stored + 1
-        REWINDS.inc()
         log.warning("event=rewind partition=%d to=%d why=%r", p, target, why)
-        self.kafka.seek(TopicPartition(self.topic, p, target))
+        try:
+            self.kafka.seek(TopicPartition(self.topic, p, target))
+        except KafkaException as exc:
+            # Nothing is written until the rewind takes: the breaker retries the batch.
+            raise redis.RedisError(f"rewinding partition {p} failed: {exc}") from exc
+        REWINDS.inc()
         self.pending = [r for r in self.pending if r.partition != p]
         self.handled.pop(p, None)
         self.first.pop(p, None)
@@ -569,20 +452,28 @@ class Consumer:
         try:
             while not self.stopping.is_set():
                 self._turned = time.monotonic()
-                if self.handled:
-                    # Redis is failing: keep the batch, fetch nothing new, stay in the group.
-                    self._pause(True)
-                    self.stopping.wait(min(self.breaker.backoff(), POLL_S))
-                    self._take(self.kafka.consume(BATCH, 0))
-                else:
-                    self._take(self._consume())
-                if self._flush():
-                    self._pause(False)
-                self._commit()
-                self._update_lag(time.monotonic())
-                self.dlq.poll(0)
+                try:
+                    self._turn()
+                except Exception:  # noqa: BLE001 - a bug must not stop the pipeline
+                    LOOP_ERRORS.inc()
+                    self._log_limited("loop", "event=loop_error (retrying in 1 s)", exc_info=True)
+                    self.stopping.wait(1.0)
         finally:
             self._close()
+
+    def _turn(self) -> None:
+        if self.handled:
+            # Redis is failing: keep the batch, fetch nothing new, stay in the group.
+            self._pause(True)
+            self.stopping.wait(min(self.breaker.backoff(), POLL_S))
+            self._take(self.kafka.consume(BATCH, 0))
+        else:
+            self._take(self._consume())
+        if self._flush():
+            self._pause(False)
+        self._commit()
+        self._update_lag(time.monotonic())
+        self.dlq.poll()
 
     def _close(self) -> None:
         if self.handled:
@@ -593,9 +484,7 @@ class Consumer:
                 len(self.pending),
             )
         self._commit(final=True)
-        left = self.dlq.flush(5)
-        if left:
-            log.warning("event=dlq_unflushed records=%d", left)
+        self.dlq.close()
         self.kafka.close()
         self.writer.close()
 
