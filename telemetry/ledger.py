@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from telemetry import envelope
-from telemetry._sequence import DUPLICATE, LATE, REORDERED, SnapshotStream, Stream
+from telemetry._sequence import DUPLICATE, LATE, ORDERED, REORDERED, SnapshotStream, Stream
 from telemetry._windows import Windows
 from telemetry.envelope import Snapshot, Trace
 from telemetry.hdr import Histogram, HistogramSet
@@ -97,6 +97,7 @@ class Subscriber:
         "devices",
         "since_ns",
         "closed_ns",
+        "resumed_ns",
         "untraced",
         "streams",
         "snapshots",
@@ -112,6 +113,8 @@ class Subscriber:
         self.devices = devices
         self.since_ns = time.time_ns()
         self.closed_ns = 0
+        #: when the subscription last came back after a reconnect (0: never lost)
+        self.resumed_ns = 0
         self.untraced = 0
         self.streams: dict[str, Stream] = {}
         self.snapshots: dict[str, SnapshotStream] = {}
@@ -184,7 +187,11 @@ class Subscriber:
                 return
             if outcome == REORDERED:
                 c[_REORDERED] += 1
-            elif outcome == LATE:
+            elif outcome == LATE or (
+                # in order, but due before a reconnect and older than the grace window:
+                # the gateway replayed it after the outage (see reconnected)
+                outcome == ORDERED and tr.t0 < self.resumed_ns and recv_ns - tr.t0 > ledger.grace_ns
+            ):
                 c[_LATE] += 1
         c[_DELIVERED] += 1
         total_us = (recv_ns - tr.t0) // 1000
@@ -217,6 +224,16 @@ class Subscriber:
             if stale_ns // 1000 > st.max_stale_us:
                 st.max_stale_us = stale_ns // 1000
             ledger._record(path, "staleness", stale_ns, fire=True)
+
+    def reconnected(self) -> None:
+        """The subscription is back after a lost connection (call it before its first frame).
+
+        A gateway that resumes a subscription replays what the outage missed, in
+        order: those messages are delivered, not lost, and the ones due before
+        now that arrive more than the grace window after they were due count as
+        ``late`` (the counter of a gap filled after the grace window).
+        """
+        self.resumed_ns = time.time_ns()
 
     def close(self) -> None:
         """Mark the subscription ended; call it from ``on_stop``.

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 from gevent.hub import get_hub
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 __all__ = ["Pump", "get_pump", "READ", "WRITE", "TICK_S"]
 
@@ -116,12 +120,14 @@ class Pump:
             self._ticker = None
 
 
-_pump: Pump | None = None
+#: per Environment (so two in one process, e.g. tests, never share one), and made again
+#: when the hub changed (a new gevent hub cannot drive the old one's watchers)
+_pumps: weakref.WeakKeyDictionary[Environment, Pump] = weakref.WeakKeyDictionary()
 
 
-def get_pump() -> Pump:
-    """The pump of the current hub (one per process; created on first use)."""
-    global _pump
-    if _pump is None or _pump.hub is not get_hub():
-        _pump = Pump()
-    return _pump
+def get_pump(environment: Environment) -> Pump:
+    """The pump of ``environment`` (one per Locust process; created on first use)."""
+    found = _pumps.get(environment)
+    if found is None or found.hub is not get_hub():
+        found = _pumps[environment] = Pump()
+    return found

@@ -22,11 +22,15 @@ import heapq
 import itertools
 import logging
 import time
-from typing import Any, Protocol
+import weakref
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 from gevent.event import Event
 from gevent.hub import get_hub
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 __all__ = ["Schedule", "get_schedule", "BUDGET"]
 
@@ -109,12 +113,14 @@ class Schedule:
         self._greenlet = None
 
 
-_schedule: Schedule | None = None
+#: per Environment (so two in one process, e.g. tests, never share one), and made again
+#: when the hub changed (a new gevent hub cannot drive the old one's watchers)
+_schedules: weakref.WeakKeyDictionary[Environment, Schedule] = weakref.WeakKeyDictionary()
 
 
-def get_schedule() -> Schedule:
-    """The timetable of the current hub (one per process)."""
-    global _schedule
-    if _schedule is None or _schedule.hub is not get_hub():
-        _schedule = Schedule()
-    return _schedule
+def get_schedule(environment: Environment) -> Schedule:
+    """The timetable of ``environment`` (one per Locust process; created on first use)."""
+    found = _schedules.get(environment)
+    if found is None or found.hub is not get_hub():
+        found = _schedules[environment] = Schedule()
+    return found

@@ -285,7 +285,8 @@ def env():
 
 def test_device_topics_names_and_subscription(env):
     d = _device(env)
-    assert d.topic == f"sensors/{d.device_id}/coordinates" and d.device_id.startswith("robot-")
+    assert d.device_id == "robot-0001"  # numbered per Environment: a fresh one starts at 1
+    assert d.topic == "sensors/robot-0001/coordinates"
     assert d.client.subscribed == (f"orin/{d.device_id}/command", 1, "subscribe:1:orin/+/command")
     assert d.client.client_id == d.device_id and d.publish_name == PUB1
 
