@@ -8,6 +8,7 @@ Commands:
   pipeline-throughput  sustained msg/s through the whole embedded stack (bench/pipeline_throughput.py)
   e2e-floor            StompSubscriber p50 through the stack vs a bare paho pair (bench/e2e_floor.py)
   analyze-speed        analyze.py on a synthetic one-hour run (bench/analyze_speed.py)
+  telemetry-costs      µs per message of the envelope and the ledger (bench/telemetry_costs.py)
 
 With no command, runs mqtt-ratio and idle-devices with their defaults. Figures: bench/README.md.
 """
@@ -25,6 +26,7 @@ COMMANDS = {
     "pipeline-throughput": "bench.pipeline_throughput",
     "e2e-floor": "bench.e2e_floor",
     "analyze-speed": "bench.analyze_speed",
+    "telemetry-costs": "bench.telemetry_costs",
 }
 DEFAULT = ("mqtt-ratio", "idle-devices")
 

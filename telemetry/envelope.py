@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _js
 from typing import Any
 
+from telemetry.stages import STAMPS
+
 __all__ = [
     "HOPS",
     "DEFAULT_SRC",
@@ -46,8 +48,8 @@ __all__ = [
     "from_message",
 ]
 
-#: Pipeline stages that stamp the envelope, in path order.
-HOPS: tuple[str, ...] = ("bridge", "consumer", "gateway")
+#: Pipeline stages that stamp the envelope, in path order (``telemetry.stages``).
+HOPS: tuple[str, ...] = STAMPS
 #: Entry protocol assumed when a trace carries no ``src``.
 DEFAULT_SRC = "mqtt"
 

@@ -21,8 +21,8 @@ master, where ``telemetry.collector`` merges them and decides what was lost.
     sub.close()                         # on_stop
 
 Path names are ``"{src}→{kind}"`` (``mqtt→stomp``); hop names are the legs of
-the pipeline a delta crosses (:data:`LEGS`), joined with ``+`` when a stage in
-between left no stamp.
+the pipeline a delta crosses (``telemetry.stages``), joined with ``+`` when a
+stage in between left no stamp.
 """
 
 from __future__ import annotations
@@ -35,18 +35,22 @@ from typing import Any
 from telemetry import envelope
 from telemetry._sequence import DUPLICATE, LATE, ORDERED, REORDERED, SnapshotStream, Stream
 from telemetry._windows import Windows
+from telemetry._wire import PublisherWire
 from telemetry.envelope import Snapshot, Trace
 from telemetry.hdr import Histogram, HistogramSet
+from telemetry.stages import (
+    ENTRY_POSITION,
+    LEGS,
+    POSITION,
+    RECEIVE,
+    STAMPS,
+    hop_name,
+    path_name,
+)
 
 __all__ = ["LEGS", "COUNTERS", "Ledger", "Subscriber", "FireFn", "hop_name", "path_name"]
 
-#: Pipeline legs, by the stage that closes them: tp→bridge is ``mqtt``,
-#: bridge→consumer ``kafka``, consumer→gateway ``redis``, gateway→receive ``push``.
-LEGS: tuple[str, ...] = ("mqtt", "kafka", "redis", "push")
-_STAGE_POS = {"bridge": 1, "consumer": 2, "gateway": 3}
-_RECV_POS = 4
-#: Where the publish time ``tp`` sits on the path, by entry protocol.
-_ENTRY_POS = {"mqtt": 0, "kafka": 1}
+_RECV_POS = POSITION[RECEIVE]
 
 #: Per-path counters of a subscriber, in wire order.
 COUNTERS: tuple[str, ...] = (
@@ -61,15 +65,6 @@ _DELIVERED, _DUPLICATED, _REORDERED, _LATE, _FOREIGN, _OUT_OF_SCOPE = range(6)
 
 FireFn = Callable[[str, float, int], None]
 """``fire(name, response_time_ms, response_length)`` — one E2E request event."""
-
-
-def path_name(src: str, kind: str) -> str:
-    return f"{src}→{kind}"
-
-
-def hop_name(src: str, a: int, b: int) -> str:
-    """Name of the delta between path positions ``a`` < ``b`` (see :data:`LEGS`)."""
-    return "+".join(LEGS[max(a, _ENTRY_POS.get(src, 0)) : b])
 
 
 class _Publisher:
@@ -373,13 +368,13 @@ class Ledger:
         hops = tr.hops
         if hops:
             src = tr.src
-            prev_pos = _ENTRY_POS.get(src, 0)
+            prev_pos = ENTRY_POSITION.get(src, 0)
             prev_ns = tr.tp
-            for stage in envelope.HOPS:
+            for stage in STAMPS:
                 at = hops.get(stage)
                 if at is None:
                     continue
-                pos = _STAGE_POS[stage]
+                pos = POSITION[stage]
                 self._leg(path, src, prev_pos, pos, at - prev_ns, length)
                 prev_pos, prev_ns = pos, at
             self._leg(path, src, prev_pos, _RECV_POS, recv_ns - prev_ns, length)
@@ -419,9 +414,8 @@ class Ledger:
     def final(self, now_ns: int | None = None) -> dict[str, Any]:
         """The last payload: :meth:`report` plus the full per-device state.
 
-        ``streams``/``snapshots``: ``{sub_id: {device: wire}}`` (``_sequence``
-        wire formats); ``publishers``: ``{device: [src, first, first_tp, hi,
-        hi_tp, count]}``.
+        ``streams``/``snapshots``: ``{sub_id: {device: wire}}``; ``publishers``:
+        ``{device: wire}`` (the records of ``telemetry._wire``).
         """
         out = self.report(now_ns)
         out["final"] = True
@@ -435,7 +429,7 @@ class Ledger:
             if s.snapshots
         }
         out["publishers"] = {
-            d: [p.src, p.first, p.first_tp, p.hi, p.hi_tp, p.count]
+            d: PublisherWire(p.src, p.first, p.first_tp, p.hi, p.hi_tp, p.count)
             for d, p in self.publishers.items()
         }
         return out

@@ -66,8 +66,8 @@ class PushSubscriber(User):
         self._stopping = False
 
     # --- what a protocol provides -------------------------------------------------------------
-    def is_up(self) -> bool:
-        """A session is open (its ``lost_event`` not set)."""
+    def has_session(self) -> bool:
+        """A session was opened and not closed by us (it may have been lost since)."""
         raise NotImplementedError
 
     def lost_event(self) -> Event:
@@ -100,7 +100,7 @@ class PushSubscriber(User):
     @task
     def keep_connected(self) -> None:
         """Wait while the session is up; when it ends, report it, back off and reconnect."""
-        if self.is_up():
+        if self.has_session():
             self.lost_event().wait()
             if self._stopping:
                 return

@@ -213,8 +213,8 @@ class StompSubscriber(DeviceIds, PushSubscriber):
         self.client.on_subscribed = self.subscribed
 
     # --- PushSubscriber -------------------------------------------------------------
-    def is_up(self) -> bool:
-        return self.client.up
+    def has_session(self) -> bool:
+        return self.client.connection is not None
 
     def lost_event(self) -> Event:
         return self.client.lost
@@ -247,8 +247,7 @@ class StompSubscriber(DeviceIds, PushSubscriber):
         return True
 
     def close_session(self) -> None:
-        if self._stopping:
-            self.client.close()  # DISCONNECT politely; a lost session is torn down by connect()
+        self.client.close()  # DISCONNECT when still connected, then the socket
 
     def resume_point(self) -> str | None:
         """The ``stream-id`` of the last MESSAGE (the client keeps it across connections)."""

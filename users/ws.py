@@ -98,7 +98,7 @@ class WsSubscriber(PushSubscriber):
         self._reader: gevent.Greenlet | None = None
 
     # --- PushSubscriber -----------------------------------------------------------------
-    def is_up(self) -> bool:
+    def has_session(self) -> bool:
         return self.ws is not None
 
     def lost_event(self) -> Event:
