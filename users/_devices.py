@@ -11,24 +11,23 @@ so ids are unique across workers.
 from __future__ import annotations
 
 import itertools
-import weakref
 from typing import TYPE_CHECKING
 
 from locust.runners import WorkerRunner
+
+from users._per_env import PerEnvironment
 
 if TYPE_CHECKING:
     from locust.env import Environment
 
 __all__ = ["DeviceIds", "device_id", "next_number"]
 
-_counters: weakref.WeakKeyDictionary[Environment, dict[str, itertools.count[int]]] = (
-    weakref.WeakKeyDictionary()
-)
+_counters: PerEnvironment[dict[str, itertools.count[int]]] = PerEnvironment(dict)
 
 
 def next_number(environment: Environment, numbering: str) -> int:
     """1, 2, 3, … per ``environment`` and ``numbering``."""
-    counters = _counters.setdefault(environment, {})
+    counters = _counters(environment)
     counter = counters.get(numbering)
     if counter is None:
         counter = counters[numbering] = itertools.count(1)

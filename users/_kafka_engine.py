@@ -10,13 +10,13 @@ from __future__ import annotations
 import collections
 import logging
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
 import gevent
 from confluent_kafka import KafkaError, KafkaException, Producer
 from gevent.event import AsyncResult, Event
 
+from users._per_env import PerEnvironment
 from users.exceptions import KafkaDeliveryFailed, KafkaTopicMissing, KafkaUserError
 
 if TYPE_CHECKING:
@@ -36,9 +36,7 @@ FIRE_BATCH = 200
 YIELD_S = 1e-5
 
 #: The engines of each Environment, by (settings, topic, poll interval).
-_engines: weakref.WeakKeyDictionary[Environment, dict[tuple[Any, ...], ProducerEngine]] = (
-    weakref.WeakKeyDictionary()
-)
+_engines: PerEnvironment[dict[tuple[Any, ...], ProducerEngine]] = PerEnvironment(dict)
 
 
 class ProducerEngine:
@@ -84,7 +82,7 @@ class ProducerEngine:
         topic: str,
         poll_interval: float = 0.001,
     ) -> ProducerEngine:
-        engines = _engines.setdefault(environment, {})
+        engines = _engines(environment)
         key = (tuple(sorted(conf.items())), topic, poll_interval)
         engine = engines.get(key)
         if engine is None:
@@ -98,7 +96,7 @@ class ProducerEngine:
         self.users -= 1
         if self.users > 0:
             return 0
-        _engines.get(self.environment, {}).pop(self._key, None)
+        _engines(self.environment).pop(self._key, None)
         if self._poller is not None:
             self._poller.kill()
             self._poller = None

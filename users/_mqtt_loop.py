@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import gevent
 from gevent.hub import get_hub
 
-if TYPE_CHECKING:
-    from locust.env import Environment
+from users._per_env import PerEnvironment
 
 __all__ = ["Pump", "get_pump", "READ", "WRITE", "TICK_S"]
 
@@ -120,14 +118,6 @@ class Pump:
             self._ticker = None
 
 
-#: per Environment (so two in one process, e.g. tests, never share one), and made again
-#: when the hub changed (a new gevent hub cannot drive the old one's watchers)
-_pumps: weakref.WeakKeyDictionary[Environment, Pump] = weakref.WeakKeyDictionary()
-
-
-def get_pump(environment: Environment) -> Pump:
-    """The pump of ``environment`` (one per Locust process; created on first use)."""
-    found = _pumps.get(environment)
-    if found is None or found.hub is not get_hub():
-        found = _pumps[environment] = Pump()
-    return found
+#: The pump of an ``Environment`` (one per Locust process, made on first use); made
+#: again when the hub changed (a new gevent hub cannot drive the old one's watchers).
+get_pump: PerEnvironment[Pump] = PerEnvironment(Pump, lambda p: p.hub is not get_hub())

@@ -22,15 +22,13 @@ import heapq
 import itertools
 import logging
 import time
-import weakref
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import gevent
 from gevent.event import Event
 from gevent.hub import get_hub
 
-if TYPE_CHECKING:
-    from locust.env import Environment
+from users._per_env import PerEnvironment
 
 __all__ = ["Schedule", "get_schedule", "BUDGET"]
 
@@ -113,14 +111,6 @@ class Schedule:
         self._greenlet = None
 
 
-#: per Environment (so two in one process, e.g. tests, never share one), and made again
-#: when the hub changed (a new gevent hub cannot drive the old one's watchers)
-_schedules: weakref.WeakKeyDictionary[Environment, Schedule] = weakref.WeakKeyDictionary()
-
-
-def get_schedule(environment: Environment) -> Schedule:
-    """The timetable of ``environment`` (one per Locust process; created on first use)."""
-    found = _schedules.get(environment)
-    if found is None or found.hub is not get_hub():
-        found = _schedules[environment] = Schedule()
-    return found
+#: The timetable of an ``Environment`` (one per Locust process, made on first use); made
+#: again when the hub changed (a new gevent hub cannot drive the old one's watchers).
+get_schedule: PerEnvironment[Schedule] = PerEnvironment(Schedule, lambda p: p.hub is not get_hub())

@@ -51,7 +51,6 @@ import json
 import random
 import ssl
 import time
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,6 +65,7 @@ from users._mqtt_client import REQUEST_TYPE, ClientConfig, DeviceClient
 from users._mqtt_codec import Will
 from users._mqtt_payload import Template, Trajectory, load_template
 from users._mqtt_schedule import get_schedule
+from users._per_env import PerEnvironment
 from users.exceptions import (
     CommandError,
     ConfigError,
@@ -92,9 +92,7 @@ __all__ = [
 
 #: the ClientConfig of each (device class, settings), per Environment: built once, shared
 #: by the class's devices
-_configs: weakref.WeakKeyDictionary[Environment, dict[tuple[Any, ...], ClientConfig]] = (
-    weakref.WeakKeyDictionary()
-)
+_configs: PerEnvironment[dict[tuple[Any, ...], ClientConfig]] = PerEnvironment(dict)
 
 
 def _topic_template(topic: str) -> str:
@@ -328,7 +326,7 @@ class MqttDevice(DeviceIds, User):
         """One :class:`ClientConfig` per device class and settings, shared by its devices."""
         cls = type(self)
         key = (cls, s)
-        configs = _configs.setdefault(self.environment, {})
+        configs = _configs(self.environment)
         cfg = configs.get(key)
         if cfg is not None:
             return cfg
