@@ -1,4 +1,4 @@
-"""Locust plugins that follow every message end to end (DESIGN.md, issue 3).
+"""Locust plugins that follow every message end to end.
 
 Importing this package registers the telemetry options (``--results-dir``,
 ``--run-id``, ``--e2e-grace``, ``--e2e-drain``) and hooks every Locust

@@ -1,4 +1,4 @@
-"""The trace envelope: the one place that builds and reads it (DESIGN.md).
+"""The trace envelope, drawn below: the one place that builds and reads it.
 
 A device message keeps its original fields and gains one ``trace`` object::
 
