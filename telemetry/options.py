@@ -17,7 +17,7 @@ one declaration come
   bad value ends Locust with that sentence and exit code 2 before any user
   starts (:func:`telemetry.exceptions.exit_on_option_error`);
 - the docs table, ``docs/options.md`` (:func:`markdown`;
-  ``python -m telemetry.options`` prints it)::
+  ``python -m telemetry.options_doc`` writes it)::
 
     GRACE = Option("--e2e-grace", float, 5.0, "PIPESWARM_E2E_GRACE",
                    "Seconds a missing message may be late before it counts as lost",
@@ -28,7 +28,6 @@ one declaration come
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -272,10 +271,3 @@ E2E_HOP_EVENTS = Option(
 TELEMETRY = OptionGroup(
     "pipeswarm telemetry", RESULTS_DIR, RUN_ID, E2E_GRACE, E2E_DRAIN, E2E_HOP_EVENTS
 )
-
-
-if __name__ == "__main__":  # python -m telemetry.options: the docs table of every option
-    import users.shapes  # noqa: F401 - registers every load-side group (users imports telemetry)
-    from telemetry import options  # the imported module's GROUPS, not this __main__'s
-
-    sys.stdout.write(options.markdown())

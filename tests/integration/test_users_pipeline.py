@@ -6,7 +6,6 @@ Redis -> gateway; the subscribers' ledger must account for every message.
 
 from __future__ import annotations
 
-
 import pytest
 from locust import constant
 
