@@ -18,7 +18,8 @@ import hashlib
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import gevent
 import pytest
@@ -161,12 +162,20 @@ def _hold(conn: Conn) -> None:
     gevent.sleep(30)  # the test ends first
 
 
-def _run_until_resumed(user: WsSubscriber | StompSubscriber, server: ScriptedServer) -> None:
+@contextmanager
+def resumed(user: WsSubscriber | StompSubscriber, server: ScriptedServer) -> Iterator[None]:
     """Start the user, let its first connection end, run one turn of its reconnect loop."""
-    user.on_start()
-    wait_for(lambda: user.lost_event().is_set(), 5, "the first connection to end")
-    user.keep_connected()  # reports the loss, backs off, resumes
-    wait_for(lambda: len(server.conns) == 2, 5, "the second connection")
+    env = user.environment
+    try:
+        user.on_start()
+        wait_for(lambda: user.lost_event().is_set(), 5, "the first connection to end")
+        user.keep_connected()  # reports the loss, backs off, resumes
+        wait_for(lambda: len(server.conns) == 2, 5, "the second connection")
+        yield
+    finally:
+        user.on_stop()
+        telemetry.get_plugin(env).probe.stop()
+        env.runner.quit()  # type: ignore[union-attr]
 
 
 @pytest.fixture
@@ -214,8 +223,7 @@ def test_ws_resumes_after_the_last_stream_id_and_the_replay_counts_as_late_not_l
     env = _env(server)
     env_box.append(env)
     user = Watcher(env)
-    try:
-        _run_until_resumed(user, server)
+    with resumed(user, server):
         wait_for(lambda: user.frames == 3, 5, "the replayed frames")
         assert [c.path for c in server.conns] == [
             "/coordinates",
@@ -231,10 +239,6 @@ def test_ws_resumes_after_the_last_stream_id_and_the_replay_counts_as_late_not_l
         assert (stream.first, stream.hi, stream.missing()) == (1, 3, 0)  # nothing lost
         assert env.stats.entries[("connection lost", "WS")].num_failures == 1
         assert env.stats.entries[("connect:/coordinates", "WS")].num_requests == 2
-    finally:
-        user.on_stop()
-        telemetry.get_plugin(env).probe.stop()
-        env.runner.quit()  # type: ignore[union-attr]
 
 
 def test_ws_appends_since_to_a_path_that_has_a_query(scripted):
@@ -248,17 +252,12 @@ def test_ws_appends_since_to_a_path_that_has_a_query(scripted):
     server = scripted(first, _hold)
     env = _env(server)
     user = Filtered(env)
-    try:
-        _run_until_resumed(user, server)
+    with resumed(user, server):
         assert [c.path for c in server.conns] == [
             "/coordinates?devices=robot-0001",
             "/coordinates?devices=robot-0001&since=42-1",
         ]
         assert user.connect_name == "connect:/coordinates"
-    finally:
-        user.on_stop()
-        telemetry.get_plugin(env).probe.stop()
-        env.runner.quit()  # type: ignore[union-attr]
 
 
 def test_ws_without_a_stream_id_reconnects_without_since(scripted):
@@ -269,13 +268,8 @@ def test_ws_without_a_stream_id_reconnects_without_since(scripted):
     server = scripted(first, _hold)
     env = _env(server)
     user = Watcher(env)
-    try:
-        _run_until_resumed(user, server)
+    with resumed(user, server):
         assert [c.path for c in server.conns] == ["/coordinates", "/coordinates"]
-    finally:
-        user.on_stop()
-        telemetry.get_plugin(env).probe.stop()
-        env.runner.quit()  # type: ignore[union-attr]
 
 
 def _stomp_session(conn: Conn, subscribes: list[dict[str, str]]) -> None:
@@ -319,8 +313,7 @@ def test_stomp_resubscribes_with_since_and_the_replay_counts_as_late_not_lost(sc
     env = _env(server)
     env_box.append(env)
     user = StompWatcher(env)
-    try:
-        _run_until_resumed(user, server)
+    with resumed(user, server):
         wait_for(lambda: user.client.messages == 3, 5, "the replayed MESSAGEs")
         assert len(subscribes) == 2
         assert "since" not in subscribes[0]  # the first SUBSCRIBE resumes nothing
@@ -333,10 +326,6 @@ def test_stomp_resubscribes_with_since_and_the_replay_counts_as_late_not_lost(sc
         assert sub.streams["robot-0001"].missing() == 0
         assert env.stats.entries[("connection lost", "STOMP")].num_failures == 1
         assert env.stats.entries[("subscribe:/topic/coordinates", "STOMP")].num_requests == 2
-    finally:
-        user.on_stop()
-        telemetry.get_plugin(env).probe.stop()
-        env.runner.quit()  # type: ignore[union-attr]
 
 
 def test_stomp_resume_can_be_switched_off(scripted):
@@ -362,12 +351,7 @@ def test_stomp_resume_can_be_switched_off(scripted):
     server = scripted(first, second)
     env = _env(server)
     user = NoResume(env)
-    try:
-        _run_until_resumed(user, server)
+    with resumed(user, server):
         wait_for(lambda: len(subscribes) == 2, 5, "the second SUBSCRIBE")
         assert user.client.last_stream_id == "9-0"
         assert "since" not in subscribes[0] and "since" not in subscribes[1]
-    finally:
-        user.on_stop()
-        telemetry.get_plugin(env).probe.stop()
-        env.runner.quit()  # type: ignore[union-attr]
