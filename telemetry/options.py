@@ -29,7 +29,7 @@ one declaration come
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from locust import events
@@ -157,22 +157,18 @@ class Option(Generic[T]):
         return self.error(f"{self.flag} {value!r}: {why}.")
 
 
-@dataclass(slots=True)
 class OptionGroup:
     """The options of one part, registered and checked together (a parser argument group)."""
 
-    title: str
-    options: tuple[Option[Any], ...]
-    #: whether the options appear in the web UI's form (each option may opt out)
-    web_ui: bool = True
-    #: more checks at ``init`` (e.g. that a file named by an option can be used)
-    validators: list[Callable[[Environment], object]] = field(default_factory=list)
+    __slots__ = ("title", "options", "web_ui", "validators")
 
     def __init__(self, title: str, *options: Option[Any], web_ui: bool = True) -> None:
         self.title = title
         self.options = options
+        #: whether the options appear in the web UI's form (each option may opt out)
         self.web_ui = web_ui
-        self.validators = []
+        #: more checks at ``init`` (e.g. that a file named by an option can be used)
+        self.validators: list[Callable[[Environment], object]] = []
 
     def add_arguments(self, parser: LocustArgumentParser) -> None:
         """An ``init_command_line_parser`` listener: every option of the group."""
