@@ -150,7 +150,7 @@ class E2EPlugin:
         run_id = new_run_id()
         self._generated_ids.add(run_id)
         if self.environment.parsed_options is not None:
-            self.environment.parsed_options.run_id = run_id
+            setattr(self.environment.parsed_options, RUN_ID.dest, run_id)
         return run_id
 
     def on_test_start(self, environment: Environment, **_kw: Any) -> None:
