@@ -48,22 +48,7 @@ E2E_BUCKETS_S: tuple[float, ...] = (
 )
 
 #: Locust response times: whole milliseconds at best, so nothing below 1 ms.
-LOCUST_BUCKETS_S: tuple[float, ...] = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
+LOCUST_BUCKETS_S: tuple[float, ...] = tuple(b for b in E2E_BUCKETS_S if b >= 0.001)
 
 Buckets = list[tuple[str, float]]
 

@@ -117,29 +117,11 @@ def build(
         tp = time.time_ns()
     if timestamp is None:
         timestamp = tp / 1e9
+    fields = (_js(device_id), float(x), float(y), float(timestamp), _js(run), seq, t0, tp)
     if src == DEFAULT_SRC:
-        text = _STANDARD % (
-            _js(device_id),
-            float(x),
-            float(y),
-            float(timestamp),
-            _js(run),
-            seq,
-            t0,
-            tp,
-        )
+        text = _STANDARD % fields
     else:
-        text = _STANDARD_SRC % (
-            _js(device_id),
-            float(x),
-            float(y),
-            float(timestamp),
-            _js(run),
-            seq,
-            t0,
-            tp,
-            _js(src),
-        )
+        text = _STANDARD_SRC % (*fields, _js(src))
     return text.encode()
 
 

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from telemetry.options import Option, OptionGroup, at_least
 from users.exceptions import ConfigError
@@ -112,6 +112,16 @@ def _bad(option: str, value: Any, why: str) -> ConfigError:
     return ConfigError(f"{option} {value!r}: {why}.")
 
 
+def _split(url: str, option: str, example: str) -> SplitResult:
+    """``urlsplit`` whose bad port (non-numeric, out of range) is a :class:`ConfigError`."""
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as err:
+        raise _bad(option, url, f"not a valid URL ({err}); {example}") from None
+    return parts
+
+
 def parse_mqtt_url(url: str, option: str = "--mqtt-url") -> MqttUrl:
     """Parse ``mqtt://[user[:pw]@]host[:port]`` (default port 1883) or ``mqtts://`` (8883).
 
@@ -119,11 +129,8 @@ def parse_mqtt_url(url: str, option: str = "--mqtt-url") -> MqttUrl:
     MqttUrl(host='127.0.0.1', port=1884, username='dev', password='s@cret', tls=False, ca_file=None, insecure=False)
     """
     example = "e.g. mqtt://user:pw@127.0.0.1:1883 or mqtts://host:8883"
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as err:  # a non-numeric or out-of-range port
-        raise _bad(option, url, f"not a valid URL ({err}); {example}") from None
+    parts = _split(url, option, example)
+    port = parts.port
     if parts.scheme not in ("mqtt", "mqtts"):
         raise _bad(option, url, f"the scheme must be mqtt:// or mqtts://, {example}")
     if not parts.hostname:
@@ -154,11 +161,7 @@ def parse_mqtt_url(url: str, option: str = "--mqtt-url") -> MqttUrl:
 
 def parse_http_url(url: str, option: str = "--gateway-url") -> str:
     """Validate ``http(s)://host[:port]`` and return it without a trailing slash."""
-    try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as err:
-        raise _bad(option, url, f"not a valid URL ({err}); e.g. http://127.0.0.1:8081") from None
+    parts = _split(url, option, "e.g. http://127.0.0.1:8081")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _bad(
             option,
@@ -170,11 +173,7 @@ def parse_http_url(url: str, option: str = "--gateway-url") -> str:
 
 def parse_redis_url(url: str, option: str = "--redis-url") -> str:
     """Validate ``redis://host:port/db`` (or ``rediss://``, ``unix://``) and return it."""
-    try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as err:
-        raise _bad(option, url, f"not a valid URL ({err}); e.g. redis://127.0.0.1:6379/0") from None
+    parts = _split(url, option, "e.g. redis://127.0.0.1:6379/0")
     if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
         raise _bad(option, url, "expected redis://host:port/db, e.g. redis://127.0.0.1:6379/0")
     return url.strip()
