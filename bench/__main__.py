@@ -9,6 +9,7 @@ Commands:
   soak                 the whole stack at a steady rate for minutes: per-minute hop p50/p99, loss, RSS, CPU (bench/soak.py)
   e2e-floor            StompSubscriber p50 through the stack vs a bare paho pair (bench/e2e_floor.py)
   analyze-speed        analyze.py on a synthetic one-hour run (bench/analyze_speed.py)
+  telemetry-costs      µs per message of the envelope and the ledger (bench/telemetry_costs.py)
 
 With no command, runs mqtt-ratio and idle-devices with their defaults. Figures: bench/README.md.
 """
@@ -27,6 +28,7 @@ COMMANDS = {
     "soak": "bench.soak",
     "e2e-floor": "bench.e2e_floor",
     "analyze-speed": "bench.analyze_speed",
+    "telemetry-costs": "bench.telemetry_costs",
 }
 DEFAULT = ("mqtt-ratio", "idle-devices")
 
