@@ -7,6 +7,7 @@ Commands:
   mqtt-latency         PUBACK time and schedule lag well below capacity (bench/mqtt_latency.py)
   pipeline-throughput  sustained msg/s through the whole embedded stack (bench/pipeline_throughput.py)
   e2e-floor            StompSubscriber p50 through the stack vs a bare paho pair (bench/e2e_floor.py)
+  bridge-cost          the bridge's CPU µs per message and drain rate, MQTT -> Kafka (bench/bridge_cost.py)
   analyze-speed        analyze.py on a synthetic one-hour run (bench/analyze_speed.py)
 
 With no command, runs mqtt-ratio and idle-devices with their defaults. Figures: bench/README.md.
@@ -24,6 +25,7 @@ COMMANDS = {
     "mqtt-latency": "bench.mqtt_latency",
     "pipeline-throughput": "bench.pipeline_throughput",
     "e2e-floor": "bench.e2e_floor",
+    "bridge-cost": "bench.bridge_cost",
     "analyze-speed": "bench.analyze_speed",
 }
 DEFAULT = ("mqtt-ratio", "idle-devices")
