@@ -41,6 +41,27 @@ def _cpu(proc: psutil.Process) -> float:
     return t.user + t.system
 
 
+def _threads(proc: psutil.Process) -> dict[str, float]:
+    """CPU seconds per thread name (librdkafka names its threads ``rdk:...``)."""
+    out: dict[str, float] = {}
+    for t in proc.threads():
+        try:
+            name = Path(f"/proc/{proc.pid}/task/{t.id}/comm").read_text().strip()
+        except OSError:
+            continue
+        name = name.split("/")[0] if name.startswith("rdk:") else name
+        out[name] = out.get(name, 0.0) + t.user_time + t.system_time
+    return out
+
+
+def _listener(port: int) -> psutil.Process | None:
+    """The local process listening on ``port`` (the broker), if this user may see it."""
+    for conn in psutil.net_connections("tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            return psutil.Process(conn.pid)
+    return None
+
+
 def _publish(port: int, total: int, rate: float) -> None:
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=f"bridge-cost-{time.time_ns()}"
@@ -80,19 +101,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=50_000)
     p.add_argument("--rate", type=float, default=0, help="msg/s offered (0 = as fast as possible)")
     p.add_argument("--timeout", type=float, default=60, help="give up after this many seconds")
+    p.add_argument(
+        "--kafka-bootstrap", help="use this Kafka instead of starting the embedded broker"
+    )
     args = p.parse_args(argv)
     if args.messages <= 0 or args.rate < 0:
         p.error("--messages must be positive and --rate not negative")
 
-    stack = Stack.with_ports(auto=True, state_dir=Path(tempfile.mkdtemp(prefix="bench-bridge-")))
+    stack = Stack.with_ports(
+        auto=True,
+        state_dir=Path(tempfile.mkdtemp(prefix="bench-bridge-")),
+        kafka_bootstrap=args.kafka_bootstrap,
+    )
     try:
         for name in ("mosquitto", "kafka", "bridge"):
             stack.start_service(name)
         bridge = psutil.Process(stack.procs["bridge"].pid)
-        broker = psutil.Process(stack.procs["kafka"].pid)
+        broker = _listener(int(stack.urls["kafka"].split(",")[0].rsplit(":", 1)[1]))
         metrics = stack.urls["bridge_metrics"]
         base = _produced(metrics)
-        cpu0, broker0, t0 = _cpu(bridge), _cpu(broker), time.monotonic()
+        threads0 = _threads(bridge)
+        cpu0, broker0, t0 = _cpu(bridge), _cpu(broker) if broker else 0.0, time.monotonic()
         _publish(stack.ports["mqtt"], args.messages, args.rate)
         published_s = time.monotonic() - t0
         deadline = t0 + args.timeout
@@ -103,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
                 break
             time.sleep(0.1)
         elapsed = time.monotonic() - t0
-        cpu, broker_cpu = _cpu(bridge) - cpu0, _cpu(broker) - broker0
+        cpu = _cpu(bridge) - cpu0
+        broker_cpu = _cpu(broker) - broker0 if broker else float("nan")
+        threads = {n: c - threads0.get(n, 0.0) for n, c in _threads(bridge).items()}
     finally:
         stack.stop()
     print(
@@ -113,7 +144,13 @@ def main(argv: list[str] | None = None) -> int:
         f" -> {done / elapsed:,.0f} msg/s through the bridge\n"
         f"bridge CPU {cpu:.2f} s = {cpu / max(done, 1) * 1e6:.1f} µs/msg"
         f" ({cpu / elapsed * 100:.0f} % of a core); broker CPU {broker_cpu:.2f} s"
-        f" = {broker_cpu / max(done, 1) * 1e6:.1f} µs/msg"
+        f" = {broker_cpu / max(done, 1) * 1e6:.1f} µs/msg\n"
+        "bridge threads, µs/msg: "
+        + ", ".join(
+            f"{name} {c / max(done, 1) * 1e6:.1f}"
+            for name, c in sorted(threads.items(), key=lambda kv: -kv[1])
+            if c > 0.005
+        )
     )
     return 0 if done >= args.messages else 1
 

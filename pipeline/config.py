@@ -88,6 +88,12 @@ class Settings:
     stream_maxlen: int = 100_000  # entries kept in UPDATES_STREAM: the replay window
     max_payload_bytes: int = 64 * 1024
     bridge_buffer: int = 10_000
+    #: MQTT client id of the bridge: fixed, so its persistent session (and what
+    #: Mosquitto queued for it while it was away) survives a restart.
+    bridge_client_id: str = "pipeswarm-bridge"
+    #: How long the bridge's Kafka producer keeps retrying one record before it
+    #: reports a failure (which the bridge then retries again): outlasts a broker restart.
+    bridge_delivery_timeout_ms: int = 300_000
     push_mode: str = "stream"  # or "snapshot"
     snapshot_interval_ms: int = 1000
     client_queue: int = 10_000  # per WebSocket client, before slow-client drops
@@ -121,6 +127,10 @@ class Settings:
             stream_maxlen=_env_int("STREAM_MAXLEN", d.stream_maxlen),
             max_payload_bytes=_env_int("MAX_PAYLOAD_BYTES", d.max_payload_bytes),
             bridge_buffer=_env_int("BRIDGE_BUFFER", d.bridge_buffer),
+            bridge_client_id=os.environ.get("BRIDGE_CLIENT_ID") or d.bridge_client_id,
+            bridge_delivery_timeout_ms=_env_int(
+                "BRIDGE_DELIVERY_TIMEOUT_MS", d.bridge_delivery_timeout_ms
+            ),
             push_mode=push_mode,
             snapshot_interval_ms=_env_int("SNAPSHOT_INTERVAL_MS", d.snapshot_interval_ms),
             client_queue=_env_int("CLIENT_QUEUE", d.client_queue),
