@@ -2,7 +2,8 @@
 
 Starts Mosquitto, the Kafka-protocol broker and the bridge of its own on free
 ports (no consumer, no gateway), publishes ``--messages`` traced QoS1 messages
-from 50 devices as fast as one paho client can (or at ``--rate``), and waits
+from 50 devices as fast as one paho client can (or at ``--rate``; or all of
+them first while the bridge is paused, ``--backlog``), and waits
 until the bridge's ``pipeline_bridge_produced_messages_total`` says Kafka
 acknowledged all of them. The bridge's CPU (user + system, every thread, read
 from the process before and after) divided by the messages is the cost; the
@@ -102,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=0, help="msg/s offered (0 = as fast as possible)")
     p.add_argument("--timeout", type=float, default=60, help="give up after this many seconds")
     p.add_argument(
+        "--backlog",
+        action="store_true",
+        help="publish everything while the bridge is paused (SIGSTOP), then time its drain:\n"
+        "the bridge's own ceiling, whatever the publisher's speed",
+    )
+    p.add_argument(
         "--kafka-bootstrap", help="use this Kafka instead of starting the embedded broker"
     )
     args = p.parse_args(argv)
@@ -120,10 +127,18 @@ def main(argv: list[str] | None = None) -> int:
         broker = _listener(int(stack.urls["kafka"].split(",")[0].rsplit(":", 1)[1]))
         metrics = stack.urls["bridge_metrics"]
         base = _produced(metrics)
+        if args.backlog:
+            stack.pause("bridge")
+            t = time.monotonic()
+            _publish(stack.ports["mqtt"], args.messages, args.rate)
+            published_s = time.monotonic() - t
         threads0 = _threads(bridge)
         cpu0, broker0, t0 = _cpu(bridge), _cpu(broker) if broker else 0.0, time.monotonic()
-        _publish(stack.ports["mqtt"], args.messages, args.rate)
-        published_s = time.monotonic() - t0
+        if args.backlog:
+            stack.resume("bridge")
+        else:
+            _publish(stack.ports["mqtt"], args.messages, args.rate)
+            published_s = time.monotonic() - t0
         deadline = t0 + args.timeout
         done = 0.0
         while time.monotonic() < deadline:
@@ -140,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"messages {args.messages}, acknowledged by Kafka {int(done)}"
         f"{'' if done >= args.messages else '  (INCOMPLETE: timed out)'}\n"
-        f"published in {published_s:.2f} s; all acknowledged after {elapsed:.2f} s"
+        f"published in {published_s:.2f} s{' (bridge paused)' if args.backlog else ''};"
+        f" all acknowledged after {elapsed:.2f} s{' from resume' if args.backlog else ''}"
         f" -> {done / elapsed:,.0f} msg/s through the bridge\n"
         f"bridge CPU {cpu:.2f} s = {cpu / max(done, 1) * 1e6:.1f} µs/msg"
         f" ({cpu / elapsed * 100:.0f} % of a core); broker CPU {broker_cpu:.2f} s"
