@@ -56,6 +56,8 @@ def test_kafka_sigkilled_for_five_seconds_loses_nothing_and_keeps_per_device_ord
                 s.kill("kafka")  # SIGKILL: a crash, no clean shutdown
                 killed, killed_at = True, time.monotonic()
             if killed and not restarted and time.monotonic() - killed_at >= OUTAGE_S:
+                # The outage bit: records wait on Kafka, unacknowledged, none given up.
+                waiting = scraped(s.urls["bridge_metrics"], "pipeline_bridge_inflight_messages")
                 s.start_service("kafka")  # returns once the broker answers again
                 restarted = True
             d = devices[n % DEVICES]
@@ -67,6 +69,7 @@ def test_kafka_sigkilled_for_five_seconds_loses_nothing_and_keeps_per_device_ord
     finally:
         pub.loop_stop()
     assert killed and restarted
+    assert waiting > RATE  # about RATE * OUTAGE_S, capped by Mosquitto's in-flight window
 
     # Every message acknowledged by Kafka (the bridge PUBACKs only then) ...
     produced = 'pipeline_bridge_produced_messages_total{topic="mqtt-messages"}'
