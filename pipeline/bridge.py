@@ -285,7 +285,7 @@ class Bridge:
             log.critical("event=kafka_fatal error=%s (the producer cannot continue)", err)
             self.fatal = err
             self.stopping.set()
-        else:
+        elif err.code() != KafkaError._TRANSPORT:  # librdkafka logs each failed connect itself
             log.warning("event=kafka_error error=%s (librdkafka retries)", err)
 
     # -- lifecycle ------------------------------------------------------------------
