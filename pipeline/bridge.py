@@ -73,8 +73,9 @@ for _reason in _schema.REASONS:  # every series exists from the first scrape
 
 #: Longest wait before a failed record is produced again (doubling from 0.1 s).
 MAX_RETRY_DELAY_S = 5.0
-#: After SIGTERM: how long to wait for Kafka to acknowledge what is in flight.
-DRAIN_S = 10.0
+#: After SIGTERM: how long to wait for Kafka to acknowledge what is in flight
+#: (under the 8 s the stack gives a service before SIGKILL).
+DRAIN_S = 5.0
 
 
 class Received(NamedTuple):
@@ -83,6 +84,7 @@ class Received(NamedTuple):
     mid: int
     qos: int
     recv_ns: int
+    connection: int  # which MQTT connection it came in on (its mid means nothing on another)
 
 
 class Bridge:
@@ -90,6 +92,7 @@ class Bridge:
         self.settings = settings
         self.stopping = threading.Event()
         self.fatal: KafkaError | None = None
+        self._connection = 0  # +1 per MQTT (re)connect
         # Set after each poll() that served delivery reports: room in the producer queue.
         self._room = threading.Event()
         self._retries: list[tuple[float, int, str, bytes, bytes, Received, int]] = []
@@ -142,6 +145,7 @@ class Bridge:
         if reason.is_failure:
             log.warning("event=mqtt_connect_failed reason=%s", reason)
             return
+        self._connection += 1
         MQTT_CONNECTED.set(1)
         client.subscribe(SENSOR_FILTER, qos=1)
         READY.set(1)
@@ -162,7 +166,9 @@ class Bridge:
         RECEIVED.inc()
         if self.stopping.is_set():
             return  # not acknowledged: Mosquitto redelivers it to the next session
-        item = Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time_ns())
+        item = Received(
+            msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time_ns(), self._connection
+        )
         try:
             self._handle(item)
         except Exception:  # noqa: BLE001 - paho's thread must survive any one message
@@ -237,9 +243,13 @@ class Bridge:
             return
         self._produced[topic].inc()
         PRODUCE_LATENCY.observe((time.time_ns() - item.recv_ns) / 1e9)
-        if item.qos:
+        if item.qos and item.connection == self._connection:
             # PUBACK only once Kafka has it. paho queues the packet (a deque append)
             # and wakes its network thread through a socket pair: safe from here.
+            # A message from an earlier connection is not acknowledged: Mosquitto
+            # resends it on the resumed session (MQTT 3.1.1 section 4.4) and that copy
+            # is acknowledged; acking the old one too could hit a packet id Mosquitto
+            # has since given to a message Kafka does not have yet.
             self.mqtt.ack(item.mid, item.qos)
 
     def _failed(
