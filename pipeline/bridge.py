@@ -109,7 +109,7 @@ class Bridge:
                 # and a record counts as written once every in-sync replica has it.
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": 5,
+                "linger.ms": settings.bridge_linger_ms,
                 # librdkafka retries a record until this expires (a broker restart is
                 # seconds); only then does the delivery report carry the error.
                 "message.timeout.ms": settings.bridge_delivery_timeout_ms,

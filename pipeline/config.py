@@ -94,6 +94,11 @@ class Settings:
     #: How long the bridge's Kafka producer keeps retrying one record before it
     #: reports a failure (which the bridge then retries again): outlasts a broker restart.
     bridge_delivery_timeout_ms: int = 300_000
+    #: How long the bridge's producer waits to fill a batch: CPU per message against
+    #: latency added to the Kafka hop. Measured at 2,000 msg/s (bench bridge-cost),
+    #: bridge + broker CPU per message: 5 ms 222 + 94 µs, 10 ms 183 + 59 µs,
+    #: 20 ms 172 + 47 µs, 40 ms 137 + 26 µs.
+    bridge_linger_ms: int = 10
     push_mode: str = "stream"  # or "snapshot"
     snapshot_interval_ms: int = 1000
     client_queue: int = 10_000  # per WebSocket client, before slow-client drops
@@ -131,6 +136,7 @@ class Settings:
             bridge_delivery_timeout_ms=_env_int(
                 "BRIDGE_DELIVERY_TIMEOUT_MS", d.bridge_delivery_timeout_ms
             ),
+            bridge_linger_ms=_env_int("BRIDGE_LINGER_MS", d.bridge_linger_ms),
             push_mode=push_mode,
             snapshot_interval_ms=_env_int("SNAPSHOT_INTERVAL_MS", d.snapshot_interval_ms),
             client_queue=_env_int("CLIENT_QUEUE", d.client_queue),
