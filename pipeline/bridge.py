@@ -255,6 +255,10 @@ class Bridge:
     def _failed(
         self, topic: str, msg: Message, item: Received, attempt: int, err: KafkaError
     ) -> None:
+        """A record Kafka did not take within ``bridge_delivery_timeout_ms``: produce it
+        again later, still unacknowledged to MQTT. Nothing is dropped; per-device order
+        holds for outages shorter than that timeout (librdkafka's own retries keep it),
+        a record retried here may land behind later records of its device."""
         PRODUCE_ERRORS.inc()
         delay = min(0.1 * 2**attempt, MAX_RETRY_DELAY_S)
         if attempt == 0:
