@@ -6,6 +6,7 @@ Commands:
   mqtt-engines         paho on gevent's hub vs the lean client: msg/s per core, KB per connection (bench/mqtt_engines.py)
   mqtt-latency         PUBACK time and schedule lag well below capacity (bench/mqtt_latency.py)
   pipeline-throughput  sustained msg/s through the whole embedded stack (bench/pipeline_throughput.py)
+  soak                 the whole stack at a steady rate for minutes: per-minute hop p50/p99, loss, RSS, CPU (bench/soak.py)
   e2e-floor            StompSubscriber p50 through the stack vs a bare paho pair (bench/e2e_floor.py)
   bridge-cost          the bridge's CPU µs per message and drain rate, MQTT -> Kafka (bench/bridge_cost.py)
   analyze-speed        analyze.py on a synthetic one-hour run (bench/analyze_speed.py)
@@ -24,6 +25,7 @@ COMMANDS = {
     "mqtt-engines": "bench.mqtt_engines",
     "mqtt-latency": "bench.mqtt_latency",
     "pipeline-throughput": "bench.pipeline_throughput",
+    "soak": "bench.soak",
     "e2e-floor": "bench.e2e_floor",
     "bridge-cost": "bench.bridge_cost",
     "analyze-speed": "bench.analyze_speed",
