@@ -8,6 +8,7 @@ Commands:
   pipeline-throughput  sustained msg/s through the whole embedded stack (bench/pipeline_throughput.py)
   soak                 the whole stack at a steady rate for minutes: per-minute hop p50/p99, loss, RSS, CPU (bench/soak.py)
   e2e-floor            StompSubscriber p50 through the stack vs a bare paho pair (bench/e2e_floor.py)
+  bridge-cost          the bridge's CPU µs per message and drain rate, MQTT -> Kafka (bench/bridge_cost.py)
   analyze-speed        analyze.py on a synthetic one-hour run (bench/analyze_speed.py)
   telemetry-costs      µs per message of the envelope and the ledger (bench/telemetry_costs.py)
 
@@ -27,6 +28,7 @@ COMMANDS = {
     "pipeline-throughput": "bench.pipeline_throughput",
     "soak": "bench.soak",
     "e2e-floor": "bench.e2e_floor",
+    "bridge-cost": "bench.bridge_cost",
     "analyze-speed": "bench.analyze_speed",
     "telemetry-costs": "bench.telemetry_costs",
 }
