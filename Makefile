@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # command -> Debian package that provides it
 OS_TOOLS := mosquitto:mosquitto mosquitto_pub:mosquitto-clients redis-server:redis-server \
-            prometheus:prometheus promtool:prometheus chromium:chromium docker-compose:docker-compose
+            prometheus:prometheus promtool:prometheus chromium:chromium docker-compose:docker-compose \
+            java:default-jre-headless mvn:maven
 
 .PHONY: setup demo test test-fast up down status lint bench clean
 
@@ -15,6 +16,9 @@ setup: $(VENV)/.installed
 	  echo "setup: installing OS packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+	@# Apache Kafka's jars from Maven Central into ~/.cache/pipeswarm (skipped when there)
+	@$(PY) -c 'import sys; from pipeline import _kafka_server as k; sys.exit(0 if k.installed() else 1)' \
+	  || (echo "setup: fetching Apache Kafka with Maven"; $(PY) -m pipeline install-kafka)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -6,8 +6,11 @@ Commands:
   mqtt-engines         paho on gevent's hub vs the lean client: msg/s per core, KB per connection (bench/mqtt_engines.py)
   mqtt-latency         PUBACK time and schedule lag well below capacity (bench/mqtt_latency.py)
   pipeline-throughput  sustained msg/s through the whole embedded stack (bench/pipeline_throughput.py)
+  soak                 the whole stack at a steady rate for minutes: per-minute hop p50/p99, loss, RSS, CPU (bench/soak.py)
   e2e-floor            StompSubscriber p50 through the stack vs a bare paho pair (bench/e2e_floor.py)
+  bridge-cost          the bridge's CPU µs per message and drain rate, MQTT -> Kafka (bench/bridge_cost.py)
   analyze-speed        analyze.py on a synthetic one-hour run (bench/analyze_speed.py)
+  telemetry-costs      µs per message of the envelope and the ledger (bench/telemetry_costs.py)
 
 With no command, runs mqtt-ratio and idle-devices with their defaults. Figures: bench/README.md.
 """
@@ -23,8 +26,11 @@ COMMANDS = {
     "mqtt-engines": "bench.mqtt_engines",
     "mqtt-latency": "bench.mqtt_latency",
     "pipeline-throughput": "bench.pipeline_throughput",
+    "soak": "bench.soak",
     "e2e-floor": "bench.e2e_floor",
+    "bridge-cost": "bench.bridge_cost",
     "analyze-speed": "bench.analyze_speed",
+    "telemetry-costs": "bench.telemetry_costs",
 }
 DEFAULT = ("mqtt-ratio", "idle-devices")
 

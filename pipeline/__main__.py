@@ -1,4 +1,8 @@
-"""`python -m pipeline up|down|status`: the embedded stack from the command line."""
+"""`python -m pipeline up|down|status|kill|stop|start|restart|pause|resume|install-kafka`.
+
+The embedded stack from the command line: start it, look at it, and act on one
+part of it while it runs (what the fault tests and fault scenarios do).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,28 @@ import sys
 import threading
 from pathlib import Path
 
+from pipeline import _kafka_server
+from pipeline.config import Settings
 from pipeline.exceptions import PipelineError
-from pipeline.stack import PORTS, Stack
+from pipeline.stack import COMPONENTS, PORTS, STALL_WINDOW_S, Stack
+
+#: command -> what it does to one component of the running stack
+ACTIONS = {
+    "kill": "SIGKILL it (a crash); `start` brings it back",
+    "stop": "stop it gracefully (SIGTERM)",
+    "start": "start it again (no-op while it runs)",
+    "restart": "stop gracefully, then start",
+    "pause": "SIGSTOP it: alive, holding its sockets, doing nothing",
+    "resume": "SIGCONT a paused component",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    defaults = Settings()
     up = sub.add_parser(
-        "up", help="start Mosquitto, Redis, Kafka (Tansu), bridge, consumer, gateway"
+        "up", help="start Mosquitto, Redis, Apache Kafka, bridge, consumer(s), gateway"
     )
     up.add_argument("--detach", action="store_true", help="return once healthy; `down` stops it")
     up.add_argument(
@@ -33,16 +50,52 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--kafka-bootstrap",
         default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
-        help="use this Kafka instead of the embedded Tansu (env KAFKA_BOOTSTRAP_SERVERS)",
+        help="use this Kafka instead of the embedded Apache Kafka (env KAFKA_BOOTSTRAP_SERVERS)",
     )
     up.add_argument(
         "--push-mode", choices=["stream", "snapshot"], default=os.environ.get("PUSH_MODE", "stream")
     )
-    up.add_argument("--snapshot-interval-ms", type=int, default=1000)
-    up.add_argument("--partitions", type=int, default=8, help="partitions of mqtt-messages")
-    up.add_argument("--redis-ttl", type=int, default=3600, help="TTL of latest coordinates, s")
-    for name in ("down", "status"):
-        sub.add_parser(name)
+    up.add_argument("--snapshot-interval-ms", type=int, default=defaults.snapshot_interval_ms)
+    up.add_argument(
+        "--partitions",
+        type=_positive,
+        default=defaults.kafka_partitions,
+        help=f"partitions of mqtt-messages (default {defaults.kafka_partitions})",
+    )
+    up.add_argument(
+        "--consumers",
+        type=_positive,
+        default=1,
+        help="consumer processes in one group (at most --partitions do work)",
+    )
+    up.add_argument(
+        "--redis-ttl",
+        type=_positive,
+        default=defaults.redis_ttl_s,
+        help=f"TTL of latest coordinates, s (default {defaults.redis_ttl_s})",
+    )
+    down = sub.add_parser("down", help="stop the stack and remove its data")
+    down.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="keep Kafka's log, Mosquitto's persistence and Redis's AOF in the state dir",
+    )
+    status = sub.add_parser("status", help="healthy / down / paused / stalled per part")
+    status.add_argument(
+        "--window",
+        type=float,
+        default=STALL_WINDOW_S,
+        help=f"seconds to watch for progress (default {STALL_WINDOW_S}; 0: liveness only)",
+    )
+    for action, what in ACTIONS.items():
+        one = sub.add_parser(action, help=f"{what}")
+        one.add_argument(
+            "component",
+            choices=[*COMPONENTS],
+            metavar="COMPONENT",
+            help=f"one of {', '.join(COMPONENTS)}",
+        )
+    sub.add_parser("install-kafka", help="fetch the pinned Apache Kafka jars with Maven")
     p.add_argument(
         "--state-dir",
         type=Path,
@@ -52,11 +105,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _print_endpoints(stack: Stack) -> None:
     u = stack.urls
     print("pipeswarm embedded pipeline is up:")
     print(f"  MQTT       {u['mqtt']}   (devices publish sensors/<id>/coordinates)")
     print(f"  Kafka      {u['kafka']}   (topic mqtt-messages, {stack.partitions} partitions)")
+    if stack.consumers > 1:
+        print(f"  consumers  {stack.consumers} processes in group pipeswarm-consumer")
     print(f"  Redis      {u['redis']}")
     print(f"  gateway    {u['gateway']}   (REST /api, Swagger UI /docs)")
     print(f"  WebSocket  {u['gateway'].replace('http', 'ws')}/coordinates")
@@ -70,18 +132,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             return _up(args)
+        if args.command == "install-kafka":
+            print(f"Apache Kafka {_kafka_server.KAFKA_VERSION}: {_kafka_server.install()}")
+            return 0
         if args.command == "down":
-            Stack.load(args.state_dir).stop()
+            Stack.load(args.state_dir).stop(remove_data=not args.keep_data)
             print("pipeswarm embedded pipeline stopped.")
             return 0
         stack = Stack.load(args.state_dir)
-        health = stack.status()
-        for name, ok in health.items():
-            print(f"  {name:<10} {'healthy' if ok else 'DOWN'}")
-        return 0 if all(health.values()) else 1
+        if args.command in ACTIONS:
+            return _act(stack, args.command, args.component)
+        health = stack.status(window=args.window)
+        for name, state in health.items():
+            print(f"  {name:<10} {state}")
+        return 0 if all(state == "healthy" for state in health.values()) else 1
     except PipelineError as exc:
         print(f"pipeline: {exc}", file=sys.stderr)
         return 2
+
+
+def _act(stack: Stack, action: str, component: str) -> int:
+    method = {"stop": stack.stop_service, "start": stack.start_service}.get(action)
+    (method or getattr(stack, action))(component)
+    stack.save()
+    print(f"pipeline: {action} {component}: done")
+    return 0
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -104,6 +179,7 @@ def _up(args: argparse.Namespace) -> int:
         snapshot_interval_ms=args.snapshot_interval_ms,
         partitions=args.partitions,
         redis_ttl_s=args.redis_ttl,
+        consumers=args.consumers,
     )
     stack.start()
     _print_endpoints(stack)

@@ -1,4 +1,4 @@
-"""Kafka helpers shared by the bridge and the consumer (kafka-python)."""
+"""Kafka helpers shared by the stack, the bridge and the consumer (kafka-python admin)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ log = logging.getLogger(__name__)
 def ensure_topics(bootstrap: str, topics: dict[str, int], timeout: float = 30.0) -> None:
     """Create each topic with its partition count unless it exists.
 
-    Tansu (the embedded broker) needs topics created before producing
-    (DESIGN.md, "Known broker facts"); on a real cluster this is idempotent.
+    The embedded Apache Kafka runs with ``auto.create.topics.enable=false`` (a
+    typo must not create a topic), and a producer to a missing topic waits and
+    then fails, so the services create theirs first; where they exist (any
+    cluster, any restart) this only lists them.
     """
     deadline = time.monotonic() + timeout
     while True:

@@ -28,7 +28,9 @@ def make_client(
         client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
     client.reconnect_delay_set(min_delay=1, max_delay=10)
 
-    # paho never sets TCP_NODELAY; small publishes then wait on Nagle (DESIGN.md).
+    # paho never sets TCP_NODELAY, so a small packet (a PUBLISH, a PUBACK) can wait
+    # for the previous one's ACK (Nagle + delayed ACK): measured here under gevent,
+    # publish -> receive p50 went from 10.1 ms to 0.125 ms with it set.
     def _nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
         if isinstance(sock, socket.socket):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -143,6 +143,17 @@ class Proc:
         if p is not None:
             p.send_signal(sig)
 
+    def kill(self) -> None:
+        """SIGKILL and wait until it is gone; only if the PID is still ours."""
+        p = self._process()
+        if p is None:
+            return
+        try:
+            p.kill()
+            p.wait(10)
+        except psutil.NoSuchProcess:
+            pass
+
     def stop(self, timeout: float = 8.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`; only if the PID is still ours."""
         p = self._process()

@@ -9,7 +9,9 @@ reach Redis, and nothing it accepts can make a later stage fail.
 - The topic is the identity: ``sensors/{id}/coordinates`` (or the Kafka key).
   A payload without ``device_id`` (the original IoT server's format) gets it
   filled in; one whose ``device_id`` differs is ``device_mismatch``.
-- ``x``, ``y`` and ``timestamp`` are finite numbers (``schema`` otherwise).
+- ``x``, ``y`` and ``timestamp`` are finite numbers (``schema`` otherwise), and
+  no number anywhere is NaN, Infinity or out of float range (``schema``): they
+  would decode, then make the next stage's ``dumps`` fail.
 - JSON nested deeper than :data:`MAX_DEPTH` is ``too_deep``: checked on the raw
   bytes *before* decoding, because a 2 KB message nested ~1,000 deep makes
   ``json`` raise RecursionError in whatever stage touches it next.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 #: Deepest JSON nesting accepted (the envelope itself needs 3: {trace: {hops: {}}}).
 MAX_DEPTH = 32
@@ -72,10 +74,30 @@ def depth(payload: bytes) -> int:
     return deepest
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # "1e400" decodes to inf
+        raise Rejected("schema", f"number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise Rejected("schema", f"{name} is not a finite number")
+
+
+# One decoder built once: json.loads(..., parse_float=...) would build one per call.
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
+
+
 def _finite_number(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    )
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class Decoded(NamedTuple):
+    """What :func:`decode` accepted: the message, and whether ``device_id`` was filled in."""
+
+    message: dict[str, Any]
+    filled: bool
 
 
 def parse(payload: bytes, device_id: str | None, max_bytes: int) -> dict[str, Any]:
@@ -84,29 +106,38 @@ def parse(payload: bytes, device_id: str | None, max_bytes: int) -> dict[str, An
     ``device_id`` is the identity the transport gives (topic or Kafka key), or
     None when it gives none. Raises :class:`Rejected` with the reason.
     """
+    return decode(payload, device_id, max_bytes).message
+
+
+def decode(payload: bytes, device_id: str | None, max_bytes: int) -> Decoded:
+    """:func:`parse`, also saying whether ``device_id`` was filled in from the transport
+    (the message then differs from ``payload`` and must be re-serialised to pass on)."""
     if len(payload) > max_bytes:
         raise Rejected("oversize", f"{len(payload)} bytes > {max_bytes}")
     if depth(payload) > MAX_DEPTH:
         raise Rejected("too_deep", f"JSON nested deeper than {MAX_DEPTH}")
     try:
-        message = json.loads(payload)
+        message = _DECODER.decode(payload.decode("utf-8"))
+    except Rejected:
+        raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise Rejected("malformed_json", str(exc)[:200]) from None
     if not isinstance(message, dict):
         raise Rejected("malformed_json", "not a JSON object")
     claimed = message.get("device_id")
+    filled = False
     if device_id is None:
         if not isinstance(claimed, str) or not claimed:
             raise Rejected("missing_device_id")
-        device_id = claimed
     elif claimed is None:
         message["device_id"] = device_id
+        filled = True
     elif claimed != device_id:
         raise Rejected("device_mismatch", f"payload says {claimed!r}, topic says {device_id!r}")
     for name in NUMBER_FIELDS:
         if not _finite_number(message.get(name)):
             raise Rejected("schema", f"{name} must be a finite number")
-    return message
+    return Decoded(message, filled)
 
 
 def dumps(message: dict[str, Any]) -> bytes:

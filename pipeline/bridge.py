@@ -1,15 +1,21 @@
 """The bridge: MQTT `sensors/+/coordinates` -> Kafka `mqtt-messages`.
 
-Reception never waits on Kafka. The MQTT network thread only appends to a
-bounded buffer; a producer thread validates, stamps `trace.hops.bridge` and
-produces keyed by device id. The bridge holds a persistent QoS1 session and
-acknowledges each PUBLISH (manual PUBACK) only once Kafka has the record, so
-what Mosquitto counts as delivered to the bridge is in Kafka: a bridge crash
-loses nothing, and back-pressure shows up as Mosquitto's in-flight window
-(`max_inflight_messages`) filling instead of as silent drops.
+The topic is the device's identity: each message is checked at the edge
+(`pipeline._schema`: size, nesting, JSON, device id, finite x/y/timestamp),
+gets the id from its topic when it carries none (the original IoT server's
+devices send none), gets `trace.hops.bridge` stamped when it carries a trace,
+and is produced keyed by device id. What the checks reject goes to
+`mqtt-messages-dlq` with the reason, counted.
 
-Bad input is data: malformed JSON, oversize payloads and payloads without a
-device id go to `mqtt-messages-dlq` with the reason, counted.
+Threads: paho's network thread decodes and hands each record to the
+confluent-kafka producer (`produce()` only queues it in librdkafka, it never
+waits on the broker); the thread that called `run()` serves the delivery
+reports with `producer.poll()`. A QoS1 PUBLISH is acknowledged to Mosquitto
+(manual PUBACK) only from its delivery report, i.e. once Kafka has the record
+on every in-sync replica (idempotent producer, acks=all): a bridge crash or a
+broker outage loses nothing, Mosquitto redelivers what was never acknowledged
+on the bridge's persistent session, and back-pressure shows up as Mosquitto's
+in-flight window (`max_inflight_messages`) filling instead of as drops.
 
     MQTT_URL=mqtt://127.0.0.1:1883 KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 \
         python -m pipeline.bridge
@@ -18,18 +24,20 @@ device id go to `mqtt-messages-dlq` with the reason, counted.
 from __future__ import annotations
 
 import base64
+import functools
+import heapq
+import itertools
 import json
 import logging
-import os
-import queue
 import threading
 import time
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
-from kafka import KafkaProducer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter, Gauge, Histogram
 
+from pipeline import _schema
 from pipeline._kafka import ensure_topics
 from pipeline._mqtt import make_client
 from pipeline._procs import run_threaded_service
@@ -46,9 +54,11 @@ DLQ = Counter("pipeline_bridge_dlq_messages_total", "Messages sent to the DLQ", 
 PRODUCE_ERRORS = Counter("pipeline_bridge_produce_errors_total", "Kafka produce failures (retried)")
 BACKPRESSURE = Counter(
     "pipeline_bridge_backpressure_total",
-    "Times the buffer was full and reception had to wait for Kafka",
+    "Times the producer queue was full and reception had to wait for Kafka",
 )
-BUFFERED = Gauge("pipeline_bridge_buffer_messages", "Messages waiting for the producer thread")
+BUFFERED = Gauge(
+    "pipeline_bridge_buffer_messages", "Records held by the bridge, waiting to be produced again"
+)
 INFLIGHT = Gauge("pipeline_bridge_inflight_messages", "Produced, not yet acknowledged by Kafka")
 PRODUCE_LATENCY = Histogram(
     "pipeline_bridge_produce_latency_seconds",
@@ -58,9 +68,14 @@ PRODUCE_LATENCY = Histogram(
 MQTT_CONNECTED = Gauge("pipeline_bridge_mqtt_connected", "1 while connected to MQTT")
 READY = Gauge("pipeline_bridge_ready", "1 once subscribed to MQTT and connected to Kafka")
 
-DLQ_REASONS = ("oversize", "malformed_json", "missing_device_id", "internal_error")
-for _reason in DLQ_REASONS:  # every series exists from the first scrape
+for _reason in _schema.REASONS:  # every series exists from the first scrape
     DLQ.labels(_reason)
+
+#: Longest wait before a failed record is produced again (doubling from 0.1 s).
+MAX_RETRY_DELAY_S = 5.0
+#: After SIGTERM: how long to wait for Kafka to acknowledge what is in flight
+#: (under the 8 s the stack gives a service before SIGKILL).
+DRAIN_S = 5.0
 
 
 class Received(NamedTuple):
@@ -69,48 +84,68 @@ class Received(NamedTuple):
     mid: int
     qos: int
     recv_ns: int
+    connection: int  # which MQTT connection it came in on (its mid means nothing on another)
 
 
 class Bridge:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.buffer: queue.Queue[Received | None] = queue.Queue(settings.bridge_buffer)
         self.stopping = threading.Event()
+        self.fatal: KafkaError | None = None
+        self._connection = 0  # +1 per MQTT (re)connect
+        # Set after each poll() that served delivery reports: room in the producer queue.
+        self._room = threading.Event()
+        self._retries: list[tuple[float, int, str, bytes, bytes, Received, int]] = []
+        self._order = itertools.count()
         ensure_topics(
             settings.kafka_bootstrap,
             {settings.kafka_topic: settings.kafka_partitions, settings.kafka_dlq_topic: 1},
         )
-        self.producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            client_id="pipeswarm-bridge",
-            acks=1,
-            linger_ms=2,
-            batch_size=256 * 1024,
-            retries=5,
-            max_request_size=max(1024 * 1024, settings.max_payload_bytes * 2),
+        self.producer = Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "client.id": settings.bridge_client_id,
+                # Per-device order through retries, no duplicates from retries,
+                # and a record counts as written once every in-sync replica has it.
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": settings.bridge_linger_ms,
+                # librdkafka retries a record until this expires (a broker restart is
+                # seconds); only then does the delivery report carry the error.
+                "message.timeout.ms": settings.bridge_delivery_timeout_ms,
+                "queue.buffering.max.messages": settings.bridge_buffer,
+                "message.max.bytes": max(1_000_000, 2 * settings.max_payload_bytes + 4096),
+                # The partition of a key as the Java client (and kafka-python, and a
+                # Spring Boot producer on the same topic) computes it.
+                "partitioner": "murmur2_random",
+                "error_cb": self._kafka_error,
+            }
         )
         self.mqtt = make_client(
             settings.mqtt,
-            client_id=os.environ.get("BRIDGE_CLIENT_ID", "pipeswarm-bridge"),
+            client_id=settings.bridge_client_id,
             clean_session=False,  # persistent session: Mosquitto queues while we are away
             manual_ack=True,
         )
         self.mqtt.max_inflight_messages_set(1000)
-        for topic in (settings.kafka_topic, settings.kafka_dlq_topic):
-            PRODUCED.labels(topic)
+        self._produced = {
+            topic: PRODUCED.labels(topic)
+            for topic in (settings.kafka_topic, settings.kafka_dlq_topic)
+        }
+        INFLIGHT.set_function(lambda: len(self.producer))
+        BUFFERED.set_function(lambda: len(self._retries))
         self.mqtt.on_connect = self._on_connect
         self.mqtt.on_disconnect = self._on_disconnect
         self.mqtt.on_message = self._on_message
-        self._inflight = 0
-        self._lock = threading.Lock()
 
-    # -- MQTT thread: never blocks on Kafka ---------------------------------
+    # -- MQTT network thread: decode, check, queue for Kafka; never waits on it --
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         if reason.is_failure:
             log.warning("event=mqtt_connect_failed reason=%s", reason)
             return
+        self._connection += 1
         MQTT_CONNECTED.set(1)
         client.subscribe(SENSOR_FILTER, qos=1)
         READY.set(1)
@@ -129,47 +164,38 @@ class Bridge:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         RECEIVED.inc()
-        item = Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time_ns())
+        if self.stopping.is_set():
+            return  # not acknowledged: Mosquitto redelivers it to the next session
+        item = Received(
+            msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time_ns(), self._connection
+        )
         try:
-            self.buffer.put_nowait(item)
-        except queue.Full:
-            # Only QoS0 traffic can get here: QoS1/2 is bounded by the in-flight window.
-            BACKPRESSURE.inc()
-            self.buffer.put(item)
-        BUFFERED.set(self.buffer.qsize())
-
-    # -- producer thread ------------------------------------------------------
-    def _produce_loop(self) -> None:
-        while True:
-            item = self.buffer.get()
-            if item is None:
-                return
+            self._handle(item)
+        except Exception:  # noqa: BLE001 - paho's thread must survive any one message
+            log.exception("event=bridge_handle_failed topic=%s", item.topic)
             try:
-                self._handle(item)
-            except Exception:  # noqa: BLE001 - one bad record must not stop the bridge
-                log.exception("event=bridge_handle_failed topic=%s", item.topic)
-                self._dead_letter(item, "internal_error")
+                self._dead_letter(item, "internal_error", "see the bridge log")
+            except Exception:  # noqa: BLE001
+                # Left unacknowledged: Mosquitto redelivers it to the next session.
+                log.exception("event=bridge_dead_letter_failed topic=%s", item.topic)
 
     def _handle(self, item: Received) -> None:
-        s = self.settings
-        if len(item.payload) > s.max_payload_bytes:
-            return self._dead_letter(item, "oversize")
+        device_id = _schema.device_from_topic(item.topic)
+        if device_id is None:  # sensors//coordinates: the topic names no device
+            return self._dead_letter(item, "missing_device_id", "empty device in topic")
         try:
-            message = json.loads(item.payload)
-        except (UnicodeDecodeError, ValueError):
-            return self._dead_letter(item, "malformed_json")
-        if not isinstance(message, dict):
-            return self._dead_letter(item, "malformed_json")
-        device_id = message.get("device_id")
-        if not isinstance(device_id, str) or not device_id:
-            return self._dead_letter(item, "missing_device_id")
-        if stamp(message, "bridge"):
-            value = json.dumps(message, separators=(",", ":")).encode()
+            message, filled = _schema.decode(
+                item.payload, device_id, self.settings.max_payload_bytes
+            )
+        except _schema.Rejected as exc:
+            return self._dead_letter(item, exc.reason, str(exc))
+        if stamp(message, "bridge") or filled:
+            value = _schema.dumps(message)
         else:
-            value = item.payload  # no trace: pass through byte for byte
-        self._send(s.kafka_topic, device_id.encode(), value, item)
+            value = item.payload  # unchanged: pass through byte for byte
+        self._produce(self.settings.kafka_topic, device_id.encode(), value, item)
 
-    def _dead_letter(self, item: Received, reason: str) -> None:
+    def _dead_letter(self, item: Received, reason: str, detail: str) -> None:
         payload = item.payload[: self.settings.max_payload_bytes]
         try:
             text: dict[str, Any] = {"payload": payload.decode("utf-8")}
@@ -177,6 +203,7 @@ class Bridge:
             text = {"payload_base64": base64.b64encode(payload).decode()}
         record = {
             "reason": reason,
+            "detail": detail[:300],
             "topic": item.topic,
             "size": len(item.payload),
             "truncated": len(item.payload) > len(payload),
@@ -185,56 +212,120 @@ class Bridge:
         }
         DLQ.labels(reason).inc()
         value = json.dumps(record, separators=(",", ":")).encode()
-        self._send(self.settings.kafka_dlq_topic, item.topic.encode(), value, item)
+        self._produce(self.settings.kafka_dlq_topic, item.topic.encode(), value, item)
 
-    def _send(self, topic: str, key: bytes, value: bytes, item: Received, attempt: int = 0) -> None:
-        with self._lock:
-            self._inflight += 1
-            INFLIGHT.set(self._inflight)
-        future = self.producer.send(topic, key=key, value=value)
-        future.add_callback(self._delivered, topic, item)
-        future.add_errback(self._failed, topic, key, value, item, attempt)
+    def _produce(
+        self, topic: str, key: bytes, value: bytes, item: Received, attempt: int = 0
+    ) -> None:
+        report = functools.partial(self._delivered, item, attempt)
+        try:
+            self.producer.produce(topic, value, key, on_delivery=report)
+            return
+        except BufferError:
+            # Only QoS0 traffic can fill the queue: QoS1 is bounded by Mosquitto's
+            # in-flight window (1000), far below queue.buffering.max.messages.
+            BACKPRESSURE.inc()
+        while not self.stopping.is_set():  # if stopping: unacknowledged, redelivered later
+            self._room.clear()
+            try:
+                self.producer.produce(topic, value, key, on_delivery=report)
+                return
+            except BufferError:
+                self._room.wait(0.1)
 
-    def _delivered(self, topic: str, item: Received, _metadata: Any) -> None:
-        with self._lock:
-            self._inflight -= 1
-            INFLIGHT.set(self._inflight)
-        PRODUCED.labels(topic).inc()
+    # -- the producer thread: delivery reports, retries ---------------------------
+    def _delivered(
+        self, item: Received, attempt: int, err: KafkaError | None, msg: Message
+    ) -> None:
+        topic = msg.topic() or ""
+        if err is not None:
+            self._failed(topic, msg, item, attempt, err)
+            return
+        self._produced[topic].inc()
         PRODUCE_LATENCY.observe((time.time_ns() - item.recv_ns) / 1e9)
-        if item.qos:
-            self.mqtt.ack(item.mid, item.qos)  # PUBACK only once Kafka has it
+        if item.qos and item.connection == self._connection:
+            # PUBACK only once Kafka has it. paho queues the packet (a deque append)
+            # and wakes its network thread through a socket pair: safe from here.
+            # A message from an earlier connection is not acknowledged: Mosquitto
+            # resends it on the resumed session (MQTT 3.1.1 section 4.4) and that copy
+            # is acknowledged; acking the old one too could hit a packet id Mosquitto
+            # has since given to a message Kafka does not have yet.
+            self.mqtt.ack(item.mid, item.qos)
 
     def _failed(
-        self, topic: str, key: bytes, value: bytes, item: Received, attempt: int, exc: BaseException
+        self, topic: str, msg: Message, item: Received, attempt: int, err: KafkaError
     ) -> None:
-        with self._lock:
-            self._inflight -= 1
+        """A record Kafka did not take within ``bridge_delivery_timeout_ms``: produce it
+        again later, still unacknowledged to MQTT. Nothing is dropped; per-device order
+        holds for outages shorter than that timeout (librdkafka's own retries keep it),
+        a record retried here may land behind later records of its device."""
         PRODUCE_ERRORS.inc()
-        delay = min(0.1 * 2**attempt, 5.0)
+        delay = min(0.1 * 2**attempt, MAX_RETRY_DELAY_S)
         if attempt == 0:
             log.warning(
-                "event=kafka_produce_failed topic=%s error=%r retry_in=%.1fs", topic, exc, delay
+                "event=kafka_produce_failed topic=%s error=%s retry_in=%.1fs", topic, err, delay
             )
-        if not self.stopping.is_set():
-            timer = threading.Timer(delay, self._send, (topic, key, value, item, attempt + 1))
-            timer.daemon = True
-            timer.start()
+        entry = (
+            time.monotonic() + delay,
+            next(self._order),
+            topic,
+            msg.key() or b"",
+            msg.value() or b"",
+            item,
+            attempt + 1,
+        )
+        heapq.heappush(self._retries, entry)
 
-    # -- lifecycle ------------------------------------------------------------
+    def _retry_due(self) -> float:
+        """Produce the records whose retry time has come; return seconds to the next one."""
+        now = time.monotonic()
+        while self._retries and self._retries[0][0] <= now:
+            _, _, topic, key, value, item, attempt = heapq.heappop(self._retries)
+            try:
+                self.producer.produce(
+                    topic, value, key, on_delivery=functools.partial(self._delivered, item, attempt)
+                )
+            except (BufferError, KafkaException) as exc:
+                heapq.heappush(
+                    self._retries,
+                    (now + MAX_RETRY_DELAY_S, next(self._order), topic, key, value, item, attempt),
+                )
+                log.warning("event=kafka_retry_deferred topic=%s error=%s", topic, exc)
+                break
+        return self._retries[0][0] - now if self._retries else 1.0
+
+    def _kafka_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            log.critical("event=kafka_fatal error=%s (the producer cannot continue)", err)
+            self.fatal = err
+            self.stopping.set()
+        elif err.code() != KafkaError._TRANSPORT:  # librdkafka logs each failed connect itself
+            log.warning("event=kafka_error error=%s (librdkafka retries)", err)
+
+    # -- lifecycle ------------------------------------------------------------------
     def run(self) -> None:
-        worker = threading.Thread(target=self._produce_loop, name="producer", daemon=True)
-        worker.start()
+        """Receive until ``stopping`` is set, serving delivery reports on this thread."""
         target = self.settings.mqtt
         self.mqtt.connect_async(target.host, target.port, keepalive=30)
         self.mqtt.loop_start()
-        self.stopping.wait()
-        # Stop receiving, drain the buffer into Kafka, then close.
+        drain_until = None
+        while True:
+            wait = min(0.1, max(0.0, self._retry_due()))
+            if self.producer.poll(wait):
+                self._room.set()
+            if self.stopping.is_set():
+                # Reception stopped (on_message no longer produces); what Kafka
+                # acknowledges now is still PUBACKed, the rest is redelivered later.
+                drain_until = drain_until or time.monotonic() + DRAIN_S
+                if self.fatal or not len(self.producer) or time.monotonic() > drain_until:
+                    break
         self.mqtt.disconnect()
         self.mqtt.loop_stop()
-        self.buffer.put(None)
-        worker.join(10)
-        self.producer.flush(10)
-        self.producer.close(5)
+        left = len(self.producer) + len(self._retries)
+        if left:
+            log.warning("event=bridge_stopped unacknowledged=%d (Mosquitto redelivers them)", left)
+        if self.fatal is not None:
+            raise SystemExit(f"bridge: Kafka producer failed: {self.fatal}")
 
 
 def main() -> None:

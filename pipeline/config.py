@@ -92,6 +92,17 @@ class Settings:
     stream_maxlen: int = 100_000  # entries kept in UPDATES_STREAM: the replay window
     max_payload_bytes: int = 64 * 1024
     bridge_buffer: int = 10_000
+    #: MQTT client id of the bridge: fixed, so its persistent session (and what
+    #: Mosquitto queued for it while it was away) survives a restart.
+    bridge_client_id: str = "pipeswarm-bridge"
+    #: How long the bridge's Kafka producer keeps retrying one record before it
+    #: reports a failure (which the bridge then retries again): outlasts a broker restart.
+    bridge_delivery_timeout_ms: int = 300_000
+    #: How long the bridge's producer waits to fill a batch: CPU per message against
+    #: latency added to the Kafka hop. Measured at 2,000 msg/s (bench bridge-cost),
+    #: bridge + broker CPU per message: 5 ms 222 + 94 µs, 10 ms 183 + 59 µs,
+    #: 20 ms 172 + 47 µs, 40 ms 137 + 26 µs.
+    bridge_linger_ms: int = 10
     push_mode: str = "stream"  # or "snapshot"
     snapshot_interval_ms: int = 1000
     client_queue: int = 10_000  # per WebSocket client, before slow-client drops
@@ -129,6 +140,11 @@ class Settings:
             stream_maxlen=_env_int("STREAM_MAXLEN", d.stream_maxlen),
             max_payload_bytes=_env_int("MAX_PAYLOAD_BYTES", d.max_payload_bytes),
             bridge_buffer=_env_int("BRIDGE_BUFFER", d.bridge_buffer),
+            bridge_client_id=os.environ.get("BRIDGE_CLIENT_ID") or d.bridge_client_id,
+            bridge_delivery_timeout_ms=_env_int(
+                "BRIDGE_DELIVERY_TIMEOUT_MS", d.bridge_delivery_timeout_ms
+            ),
+            bridge_linger_ms=_env_int("BRIDGE_LINGER_MS", d.bridge_linger_ms),
             push_mode=push_mode,
             snapshot_interval_ms=_env_int("SNAPSHOT_INTERVAL_MS", d.snapshot_interval_ms),
             client_queue=_env_int("CLIENT_QUEUE", d.client_queue),

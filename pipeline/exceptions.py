@@ -2,10 +2,11 @@
 
     PipelineError
      ├── PortTaken        a port the stack wants is already bound
-     ├── BinaryMissing    mosquitto / redis-server / tansu not found
+     ├── BinaryMissing    mosquitto, redis-server, java or the Kafka jars not found
      ├── KafkaUnreachable an external KAFKA_BOOTSTRAP_SERVERS does not answer
      ├── StartupFailed    a service did not become healthy in time
-     └── StackNotRunning  `down`/`status` with no state file
+     ├── StackNotRunning  `down`/`status` with no state file
+     └── UnknownComponent `kill`/`start`/… of a part the stack does not have
 
 Each carries one sentence a user can act on; the CLI prints it and exits 2.
 """
@@ -34,4 +35,8 @@ class StartupFailed(PipelineError):
 
 
 class StackNotRunning(PipelineError):
+    pass
+
+
+class UnknownComponent(PipelineError):
     pass

@@ -27,8 +27,9 @@ from matplotlib.figure import Figure
 from report._hdr import buckets
 from report._health import HOT_CPU_PERCENT
 from report._load import LocustCsv, Run, TimeseriesRow
-from report._tables import LEGS, PathTables, hop_key
+from report._tables import PathTables, hop_key
 from telemetry.hdr import Histogram
+from telemetry.stages import LEG_COLOUR, split_path
 
 __all__ = ["CHART_NAMES", "Chart", "render_charts"]
 
@@ -51,7 +52,6 @@ _STYLE: dict[str, Any] = {
     "lines.linewidth": 1.3,
 }
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
-_LEG_COLOURS = {"mqtt": "#4c78a8", "kafka": "#f58518", "redis": "#e45756", "push": "#72b7b2"}
 _WIDTH_IN = 9.0
 
 
@@ -143,7 +143,7 @@ def _throughput(run: Run, clock: _Clock, paths: list[str], colour: _Colour) -> F
     ax = axes[0]
     published: dict[int, dict[str, int]] = {}
     for r in rows:
-        src = r.path.partition("→")[0] if r.path else "*"
+        src = split_path(r.path)[0] if r.path else "*"
         by_src = published.setdefault(r.epoch_s, {})
         by_src[src] = max(by_src.get(src, 0), r.published)
     secs = sorted(published)
@@ -313,9 +313,8 @@ def _hops(paths: list[PathTables]) -> Figure | None:
         start = 0.0
         for leg in sorted(p.legs, key=lambda h: hop_key(h.label)):
             first = leg.label.split("+")[0]
-            colour = _LEG_COLOURS.get(
-                leg.label, "#bbb" if first not in LEGS else _LEG_COLOURS[first]
-            )
+            # a combined hop (kafka+redis: a stage left no stamp) takes its first leg's colour
+            colour = LEG_COLOUR.get(first, "#bbb")
             ax.barh(y, leg.mean_ms, left=start, color=colour, edgecolor="white", height=0.6,
                     label=leg.label if leg.label not in seen else None)  # fmt: skip
             if leg.mean_ms > 0:

@@ -16,6 +16,7 @@ from report._hdr import mean_us
 from report._load import LocustCsv, Run
 from telemetry.hdr import Histogram
 from telemetry.slo import E2E_TYPE, RequestFigures
+from telemetry.stages import LEG_MEANING, LEGS, split_path
 
 __all__ = [
     "HOP_ORDER",
@@ -42,17 +43,13 @@ TABLE_PERCENTILES: tuple[tuple[float, str], ...] = (
     (99.99, "p99.99"),
 )
 #: Hops in path order (docs/results.md); combined hops (``kafka+redis``) sort by their first leg.
-HOP_ORDER: tuple[str, ...] = ("total", "service", "mqtt", "kafka", "redis", "push", "staleness")
+HOP_ORDER: tuple[str, ...] = ("total", "service", *LEGS, "staleness")
 HOP_MEANING: dict[str, str] = {
     "total": "t0 (intended send) → receive",
     "service": "tp (actual publish) → receive",
-    "mqtt": "publish → bridge (device → broker → bridge)",
-    "kafka": "bridge → consumer (Kafka)",
-    "redis": "consumer → gateway (Redis)",
-    "push": "gateway → subscriber (WebSocket/STOMP)",
+    **LEG_MEANING,
     "staleness": "t0 of the value shown → receive (snapshot mode)",
 }
-LEGS: tuple[str, ...] = ("mqtt", "kafka", "redis", "push")
 #: Locust entries that time a command (MQTT receipt, REST round trip).
 COMMAND_NAME = re.compile(r"^command\b|/commands\b", re.IGNORECASE)
 
@@ -254,8 +251,8 @@ def path_tables(run: Run) -> list[PathTables]:
         worst = entry.get("worst_devices", {})
         pt = PathTables(
             path=path,
-            src=str(entry.get("src", path.partition("→")[0])),
-            subscriber=str(entry.get("subscriber", path.partition("→")[2])),
+            src=str(entry.get("src", split_path(path)[0])),
+            subscriber=str(entry.get("subscriber", split_path(path)[1])),
             modes=list(entry.get("modes", [])),
             subscribers=int(entry.get("subscribers", 0)),
             hops=[

@@ -23,10 +23,13 @@ from report._load import load_run
 from report._render import terminal_summary, write_report
 from report.exceptions import UnusableInput
 from telemetry import slo as slo_mod
+from telemetry.exceptions import EXIT_USAGE
 
 __all__ = ["main", "parser"]
 
-EXIT_PASS, EXIT_FAIL, EXIT_UNUSABLE, EXIT_BUG = 0, 1, 2, 3
+EXIT_PASS, EXIT_FAIL, EXIT_BUG = 0, 1, 3
+#: unusable input is a user mistake: the load side's one exit code for those
+EXIT_UNUSABLE = EXIT_USAGE
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""Locust plugins that follow every message end to end (DESIGN.md, issue 3).
+"""Locust plugins that follow every message end to end.
 
 Importing this package registers the telemetry options (``--results-dir``,
 ``--run-id``, ``--e2e-grace``, ``--e2e-drain``) and hooks every Locust
@@ -18,7 +18,7 @@ See ``telemetry.ledger`` for the contract and ``docs/results.md`` for the files.
 from __future__ import annotations
 
 # slo registers --slo (checked at quit); exporter and webui --prometheus-port and the web UI tab
-from telemetry import envelope, exporter, slo, webui
+from telemetry import envelope, exporter, options, slo, webui
 from telemetry.collector import Collector
 from telemetry.envelope import Snapshot, Trace
 from telemetry.hdr import Histogram, HistogramSet
@@ -27,7 +27,6 @@ from telemetry.looplag import LoopLagProbe
 from telemetry.plugin import (
     E2E_REQUEST_TYPE,
     E2EPlugin,
-    add_arguments,
     get_ledger,
     get_plugin,
     install,
@@ -45,13 +44,13 @@ __all__ = [
     "Snapshot",
     "Subscriber",
     "Trace",
-    "add_arguments",
     "envelope",
     "exporter",
     "get_ledger",
     "get_plugin",
     "install",
     "new_run_id",
+    "options",
     "slo",
     "webui",
 ]

@@ -48,7 +48,8 @@ __all__ = [
 ]
 
 #: Distinct (request_type, name) pairs exported one by one; a scenario with more
-#: names than this has an unbounded name somewhere (anti-pattern 3, STYLE.md).
+#: names than this has an unbounded name somewhere (a raw id in a name, e.g.
+#: ``/api/commands/robot-17``), which would blow up Prometheus' label sets.
 MAX_NAMES = 200
 MAX_REQUEST_TYPES = 50
 OVERFLOW_NAME = "(overflow)"

@@ -14,7 +14,8 @@ by design, so it records the newest seq and how it moved, never loss.
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Any
+
+from telemetry._wire import SnapshotWire, StreamWire
 
 __all__ = ["MAX_GAPS", "Stream", "SnapshotStream", "ORDERED", "DUPLICATE", "REORDERED", "LATE"]
 
@@ -115,18 +116,11 @@ class Stream:
                 n += hi - lo + 1
         return n
 
-    def to_wire(self) -> list[Any]:
-        """``[src, first, hi, delivered, evicted, max_total_us, [[lo, hi], ...]]``."""
+    def to_wire(self) -> StreamWire:
         gaps = [[lo, hi] for lo, hi, _ in self.gaps] if self.gaps else []
-        return [
-            self.src,
-            self.first,
-            self.hi,
-            self.delivered,
-            self.evicted,
-            self.max_total_us,
-            gaps,
-        ]
+        return StreamWire(
+            self.src, self.first, self.hi, self.delivered, self.evicted, self.max_total_us, gaps
+        )
 
 
 class SnapshotStream:
@@ -157,9 +151,8 @@ class SnapshotStream:
             self.regressions += 1
         return False
 
-    def to_wire(self) -> list[Any]:
-        """``[src, seq, updates, repeats, conflated, regressions, max_stale_us]``."""
-        return [
+    def to_wire(self) -> SnapshotWire:
+        return SnapshotWire(
             self.src,
             self.seq,
             self.updates,
@@ -167,4 +160,4 @@ class SnapshotStream:
             self.conflated,
             self.regressions,
             self.max_stale_us,
-        ]
+        )

@@ -31,8 +31,10 @@ import math
 from typing import Any
 
 from telemetry._windows import Windows
+from telemetry._wire import PublisherWire, SnapshotWire, StreamWire
 from telemetry.hdr import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS, Histogram, HistogramSet
 from telemetry.ledger import COUNTERS
+from telemetry.stages import PATH_SEP, path_name, split_path
 
 __all__ = ["Collector", "E2E_FORMAT", "WORST_N"]
 
@@ -109,19 +111,20 @@ class Collector:
         return sum(c[i] for s in self.subs.values() for c in s.get("counters", {}).values())
 
     # --- the result -------------------------------------------------------------
-    def _merged_publishers(self) -> dict[str, list[Any]]:
-        merged: dict[str, list[Any]] = {}
+    def _merged_publishers(self) -> dict[str, PublisherWire]:
+        merged: dict[str, PublisherWire] = {}
         for final in self.finals.values():
-            for device, (src, first, first_tp, hi, hi_tp, count) in final["publishers"].items():
+            for device, row in final["publishers"].items():
+                pub = PublisherWire(*row)
                 cur = merged.get(device)
                 if cur is None:
-                    merged[device] = [src, first, first_tp, hi, hi_tp, count]
+                    merged[device] = pub
                     continue
-                if first < cur[1]:
-                    cur[1], cur[2] = first, first_tp
-                if hi > cur[3]:
-                    cur[3], cur[4] = hi, hi_tp
-                cur[5] += count
+                if pub.first < cur.first:
+                    cur = cur._replace(first=pub.first, first_tp=pub.first_tp)
+                if pub.hi > cur.hi:
+                    cur = cur._replace(hi=pub.hi, hi_tp=pub.hi_tp)
+                merged[device] = cur._replace(messages=cur.messages + pub.messages)
         return merged
 
     def e2e(self) -> dict[str, Any]:
@@ -132,7 +135,7 @@ class Collector:
         def path_entry(path: str) -> dict[str, Any]:
             entry = paths.get(path)
             if entry is None:
-                src, _, kind = path.partition("→")
+                src, kind = split_path(path)
                 entry = paths[path] = {
                     "src": src,
                     "subscriber": kind,
@@ -162,8 +165,8 @@ class Collector:
             return entry
 
         published_by_src: dict[str, int] = {}
-        for src, *_rest, count in publishers.values():
-            published_by_src[src] = published_by_src.get(src, 0) + count
+        for pub in publishers.values():
+            published_by_src[pub.src] = published_by_src.get(pub.src, 0) + pub.messages
 
         streams_by_sub: dict[str, dict[str, list[Any]]] = {}
         snaps_by_sub: dict[str, dict[str, list[Any]]] = {}
@@ -219,7 +222,7 @@ class Collector:
             )
 
         for (path, hop), h in self.histograms:
-            if "→" in path and not path.startswith("*"):
+            if PATH_SEP in path and not path.startswith("*"):
                 path_entry(path)["latency"][hop] = _hist_entry(h)
 
         for entry in paths.values():
@@ -251,7 +254,7 @@ class Collector:
             "complete": self.missing_finals() == [],
             "workers_reported": sorted(self.reports),
             "published": {
-                "messages": sum(p[5] for p in publishers.values()),
+                "messages": sum(p.messages for p in publishers.values()),
                 "devices": len(publishers),
                 "by_src": published_by_src,
             },
@@ -277,7 +280,7 @@ class Collector:
         self,
         sub: dict[str, Any],
         streams: dict[str, list[Any]],
-        publishers: dict[str, list[Any]],
+        publishers: dict[str, PublisherWire],
         path_entry: Any,
         seen_paths: set[str],
     ) -> tuple[int, int]:
@@ -297,8 +300,8 @@ class Collector:
             st = streams.get(device)
             if pub is None:
                 continue
-            src, first, first_tp, hi, hi_tp, _count = pub
-            path = f"{src}→{kind}"
+            first, first_tp, hi, hi_tp = pub.first, pub.first_tp, pub.hi, pub.hi_tp
+            path = path_name(pub.src, kind)
             entry = path_entry(path)
             seen_paths.add(path)
             totals = entry["totals"]
@@ -319,14 +322,14 @@ class Collector:
                     lost = max(0, hi - max(first, math.ceil(at)) + 1)
                     estimated = lost
             else:
-                s_src, s_first, s_hi, _delivered, evicted, max_total_us, gaps = st
+                seen = StreamWire(*st)
                 totals["devices_seen"] += 1
-                lost = evicted + sum(g_hi - g_lo + 1 for g_lo, g_hi in gaps)
-                if from_start and s_first > first:
-                    lost += s_first - first
-                if not closed_early and hi > s_hi:
-                    lost += hi - s_hi
-                worst["max_total_us"].append((max_total_us, device, sid))
+                lost = seen.evicted + sum(g_hi - g_lo + 1 for g_lo, g_hi in seen.gaps)
+                if from_start and seen.first > first:
+                    lost += seen.first - first
+                if not closed_early and hi > seen.hi:
+                    lost += hi - seen.hi
+                worst["max_total_us"].append((seen.max_total_us, device, sid))
             if lost:
                 totals["devices_incomplete"] += 1
                 worst["lost"].append((lost, device, sid))
@@ -342,30 +345,31 @@ class Collector:
         self,
         sub: dict[str, Any],
         snaps: dict[str, list[Any]],
-        publishers: dict[str, list[Any]],
+        publishers: dict[str, PublisherWire],
         path_entry: Any,
         seen_paths: set[str],
     ) -> None:
         kind = sub["kind"]
         sid = sub.get("id", "")
-        for device, (src, _seq, updates, repeats, conflated, regressions, stale) in snaps.items():
-            path = f"{src}→{kind}"
+        for device, row in snaps.items():
+            shown = SnapshotWire(*row)
+            path = path_name(shown.src, kind)
             entry = path_entry(path)
             seen_paths.add(path)
             snap = entry["snapshot"]
-            snap["updates"] += updates
-            snap["repeats"] += repeats
-            snap["conflated"] += conflated
-            snap["regressions"] += regressions
+            snap["updates"] += shown.updates
+            snap["repeats"] += shown.repeats
+            snap["conflated"] += shown.conflated
+            snap["regressions"] += shown.regressions
             entry["totals"]["devices_seen"] += 1
-            entry["_worst"]["max_staleness_us"].append((stale, device, sid))
+            entry["_worst"]["max_staleness_us"].append((shown.max_stale_us, device, sid))
         scope = sub.get("devices")
         devices = scope if scope is not None else publishers.keys()
         for device in devices:
             pub = publishers.get(device)
             if pub is None or device in snaps:
                 continue
-            entry = path_entry(f"{pub[0]}→{kind}")
+            entry = path_entry(path_name(pub.src, kind))
             entry["totals"]["devices_never_seen"] += 1
         for path in seen_paths:
             path_entry(path)["snapshot"]["batches"] += int(sub.get("batches", 0))

@@ -1,4 +1,4 @@
-"""The trace envelope: the one place that builds and reads it (DESIGN.md).
+"""The trace envelope, drawn below: the one place that builds and reads it.
 
 A device message keeps its original fields and gains one ``trace`` object::
 
@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _js
 from typing import Any
 
+from telemetry.stages import STAMPS
+
 __all__ = [
     "HOPS",
     "DEFAULT_SRC",
@@ -46,8 +48,8 @@ __all__ = [
     "from_message",
 ]
 
-#: Pipeline stages that stamp the envelope, in path order.
-HOPS: tuple[str, ...] = ("bridge", "consumer", "gateway")
+#: Pipeline stages that stamp the envelope, in path order (``telemetry.stages``).
+HOPS: tuple[str, ...] = STAMPS
 #: Entry protocol assumed when a trace carries no ``src``.
 DEFAULT_SRC = "mqtt"
 
@@ -115,29 +117,11 @@ def build(
         tp = time.time_ns()
     if timestamp is None:
         timestamp = tp / 1e9
+    fields = (_js(device_id), float(x), float(y), float(timestamp), _js(run), seq, t0, tp)
     if src == DEFAULT_SRC:
-        text = _STANDARD % (
-            _js(device_id),
-            float(x),
-            float(y),
-            float(timestamp),
-            _js(run),
-            seq,
-            t0,
-            tp,
-        )
+        text = _STANDARD % fields
     else:
-        text = _STANDARD_SRC % (
-            _js(device_id),
-            float(x),
-            float(y),
-            float(timestamp),
-            _js(run),
-            seq,
-            t0,
-            tp,
-            _js(src),
-        )
+        text = _STANDARD_SRC % (*fields, _js(src))
     return text.encode()
 
 

@@ -35,7 +35,6 @@ Embedding (a test, or a custom runner)::
 from __future__ import annotations
 
 import logging
-import sys
 import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -55,12 +54,12 @@ from prometheus_client.registry import Collector as _PromCollector
 from telemetry._buckets import hdr_buckets
 from telemetry._live import ignored_counters, lost_by_path, path_counters
 from telemetry._locust_metrics import MAX_NAMES, OVERFLOW_NAME, locust_families
+from telemetry.exceptions import OptionError, exit_on_option_error
 from telemetry.hdr import Histogram
-from telemetry.options import option
+from telemetry.options import Option, OptionGroup
 from telemetry.plugin import get_plugin
 
 if TYPE_CHECKING:
-    from locust.argument_parser import LocustArgumentParser
     from locust.env import Environment
 
     from telemetry.plugin import E2EPlugin
@@ -69,8 +68,10 @@ __all__ = [
     "DEFAULT_PORT",
     "MAX_NAMES",
     "OVERFLOW_NAME",
+    "OPTIONS",
+    "PROMETHEUS_HOST",
+    "PROMETHEUS_PORT",
     "LoadCollector",
-    "add_arguments",
     "get_exporter",
     "serve",
 ]
@@ -80,26 +81,25 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 9646
 
 
-def add_arguments(parser: LocustArgumentParser) -> None:
-    """``--prometheus-port`` / ``--prometheus-host`` (``init_command_line_parser`` listener)."""
-    # the parser itself, not a group: only LocustArgumentParser understands include_in_web_ui
-    parser.add_argument(
-        "--prometheus-port",
-        type=int,
-        default=DEFAULT_PORT,
-        env_var="PIPESWARM_PROMETHEUS_PORT",
-        include_in_web_ui=False,
-        help=f"Port of the master's (or local process's) /metrics for Prometheus; "
-        f"0 = off. Default {DEFAULT_PORT}",
-    )
-    parser.add_argument(
-        "--prometheus-host",
-        type=str,
-        default="",
-        env_var="PIPESWARM_PROMETHEUS_HOST",
-        include_in_web_ui=False,
-        help="Address the exporter binds to. Default: all interfaces (like --web-host)",
-    )
+PROMETHEUS_PORT = Option(
+    "--prometheus-port",
+    int,
+    DEFAULT_PORT,
+    "PIPESWARM_PROMETHEUS_PORT",
+    "Port of the master's (or local process's) /metrics for Prometheus; 0 = off",
+    check=lambda port: None if 0 <= port < 65536 else "must be 0 (off) to 65535",
+    web_ui=False,
+)
+PROMETHEUS_HOST = Option(
+    "--prometheus-host",
+    str,
+    "",
+    "PIPESWARM_PROMETHEUS_HOST",
+    "Address the exporter binds to",
+    doc_default="all interfaces (like --web-host)",
+    web_ui=False,
+)
+OPTIONS = OptionGroup("pipeswarm Prometheus exporter", PROMETHEUS_PORT, PROMETHEUS_HOST)
 
 
 # --- the collector -------------------------------------------------------------------------
@@ -131,7 +131,7 @@ class LoadCollector(_PromCollector):
             labels=["run", "mode", "scenario"],
         )
         mode = "distributed" if isinstance(env.runner, MasterRunner) else "local"
-        locustfile = str(option(env, "locustfile", "") or "")
+        locustfile = str(getattr(env.parsed_options, "locustfile", "") or "")
         scenario = locustfile.rsplit("/", 1)[-1].removesuffix(".py")
         info.add_metric([run, mode, scenario], 1)
         yield info
@@ -292,18 +292,18 @@ def get_exporter(environment: Environment) -> _Exporter | None:
 def _on_init(environment: Environment, **_kw: Any) -> None:
     if isinstance(environment.runner, WorkerRunner) or environment.parsed_options is None:
         return
-    port = int(option(environment, "prometheus_port", DEFAULT_PORT))
-    if port == 0 or environment in _exporters:
-        return
-    host = str(option(environment, "prometheus_host", ""))
-    try:
-        exporter = _Exporter(environment, port, host)
-    except OSError as err:
-        sys.stderr.write(
-            f"pipeswarm: --prometheus-port {port} cannot be served on {host or 'all interfaces'} "
-            f"({err.strerror}); choose a free port, or 0 to turn the exporter off.\n"
-        )
-        raise SystemExit(2) from None
+    with exit_on_option_error():
+        port = PROMETHEUS_PORT.get(environment)
+        if port == 0 or environment in _exporters:
+            return
+        host = PROMETHEUS_HOST.get(environment)
+        try:
+            exporter = _Exporter(environment, port, host)
+        except OSError as err:
+            raise OptionError(
+                f"--prometheus-port {port} cannot be served on {host or 'all interfaces'} "
+                f"({err.strerror}); choose a free port, or 0 to turn the exporter off."
+            ) from None
     _exporters[environment] = exporter
     log.info("pipeswarm Prometheus exporter on http://%s:%d/metrics", host or "0.0.0.0", port)
 
@@ -314,5 +314,5 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     environment.events.quitting.add_listener(on_quitting)
 
 
-locust.events.init_command_line_parser.add_listener(add_arguments)
+OPTIONS.register()
 locust.events.init.add_listener(_on_init)

@@ -21,8 +21,8 @@ master, where ``telemetry.collector`` merges them and decides what was lost.
     sub.close()                         # on_stop
 
 Path names are ``"{src}→{kind}"`` (``mqtt→stomp``); hop names are the legs of
-the pipeline a delta crosses (:data:`LEGS`), joined with ``+`` when a stage in
-between left no stamp.
+the pipeline a delta crosses (``telemetry.stages``), joined with ``+`` when a
+stage in between left no stamp.
 """
 
 from __future__ import annotations
@@ -33,20 +33,24 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from telemetry import envelope
-from telemetry._sequence import DUPLICATE, LATE, REORDERED, SnapshotStream, Stream
+from telemetry._sequence import DUPLICATE, LATE, ORDERED, REORDERED, SnapshotStream, Stream
 from telemetry._windows import Windows
+from telemetry._wire import PublisherWire
 from telemetry.envelope import Snapshot, Trace
 from telemetry.hdr import Histogram, HistogramSet
+from telemetry.stages import (
+    ENTRY_POSITION,
+    LEGS,
+    POSITION,
+    RECEIVE,
+    STAMPS,
+    hop_name,
+    path_name,
+)
 
 __all__ = ["LEGS", "COUNTERS", "Ledger", "Subscriber", "FireFn", "hop_name", "path_name"]
 
-#: Pipeline legs, by the stage that closes them: tp→bridge is ``mqtt``,
-#: bridge→consumer ``kafka``, consumer→gateway ``redis``, gateway→receive ``push``.
-LEGS: tuple[str, ...] = ("mqtt", "kafka", "redis", "push")
-_STAGE_POS = {"bridge": 1, "consumer": 2, "gateway": 3}
-_RECV_POS = 4
-#: Where the publish time ``tp`` sits on the path, by entry protocol.
-_ENTRY_POS = {"mqtt": 0, "kafka": 1}
+_RECV_POS = POSITION[RECEIVE]
 
 #: Per-path counters of a subscriber, in wire order.
 COUNTERS: tuple[str, ...] = (
@@ -61,15 +65,6 @@ _DELIVERED, _DUPLICATED, _REORDERED, _LATE, _FOREIGN, _OUT_OF_SCOPE = range(6)
 
 FireFn = Callable[[str, float, int], None]
 """``fire(name, response_time_ms, response_length)`` — one E2E request event."""
-
-
-def path_name(src: str, kind: str) -> str:
-    return f"{src}→{kind}"
-
-
-def hop_name(src: str, a: int, b: int) -> str:
-    """Name of the delta between path positions ``a`` < ``b`` (see :data:`LEGS`)."""
-    return "+".join(LEGS[max(a, _ENTRY_POS.get(src, 0)) : b])
 
 
 class _Publisher:
@@ -97,6 +92,7 @@ class Subscriber:
         "devices",
         "since_ns",
         "closed_ns",
+        "resumed_ns",
         "untraced",
         "streams",
         "snapshots",
@@ -112,6 +108,8 @@ class Subscriber:
         self.devices = devices
         self.since_ns = time.time_ns()
         self.closed_ns = 0
+        #: when the subscription last came back after a reconnect (0: never lost)
+        self.resumed_ns = 0
         self.untraced = 0
         self.streams: dict[str, Stream] = {}
         self.snapshots: dict[str, SnapshotStream] = {}
@@ -184,7 +182,11 @@ class Subscriber:
                 return
             if outcome == REORDERED:
                 c[_REORDERED] += 1
-            elif outcome == LATE:
+            elif outcome == LATE or (
+                # in order, but due before a reconnect and older than the grace window:
+                # the gateway replayed it after the outage (see reconnected)
+                outcome == ORDERED and tr.t0 < self.resumed_ns and recv_ns - tr.t0 > ledger.grace_ns
+            ):
                 c[_LATE] += 1
         c[_DELIVERED] += 1
         total_us = (recv_ns - tr.t0) // 1000
@@ -217,6 +219,16 @@ class Subscriber:
             if stale_ns // 1000 > st.max_stale_us:
                 st.max_stale_us = stale_ns // 1000
             ledger._record(path, "staleness", stale_ns, fire=True)
+
+    def reconnected(self) -> None:
+        """The subscription is back after a lost connection (call it before its first frame).
+
+        A gateway that resumes a subscription replays what the outage missed, in
+        order: those messages are delivered, not lost, and the ones due before
+        now that arrive more than the grace window after they were due count as
+        ``late`` (the counter of a gap filled after the grace window).
+        """
+        self.resumed_ns = time.time_ns()
 
     def close(self) -> None:
         """Mark the subscription ended; call it from ``on_stop``.
@@ -356,13 +368,13 @@ class Ledger:
         hops = tr.hops
         if hops:
             src = tr.src
-            prev_pos = _ENTRY_POS.get(src, 0)
+            prev_pos = ENTRY_POSITION.get(src, 0)
             prev_ns = tr.tp
-            for stage in envelope.HOPS:
+            for stage in STAMPS:
                 at = hops.get(stage)
                 if at is None:
                     continue
-                pos = _STAGE_POS[stage]
+                pos = POSITION[stage]
                 self._leg(path, src, prev_pos, pos, at - prev_ns, length)
                 prev_pos, prev_ns = pos, at
             self._leg(path, src, prev_pos, _RECV_POS, recv_ns - prev_ns, length)
@@ -402,9 +414,8 @@ class Ledger:
     def final(self, now_ns: int | None = None) -> dict[str, Any]:
         """The last payload: :meth:`report` plus the full per-device state.
 
-        ``streams``/``snapshots``: ``{sub_id: {device: wire}}`` (``_sequence``
-        wire formats); ``publishers``: ``{device: [src, first, first_tp, hi,
-        hi_tp, count]}``.
+        ``streams``/``snapshots``: ``{sub_id: {device: wire}}``; ``publishers``:
+        ``{device: wire}`` (the records of ``telemetry._wire``).
         """
         out = self.report(now_ns)
         out["final"] = True
@@ -418,7 +429,7 @@ class Ledger:
             if s.snapshots
         }
         out["publishers"] = {
-            d: [p.src, p.first, p.first_tp, p.hi, p.hi_tp, p.count]
+            d: PublisherWire(p.src, p.first, p.first_tp, p.hi, p.hi_tp, p.count)
             for d, p in self.publishers.items()
         }
         return out

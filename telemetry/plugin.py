@@ -31,7 +31,6 @@ import secrets
 import socket
 import time
 import weakref
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -39,11 +38,11 @@ import locust
 import psutil
 from locust.runners import MasterRunner, WorkerRunner
 
-from telemetry import results
+from telemetry import results, run_info
 from telemetry.collector import Collector
 from telemetry.ledger import Ledger
 from telemetry.looplag import LoopLagProbe
-from telemetry.options import DEFAULT_DRAIN_S, DEFAULT_GRACE_S, add_arguments, option
+from telemetry.options import E2E_DRAIN, E2E_GRACE, E2E_HOP_EVENTS, RESULTS_DIR, RUN_ID, TELEMETRY
 from telemetry.timeseries import Sample, Timeseries
 
 if TYPE_CHECKING:
@@ -52,10 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "E2E_REQUEST_TYPE",
-    "DEFAULT_GRACE_S",
-    "DEFAULT_DRAIN_S",
     "E2EPlugin",
-    "add_arguments",
     "install",
     "get_plugin",
     "get_ledger",
@@ -148,19 +144,19 @@ class E2EPlugin:
 
     # --- test start ---------------------------------------------------------------
     def _decide_run_id(self) -> str:
-        requested = str(option(self.environment, "run_id", ""))
+        requested = RUN_ID.get(self.environment)
         if requested and requested not in self._generated_ids:
             return requested
         run_id = new_run_id()
         self._generated_ids.add(run_id)
         if self.environment.parsed_options is not None:
-            self.environment.parsed_options.run_id = run_id
+            setattr(self.environment.parsed_options, RUN_ID.dest, run_id)
         return run_id
 
     def on_test_start(self, environment: Environment, **_kw: Any) -> None:
         if self.is_worker:
             # the master's id came with the spawn message (custom options are forwarded)
-            self.run_id = str(option(environment, "run_id", "")) or new_run_id()
+            self.run_id = RUN_ID.get(environment) or new_run_id()
         else:
             self.run_id = self._decide_run_id()
         self.start_run(self.run_id)
@@ -168,14 +164,14 @@ class E2EPlugin:
     def start_run(self, run_id: str) -> None:
         """Fresh ledger (and on master/local a fresh collector) for ``run_id``."""
         env = self.environment
-        grace = float(option(env, "e2e_grace", DEFAULT_GRACE_S))
-        drain = float(option(env, "e2e_drain", DEFAULT_DRAIN_S))
+        grace = E2E_GRACE.get(env)
+        drain = E2E_DRAIN.get(env)
         self.run_id = run_id
         self.started_s = time.time()
         self._final_sent = False
         self._stopping = False
         self.final_e2e = None
-        hop_events = str(option(env, "e2e_hop_events", "true")).lower() != "false"
+        hop_events = E2E_HOP_EVENTS.get(env) == "true"
         self.ledger = Ledger(
             run_id, grace_s=grace, fire=self._fire, source=self._source(), hop_events=hop_events
         )
@@ -191,7 +187,7 @@ class E2EPlugin:
             started_s=self.started_s,
             close_delay_s=MASTER_CLOSE_DELAY_S if self.is_master else LOCAL_CLOSE_DELAY_S,
         )
-        self.results_path = results.results_dir(str(option(env, "results_dir", "")), run_id)
+        self.results_path = results.results_dir(RESULTS_DIR.get(env), run_id)
         if self._sampler is not None:
             self._sampler.kill(block=False)
         self._sampler = gevent.spawn(self._sample_loop)
@@ -286,7 +282,7 @@ class E2EPlugin:
     def drain(self) -> None:
         """Stop publishers, let subscribers read for ``--e2e-drain`` seconds."""
         self.ledger.draining = True
-        gevent.sleep(float(option(self.environment, "e2e_drain", DEFAULT_DRAIN_S)))
+        gevent.sleep(E2E_DRAIN.get(self.environment))
 
     def _on_drain_message(self, environment: Environment, msg: Message, **_kw: Any) -> None:
         runner = environment.runner
@@ -336,7 +332,7 @@ class E2EPlugin:
     def _wait_for_finals(self) -> None:
         assert self.collector is not None
         runner = self.environment.runner
-        drain = float(option(self.environment, "e2e_drain", DEFAULT_DRAIN_S))
+        drain = E2E_DRAIN.get(self.environment)
         deadline = time.monotonic() + drain + FINAL_TIMEOUT_S
         while time.monotonic() < deadline:
             alive = set(runner.clients.keys()) if isinstance(runner, MasterRunner) else set()
@@ -367,68 +363,17 @@ class E2EPlugin:
         log.info("pipeswarm results written to %s", out)
 
     def run_info(self, ended_s: float, e2e: dict[str, Any]) -> dict[str, Any]:
-        env = self.environment
-        runner = env.runner
-        options = env.parsed_options
-        workers: list[dict[str, Any]] = []
-        user_classes: dict[str, int] = {}
-        if runner is not None:
-            user_classes = dict(
-                getattr(runner, "final_user_classes_count", None)
-                or getattr(runner, "user_classes_count", {})
-                or {}
-            )
-        if isinstance(runner, MasterRunner):
-            ids = set(self._worker_hosts) | set(runner.clients.keys())
-            for wid in sorted(ids, key=runner.get_worker_index):
-                node = runner.clients.get(wid)
-                workers.append(
-                    {
-                        "index": runner.get_worker_index(wid),
-                        "id": wid,
-                        "host": self._worker_hosts.get(wid, wid.rsplit("_", 1)[0]),
-                        "user_classes_count": self._worker_users.get(
-                            wid, dict(node.user_classes_count) if node else {}
-                        ),
-                    }
-                )
-        hosts = sorted({w["host"] for w in workers} | {socket.gethostname()})
-        locustfile = getattr(options, "locustfile", None) if options is not None else None
-        scenario = None
-        if isinstance(locustfile, str) and locustfile:
-            scenario = locustfile.rsplit("/", 1)[-1].removesuffix(".py")
-        iso = lambda s: datetime.fromtimestamp(s, UTC).isoformat()  # noqa: E731
-        return {
-            "format": results.RUN_FORMAT,
-            "run_id": self.run_id,
-            "mode": "distributed" if isinstance(runner, MasterRunner) else "local",
-            "started_at": iso(self.started_s),
-            "ended_at": iso(ended_s),
-            "started_epoch_s": round(self.started_s, 3),
-            "ended_epoch_s": round(ended_s, 3),
-            "duration_s": round(ended_s - self.started_s, 3),
-            "locustfile": locustfile,
-            "scenario": scenario,
-            "host": env.host,
-            "user_classes": sorted(c.__name__ for c in env.user_classes),
-            "user_classes_count": user_classes,
-            "user_count": sum(user_classes.values()),
-            "peak_users": self.timeseries.peak_users if self.timeseries else 0,
-            "worker_count": len(workers),
-            "workers": workers,
-            "hosts": hosts,
-            "master": results.host_info(),
-            "cross_host_timing": len(hosts) > 1,
-            "versions": results.versions(),
-            "options": results.safe_options(options),
-            "e2e": {
-                "grace_s": e2e["grace_s"],
-                "drain_s": e2e["drain_s"],
-                "complete": e2e["complete"],
-                "paths": sorted(e2e["paths"]),
-            },
-            "files": {"e2e": "e2e.json", "timeseries": "timeseries.csv"},
-        }
+        """``run.json`` of the run that just ended (``telemetry.run_info``)."""
+        return run_info.build(
+            self.environment,
+            run_id=self.run_id,
+            started_s=self.started_s,
+            ended_s=ended_s,
+            e2e=e2e,
+            worker_hosts=self._worker_hosts,
+            worker_users=self._worker_users,
+            peak_users=self.timeseries.peak_users if self.timeseries else 0,
+        )
 
 
 _plugins: weakref.WeakKeyDictionary[Environment, E2EPlugin] = weakref.WeakKeyDictionary()
@@ -462,5 +407,5 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     install(environment)
 
 
-locust.events.init_command_line_parser.add_listener(add_arguments)
+TELEMETRY.register()
 locust.events.init.add_listener(_on_init)

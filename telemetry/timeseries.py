@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from telemetry.collector import Collector
+from telemetry.stages import split_path
 
 __all__ = ["Sample", "Timeseries"]
 
@@ -101,7 +102,7 @@ class Timeseries:
             self.rows.append(row)
             return
         for path in self._paths:
-            src = path.partition("→")[0]
+            src = split_path(path)[0]
             delivered, hist = paths.get(path, (0, None))
             row = dict(
                 common,

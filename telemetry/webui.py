@@ -25,8 +25,8 @@ from flask import Response, jsonify, request
 from locust.runners import WorkerRunner
 
 from telemetry._live import lost_by_path, path_counters
-from telemetry.ledger import LEGS
 from telemetry.plugin import get_plugin
+from telemetry.stages import LEGS
 
 if TYPE_CHECKING:
     from locust.env import Environment

@@ -49,10 +49,13 @@ REPO = Path(__file__).resolve().parents[1]
 def parse_options(*args: str) -> argparse.Namespace:
     """Locust-style options with every pipeswarm option registered (env vars included)."""
     parser = get_empty_argument_parser()
-    _config.add_arguments(parser)
-    telemetry.add_arguments(parser)
-    stomp_users.add_arguments(parser)
-    kafka_users.add_arguments(parser)
+    for group in (
+        _config.OPTIONS,
+        telemetry.options.TELEMETRY,
+        stomp_users.OPTIONS,
+        kafka_users.OPTIONS,
+    ):
+        group.add_arguments(parser)
     return parser.parse_args(list(args))
 
 

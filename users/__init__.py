@@ -12,14 +12,18 @@ the end-to-end ledger, the Prometheus exporter and the SLO check.
 
 from __future__ import annotations
 
-from users._config import ConfigError, MqttUrl, Settings, settings
-from users.kafka import (
+from users._config import MqttUrl, Settings, settings
+from users.exceptions import (
+    ConfigError,
     KafkaDeliveryFailed,
-    KafkaProducer,
     KafkaTopicMissing,
     KafkaUserError,
-    ProducerEngine,
+    UsersError,
+    WsConnectFailed,
+    WsConnectionLost,
+    WsError,
 )
+from users.kafka import KafkaProducer, ProducerEngine
 from users.mqtt import (
     ClientConfig,
     CommandError,
@@ -42,7 +46,7 @@ from users.stomp import (
     StompSubscribeFailed,
     StompSubscriber,
 )
-from users.ws import WsConnectFailed, WsConnectionLost, WsError, WsSubscriber
+from users.ws import WsSubscriber
 
 __all__ = [
     "COMMANDS",
@@ -64,6 +68,7 @@ __all__ = [
     "PublishRefused",
     "RestCommander",
     "Settings",
+    "UsersError",
     "StompClient",
     "StompConnectFailed",
     "StompConnectionLost",

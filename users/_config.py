@@ -26,19 +26,19 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
-from locust import events
+from telemetry.options import Option, OptionGroup, at_least
+from users.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from argparse import Namespace
 
-    from locust.argument_parser import LocustArgumentParser
     from locust.env import Environment
 
 __all__ = [
@@ -47,7 +47,7 @@ __all__ = [
     "Settings",
     "DEFAULTS",
     "MQTT_VERSIONS",
-    "add_arguments",
+    "OPTIONS",
     "parse_mqtt_url",
     "parse_http_url",
     "parse_redis_url",
@@ -57,7 +57,7 @@ __all__ = [
     "stack_urls",
 ]
 
-#: Built-in defaults (DESIGN.md "Configuration"), used when no stack file exists.
+#: Built-in defaults, used when no stack file exists (README "Configuration" lists them).
 DEFAULTS: dict[str, str] = {
     "mqtt": "mqtt://127.0.0.1:1883",
     "gateway": "http://127.0.0.1:8081",
@@ -67,14 +67,9 @@ DEFAULTS: dict[str, str] = {
 #: ``--mqtt-version`` spellings -> MQTT protocol level byte (3.1.1 = 4, 5 = 5).
 MQTT_VERSIONS: dict[str, int] = {"3.1.1": 4, "311": 4, "4": 4, "5": 5, "5.0": 5}
 
-DEFAULT_DEVICE_INTERVAL = 0.1  # the original Jetson devices publish every 100 ms
-DEFAULT_QOS = 1
-DEFAULT_KEEPALIVE = 60
 STATE_DIR_ENV = "PIPESWARM_STATE_DIR"
 
-
-class ConfigError(ValueError):
-    """A user-facing configuration mistake; ``str(err)`` is one sentence to act on."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +112,16 @@ def _bad(option: str, value: Any, why: str) -> ConfigError:
     return ConfigError(f"{option} {value!r}: {why}.")
 
 
+def _split(url: str, option: str, example: str) -> SplitResult:
+    """``urlsplit`` whose bad port (non-numeric, out of range) is a :class:`ConfigError`."""
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as err:
+        raise _bad(option, url, f"not a valid URL ({err}); {example}") from None
+    return parts
+
+
 def parse_mqtt_url(url: str, option: str = "--mqtt-url") -> MqttUrl:
     """Parse ``mqtt://[user[:pw]@]host[:port]`` (default port 1883) or ``mqtts://`` (8883).
 
@@ -124,11 +129,8 @@ def parse_mqtt_url(url: str, option: str = "--mqtt-url") -> MqttUrl:
     MqttUrl(host='127.0.0.1', port=1884, username='dev', password='s@cret', tls=False, ca_file=None, insecure=False)
     """
     example = "e.g. mqtt://user:pw@127.0.0.1:1883 or mqtts://host:8883"
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as err:  # a non-numeric or out-of-range port
-        raise _bad(option, url, f"not a valid URL ({err}); {example}") from None
+    parts = _split(url, option, example)
+    port = parts.port
     if parts.scheme not in ("mqtt", "mqtts"):
         raise _bad(option, url, f"the scheme must be mqtt:// or mqtts://, {example}")
     if not parts.hostname:
@@ -159,11 +161,7 @@ def parse_mqtt_url(url: str, option: str = "--mqtt-url") -> MqttUrl:
 
 def parse_http_url(url: str, option: str = "--gateway-url") -> str:
     """Validate ``http(s)://host[:port]`` and return it without a trailing slash."""
-    try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as err:
-        raise _bad(option, url, f"not a valid URL ({err}); e.g. http://127.0.0.1:8081") from None
+    parts = _split(url, option, "e.g. http://127.0.0.1:8081")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _bad(
             option,
@@ -175,11 +173,7 @@ def parse_http_url(url: str, option: str = "--gateway-url") -> str:
 
 def parse_redis_url(url: str, option: str = "--redis-url") -> str:
     """Validate ``redis://host:port/db`` (or ``rediss://``, ``unix://``) and return it."""
-    try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as err:
-        raise _bad(option, url, f"not a valid URL ({err}); e.g. redis://127.0.0.1:6379/0") from None
+    parts = _split(url, option, "e.g. redis://127.0.0.1:6379/0")
     if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
         raise _bad(option, url, "expected redis://host:port/db, e.g. redis://127.0.0.1:6379/0")
     return url.strip()
@@ -217,142 +211,122 @@ def stack_urls(state_dir: str | Path | None = None) -> dict[str, str]:
     return {k: v for k, v in urls.items() if isinstance(k, str) and isinstance(v, str) and v}
 
 
-def add_arguments(parser: LocustArgumentParser) -> None:
-    """Register the backend and device options (an ``init_command_line_parser`` listener)."""
-    stack = stack_urls()
-    d = {k: stack.get(k, v) for k, v in DEFAULTS.items()}
-    where = " (from .pipeswarm/stack.json)" if stack else ""
-    group = parser.add_argument_group("pipeswarm backends and devices")
-    group.add_argument(
-        "--mqtt-url",
-        default=d["mqtt"],
-        env_var="PIPESWARM_MQTT_URL",
-        help=f"MQTT broker, mqtt://[user:pw@]host:port or mqtts:// for TLS. Default {d['mqtt']}{where}",
-    )
-    group.add_argument(
-        "--gateway-url",
-        default=d["gateway"],
-        env_var="PIPESWARM_GATEWAY_URL",
-        help=f"Gateway HTTP/WebSocket/STOMP base URL. Default {d['gateway']}{where}",
-    )
-    group.add_argument(
-        "--kafka-bootstrap",
-        default=d["kafka"],
-        env_var="PIPESWARM_KAFKA_BOOTSTRAP",
-        help=f"Kafka bootstrap servers host:port[,host:port]. Default {d['kafka']}{where}",
-    )
-    group.add_argument(
-        "--redis-url",
-        default=d["redis"],
-        env_var="PIPESWARM_REDIS_URL",
-        help=f"Redis URL. Default {d['redis']}{where}",
-    )
-    group.add_argument(
-        "--device-interval",
-        type=float,
-        default=DEFAULT_DEVICE_INTERVAL,
-        env_var="PIPESWARM_DEVICE_INTERVAL",
-        help="Seconds between a device's publishes, on an open-model schedule "
-        "(0 = connect and listen for commands only). Default 0.1",
-    )
-    group.add_argument(
-        "--mqtt-qos",
-        type=int,
-        choices=(0, 1, 2),
-        default=DEFAULT_QOS,
-        env_var="PIPESWARM_MQTT_QOS",
-        help="QoS of device publishes. Default 1",
-    )
-    group.add_argument(
-        "--mqtt-version",
-        choices=("3.1.1", "5"),
-        default="3.1.1",
-        env_var="PIPESWARM_MQTT_VERSION",
-        help="MQTT protocol version of the devices. Default 3.1.1",
-    )
-    group.add_argument(
-        "--payload-template",
-        default="",
-        env_var="PIPESWARM_PAYLOAD_TEMPLATE",
-        help='JSON file of the device message; string values "{device_id}", "{x}", "{y}", '
-        '"{timestamp}", "{seq}" are filled in. Empty: the original {"x","y","timestamp"} on a smooth trajectory',
-    )
-    group.add_argument(
-        "--mqtt-keepalive",
-        type=int,
-        default=DEFAULT_KEEPALIVE,
-        env_var="PIPESWARM_MQTT_KEEPALIVE",
-        help="MQTT keepalive in seconds. Default 60",
-    )
+def _stack_default(key: str) -> Callable[[], str | None]:
+    return lambda: stack_urls().get(key)
 
 
-def _raw(options: Namespace | None, name: str, default: Any) -> Any:
-    value = getattr(options, name, None) if options is not None else None
-    return default if value is None or value == "" else value
+def _option(
+    flag: str, kind: Callable[[Any], T], default: T, env: str, help: str, **more: Any
+) -> Option[T]:
+    """An :class:`Option` of this group: a bad value is a :class:`ConfigError`."""
+    return Option(flag, kind, default, env, help, error=ConfigError, **more)
+
+
+MQTT_URL = _option(
+    "--mqtt-url",
+    str,
+    DEFAULTS["mqtt"],
+    "PIPESWARM_MQTT_URL",
+    "MQTT broker, mqtt://[user:pw@]host:port or mqtts:// for TLS",
+    default_from=_stack_default("mqtt"),
+)
+GATEWAY_URL = _option(
+    "--gateway-url",
+    str,
+    DEFAULTS["gateway"],
+    "PIPESWARM_GATEWAY_URL",
+    "Gateway HTTP/WebSocket/STOMP base URL",
+    default_from=_stack_default("gateway"),
+)
+KAFKA_BOOTSTRAP = _option(
+    "--kafka-bootstrap",
+    str,
+    DEFAULTS["kafka"],
+    "PIPESWARM_KAFKA_BOOTSTRAP",
+    "Kafka bootstrap servers host:port[,host:port]",
+    default_from=_stack_default("kafka"),
+)
+REDIS_URL = _option(
+    "--redis-url",
+    str,
+    DEFAULTS["redis"],
+    "PIPESWARM_REDIS_URL",
+    "Redis URL",
+    default_from=_stack_default("redis"),
+)
+DEVICE_INTERVAL = _option(
+    "--device-interval",
+    float,
+    0.1,  # the original Jetson devices publish every 100 ms
+    "PIPESWARM_DEVICE_INTERVAL",
+    "Seconds between a device's publishes, on an open-model schedule "
+    "(0 = connect and listen for commands only)",
+    check=at_least(0, "must be 0 (no publishing) or a positive number of seconds"),
+)
+MQTT_QOS = _option(
+    "--mqtt-qos", int, 1, "PIPESWARM_MQTT_QOS", "QoS of device publishes", choices=(0, 1, 2)
+)
+MQTT_VERSION = _option(
+    "--mqtt-version",
+    str,
+    "3.1.1",
+    "PIPESWARM_MQTT_VERSION",
+    "MQTT protocol version of the devices",
+    choices=("3.1.1", "5"),
+)
+PAYLOAD_TEMPLATE = _option(
+    "--payload-template",
+    str,
+    "",
+    "PIPESWARM_PAYLOAD_TEMPLATE",
+    'JSON file of the device message; string values "{device_id}", "{x}", "{y}", '
+    '"{timestamp}", "{seq}" are filled in. Empty: the original {"x","y","timestamp"} '
+    "on a smooth trajectory",
+    check=lambda path: (
+        None if Path(path).is_file() else "no such file; give a JSON file or leave it empty"
+    ),
+)
+MQTT_KEEPALIVE = _option(
+    "--mqtt-keepalive",
+    int,
+    60,
+    "PIPESWARM_MQTT_KEEPALIVE",
+    "MQTT keepalive in seconds",
+    check=lambda s: None if 0 <= s <= 65535 else "must be 0 (off) to 65535 seconds",
+)
+#: Backend URLs and device knobs. Not in the web UI's form (as before the options
+#: had one declaration: they were registered in an argument group, which it skips).
+OPTIONS = OptionGroup(
+    "pipeswarm backends and devices",
+    MQTT_URL,
+    GATEWAY_URL,
+    KAFKA_BOOTSTRAP,
+    REDIS_URL,
+    DEVICE_INTERVAL,
+    MQTT_QOS,
+    MQTT_VERSION,
+    PAYLOAD_TEMPLATE,
+    MQTT_KEEPALIVE,
+    web_ui=False,
+)
 
 
 def parse_settings(options: Namespace | None) -> Settings:
     """Parse and validate the options (``None``: the defaults, e.g. a bare ``Environment``)."""
-    # options registered by add_arguments already carry the stack defaults; this
-    # covers a bare Environment or a Namespace built by hand
-    stack = stack_urls()
-    d = {k: stack.get(k, v) for k, v in DEFAULTS.items()}
-    interval = _number(
-        float, _raw(options, "device_interval", DEFAULT_DEVICE_INTERVAL), "--device-interval"
-    )
-    if interval < 0:
-        raise _bad(
-            "--device-interval",
-            interval,
-            "must be 0 (no publishing) or a positive number of seconds",
-        )
-    qos = _number(int, _raw(options, "mqtt_qos", DEFAULT_QOS), "--mqtt-qos")
-    if qos not in (0, 1, 2):
-        raise _bad("--mqtt-qos", qos, "must be 0, 1 or 2")
-    version_text = str(_raw(options, "mqtt_version", "3.1.1")).strip()
-    if version_text not in MQTT_VERSIONS:
-        raise _bad("--mqtt-version", version_text, "must be 3.1.1 or 5")
-    keepalive = _number(int, _raw(options, "mqtt_keepalive", DEFAULT_KEEPALIVE), "--mqtt-keepalive")
-    if not 0 <= keepalive <= 65535:
-        raise _bad("--mqtt-keepalive", keepalive, "must be 0 (off) to 65535 seconds")
-    template = str(_raw(options, "payload_template", "")).strip()
-    if template and not Path(template).is_file():
-        raise _bad(
-            "--payload-template", template, "no such file; give a JSON file or leave it empty"
-        )
     return Settings(
-        mqtt=parse_mqtt_url(str(_raw(options, "mqtt_url", d["mqtt"]))),
-        gateway_url=parse_http_url(str(_raw(options, "gateway_url", d["gateway"]))),
-        kafka_bootstrap=parse_kafka_bootstrap(str(_raw(options, "kafka_bootstrap", d["kafka"]))),
-        redis_url=parse_redis_url(str(_raw(options, "redis_url", d["redis"]))),
-        device_interval=interval,
-        mqtt_qos=qos,
-        mqtt_version=MQTT_VERSIONS[version_text],
-        payload_template=template,
-        mqtt_keepalive=keepalive,
+        mqtt=parse_mqtt_url(MQTT_URL.read(options)),
+        gateway_url=parse_http_url(GATEWAY_URL.read(options)),
+        kafka_bootstrap=parse_kafka_bootstrap(KAFKA_BOOTSTRAP.read(options)),
+        redis_url=parse_redis_url(REDIS_URL.read(options)),
+        device_interval=DEVICE_INTERVAL.read(options),
+        mqtt_qos=MQTT_QOS.read(options),
+        mqtt_version=MQTT_VERSIONS[MQTT_VERSION.read(options)],
+        payload_template=PAYLOAD_TEMPLATE.read(options),
+        mqtt_keepalive=MQTT_KEEPALIVE.read(options),
     )
 
 
-def _number(kind: type, value: Any, option: str) -> Any:
-    # the web UI hands custom options back as strings
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise _bad(option, value, f"must be a{'n integer' if kind is int else ' number'}") from None
-
-
-_NAMES = (
-    "mqtt_url",
-    "gateway_url",
-    "kafka_bootstrap",
-    "redis_url",
-    "device_interval",
-    "mqtt_qos",
-    "mqtt_version",
-    "payload_template",
-    "mqtt_keepalive",
-)
-_cache: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], Settings]] = (
+_cache: weakref.WeakKeyDictionary[Environment, tuple[tuple[Any, ...], Settings]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -360,7 +334,7 @@ _cache: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], Settings]] = (
 def settings(environment: Environment) -> Settings:
     """The parsed :class:`Settings` of ``environment`` (parsed once, again only on change)."""
     options = environment.parsed_options
-    key = tuple(getattr(options, n, None) for n in _NAMES) if options is not None else ()
+    key = OPTIONS.key(options)
     hit = _cache.get(environment)
     if hit is not None and hit[0] == key:
         return hit[1]
@@ -369,20 +343,14 @@ def settings(environment: Environment) -> Settings:
     return parsed
 
 
-def _validate_at_init(environment: Environment, **_kw: Any) -> None:
-    """Turn a bad option into one sentence and exit code 2 before any user starts."""
-    if environment.parsed_options is None:
-        return
-    try:
-        s = settings(environment)
-        if s.payload_template:
-            from users._mqtt_payload import load_template  # (it imports this module)
+def _check_settings(environment: Environment) -> None:
+    """The URLs must parse and the payload template be a JSON object (checked at ``init``)."""
+    s = settings(environment)
+    if s.payload_template:
+        from users._mqtt_payload import load_template  # (it imports this module)
 
-            load_template(s.payload_template)
-    except ConfigError as err:
-        sys.stderr.write(f"pipeswarm: {err}\n")
-        raise SystemExit(2) from None
+        load_template(s.payload_template)
 
 
-events.init_command_line_parser.add_listener(add_arguments)
-events.init.add_listener(_validate_at_init)
+OPTIONS.validators.append(_check_settings)
+OPTIONS.register()

@@ -64,7 +64,7 @@ from users._mqtt_codec import (
     subscribe_packet,
     topic_field,
 )
-from users._mqtt_errors import ConnectFailed, ConnectionLost, PublishRefused, SubscribeRefused
+from users._mqtt_loop import get_pump
 from users._mqtt_transport import (
     CLOSE_WAIT_S,
     CLOSED,
@@ -77,6 +77,7 @@ from users._mqtt_transport import (
     ClientConfig,
     Transport,
 )
+from users.exceptions import ConnectFailed, ConnectionLost, PublishRefused, SubscribeRefused
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -176,7 +177,7 @@ class DeviceClient(Transport):
         source_address: str | None = None,
         owner: ClientOwner | None = None,
     ) -> None:
-        super().__init__(cfg, source_address)
+        super().__init__(cfg, get_pump(environment), source_address)
         self.environment = environment
         self.client_id = client_id
         self.will = will
@@ -404,7 +405,7 @@ class DeviceClient(Transport):
             self._attempt_failed(f"broker refused the connection: {text}", ms=ms)
             return
         self.state = CONNECTED
-        self._attempts = 0
+        self._backoff.reset()
         self.connects += 1
         self._last_tx = time.monotonic()
         self._ping_sent = 0.0

@@ -15,6 +15,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from users.exceptions import ProtocolError
+
 __all__ = [
     "MQTT311",
     "MQTT5",
@@ -108,10 +110,6 @@ def reason_text(code: int, version: int = MQTT5) -> str:
     if version != MQTT5:
         return CONNACK_V3.get(code, f"return code {code}")
     return _V5_REASONS.get(code, f"reason code 0x{code:02x}")
-
-
-class ProtocolError(Exception):
-    """The broker sent something this client cannot decode."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,12 @@
 """One pump greenlet per process drives every MQTT connection from socket readiness.
 
-Why not what the obvious designs do (DESIGN.md "Measured on this machine"):
-paho's ``loop_start`` is a thread (a greenlet under Locust) per client whose
-``select()`` breaks above fd 1024 (~340 clients per process), and a reader
-greenlet per connection costs ~25 KB and 4.6 % idle CPU at 10k connections.
+Why not what the obvious designs do (measured on the 2-core dev machine before
+this client was written): paho's ``loop_start`` is a thread (a greenlet under
+Locust) per client whose ``select()`` fails above fd 1024 — with 1,000 of
+Locust's own ``MqttUser`` only ~340 ever connect, paho silently reconnecting the
+rest — and a reader greenlet per connection costs ~25 KB and 4.6 % idle CPU at
+10k idle connections (paho without ``loop_start``, one shared loop: 16 KB and
+0.6 %). ``python -m bench idle-devices`` measures this pump.
 Here each socket has a libev io watcher on gevent's own hub
 (``hub.loop.io(fd, READ)``); its callback only queues the connection, and one
 *pump* greenlet does the protocol work for every ready connection, once per
@@ -25,6 +28,8 @@ from typing import Any, Protocol
 
 import gevent
 from gevent.hub import get_hub
+
+from users._per_env import PerEnvironment
 
 __all__ = ["Pump", "get_pump", "READ", "WRITE", "TICK_S"]
 
@@ -116,12 +121,6 @@ class Pump:
             self._ticker = None
 
 
-_pump: Pump | None = None
-
-
-def get_pump() -> Pump:
-    """The pump of the current hub (one per process; created on first use)."""
-    global _pump
-    if _pump is None or _pump.hub is not get_hub():
-        _pump = Pump()
-    return _pump
+#: The pump of an ``Environment`` (one per Locust process, made on first use); made
+#: again when the hub changed (a new gevent hub cannot drive the old one's watchers).
+get_pump: PerEnvironment[Pump] = PerEnvironment(Pump, lambda p: p.hub is not get_hub())

@@ -22,7 +22,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from users._config import ConfigError
+from users.exceptions import ConfigError
 
 __all__ = ["PLACEHOLDERS", "Template", "Trajectory", "load_template"]
 

@@ -28,6 +28,8 @@ import gevent
 from gevent.event import Event
 from gevent.hub import get_hub
 
+from users._per_env import PerEnvironment
+
 __all__ = ["Schedule", "get_schedule", "BUDGET"]
 
 log = logging.getLogger(__name__)
@@ -109,12 +111,6 @@ class Schedule:
         self._greenlet = None
 
 
-_schedule: Schedule | None = None
-
-
-def get_schedule() -> Schedule:
-    """The timetable of the current hub (one per process)."""
-    global _schedule
-    if _schedule is None or _schedule.hub is not get_hub():
-        _schedule = Schedule()
-    return _schedule
+#: The timetable of an ``Environment`` (one per Locust process, made on first use); made
+#: again when the hub changed (a new gevent hub cannot drive the old one's watchers).
+get_schedule: PerEnvironment[Schedule] = PerEnvironment(Schedule, lambda p: p.hub is not get_hub())

@@ -35,6 +35,13 @@ from stomp.listener import ConnectionListener
 from stomp.protocol import Protocol12
 from stomp.utils import Frame
 
+from users.exceptions import (
+    StompConnectFailed,
+    StompConnectionLost,
+    StompError,
+    StompSubscribeFailed,
+)
+
 __all__ = [
     "StompError",
     "StompConnectFailed",
@@ -47,22 +54,6 @@ log = logging.getLogger(__name__)
 
 MessageFn = Callable[[bytes, int], None]
 """``on_message(body, recv_ns)`` — called in the receiver greenlet for every MESSAGE."""
-
-
-class StompError(Exception):
-    """Base of the STOMP subscriber's errors (the exception of a failed request event)."""
-
-
-class StompConnectFailed(StompError):
-    """No CONNECTED: refused, timed out, or an ERROR frame (e.g. a bad token)."""
-
-
-class StompSubscribeFailed(StompError):
-    """No RECEIPT for a SUBSCRIBE: an ERROR frame, a timeout or the connection ended."""
-
-
-class StompConnectionLost(StompError):
-    """An established connection ended without us closing it."""
 
 
 def _spawn(callback: Callable[[], Any]) -> gevent.Greenlet:
@@ -147,6 +138,9 @@ class _Listener(ConnectionListener):
         c = self.client
         if c._conn is self.conn:
             c.messages += 1
+            stream_id = frame.headers.get("stream-id")
+            if stream_id:
+                c.last_stream_id = stream_id
             c.on_message(frame.body, self.transport.recv_ns)
 
     def on_receipt(self, frame: Frame) -> None:
@@ -230,6 +224,8 @@ class StompClient:
         self.ws_options = ws_options
         #: MESSAGE frames received over the client's lifetime (all connections)
         self.messages = 0
+        #: the ``stream-id`` header of the last MESSAGE (the gateway's Redis Stream id)
+        self.last_stream_id: str | None = None
         #: the last ERROR / heart-beat problem, for the "connection lost" event
         self.last_error = ""
         #: set when the current connection ended (or there is none)
@@ -292,8 +288,13 @@ class StompClient:
             self._connected = None
         return (connected_ns - start) / 1e6
 
-    def subscribe(self, destination: str, sub_id: str | None = None) -> float:
+    def subscribe(
+        self, destination: str, sub_id: str | None = None, since: str | None = None
+    ) -> float:
         """SUBSCRIBE with a receipt and wait for it; return the ms it took.
+
+        ``since``: a stream id; the gateway replays what came after it (the
+        ``since`` header, sent only when given).
 
         Raises :class:`StompSubscribeFailed` on an ERROR, a timeout or a lost connection.
         """
@@ -306,9 +307,10 @@ class StompClient:
         self._receipts[receipt] = waiter
         start = time.time_ns()
         try:
-            conn.subscribe(
-                destination, id=sub_id or str(n), ack="auto", headers={"receipt": receipt}
-            )
+            headers = {"receipt": receipt}
+            if since is not None:
+                headers["since"] = since
+            conn.subscribe(destination, id=sub_id or str(n), ack="auto", headers=headers)
             with gevent.Timeout(self.receipt_timeout, StompSubscribeFailed("no RECEIPT in time")):
                 done_ns: int = waiter.get()
         except StompError:

@@ -1,8 +1,10 @@
-"""What the WebSocket subscribers share: the endpoint from ``--gateway-url``, backoff, events."""
+"""What the WebSocket subscribers share: the endpoint from ``--gateway-url``, request events.
+
+Their reconnect loop is ``users._subscriber``, its backoff ``users._backoff``.
+"""
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -10,7 +12,7 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from locust.env import Environment
 
-__all__ = ["WsEndpoint", "ws_endpoint", "Backoff", "fire"]
+__all__ = ["WsEndpoint", "ws_endpoint", "fire"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,23 +40,6 @@ def ws_endpoint(gateway_url: str, path: str) -> WsEndpoint:
     host = parts.hostname or "127.0.0.1"
     port = parts.port or (443 if tls else 80)
     return WsEndpoint(host, port, parts.path.rstrip("/") + path, tls)
-
-
-class Backoff:
-    """Reconnect delays: doubles from ``low`` to ``high`` seconds, jittered; :meth:`reset` on success."""
-
-    def __init__(self, low: float, high: float) -> None:
-        self.low = low
-        self.high = high
-        self._next = low
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self.high, self._next * 2)
-        return delay * (0.5 + random.random() / 2)
-
-    def reset(self) -> None:
-        self._next = self.low
 
 
 def fire(

@@ -36,274 +36,124 @@ runs): 95-117k msg/s, loop lag p95 ~1 ms, max 1-11 ms.
 
 from __future__ import annotations
 
-import collections
-import itertools
 import logging
 import math
 import random
-import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gevent
-from confluent_kafka import KafkaError, KafkaException, Producer
-from gevent.event import AsyncResult, Event
-from locust import User, constant, events, task
+from locust import User, constant, task
 from locust.exception import StopUser
-from locust.runners import WorkerRunner
 
 import telemetry
 from telemetry import envelope
-from telemetry.options import option
-from users._config import ConfigError, settings
+from telemetry.options import Option, OptionGroup, at_least
+from users._config import settings
+from users._devices import DeviceIds
+from users._kafka_engine import REQUEST_TYPE, YIELD_S, ProducerEngine
+from users.exceptions import (
+    ConfigError,
+    KafkaDeliveryFailed,
+    KafkaTopicMissing,
+    KafkaUserError,
+)
 
 if TYPE_CHECKING:
-    from locust.argument_parser import LocustArgumentParser
     from locust.env import Environment
 
 __all__ = [
     "REQUEST_TYPE",
+    "OPTIONS",
     "KafkaProducer",
+    "KafkaSettings",
     "ProducerEngine",
     "KafkaUserError",
     "KafkaDeliveryFailed",
     "KafkaTopicMissing",
-    "add_arguments",
+    "kafka_settings",
 ]
 
 log = logging.getLogger(__name__)
 
-REQUEST_TYPE = "KAFKA"
-ACKS = ("all", "-1", "0", "1")
+ACKS = ("all", "1", "0")
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
-DEFAULT_INTERVAL = 0.1
-DEFAULT_LINGER_MS = 5.0
-#: Delivery events fired before the poller yields (~2.5 µs each with Locust's stats).
-FIRE_BATCH = 200
-#: How busy greenlets yield: a timer, not ``sleep(0)``. gevent runs ``sleep(0)``
-#: callbacks back to back (it looks at the clock only every 50 callbacks), so
-#: greenlets that keep yielding with ``sleep(0)`` starve timers and I/O for tens
-#: of ms; a timer goes through the loop's I/O poll every time.
-YIELD_S = 1e-5
 
-_numbers = itertools.count(1)
-
-
-class KafkaUserError(Exception):
-    """Base of the Kafka producer's errors (the exception of a failed request event)."""
-
-
-class KafkaDeliveryFailed(KafkaUserError):
-    """The broker did not take a message (the delivery callback's error)."""
-
-
-class KafkaTopicMissing(KafkaUserError):
-    """The topic does not exist; the pipeline's bridge/consumer create it at start."""
-
-
-class ProducerEngine:
-    """One confluent-kafka ``Producer`` per process, settings and topic; its poller and users.
-
-    Get it with :meth:`acquire`, hand it back with :meth:`release` (the last
-    release flushes, in gevent's thread pool).
-
-    Timing without per-message objects: a message's ``produce()`` time waits in
-    a FIFO of floats per key, and the one delivery callback (set in the config)
-    pops it. Deliveries of one key come back in order (one partition; librdkafka
-    reports per partition in produce order). A closure per message, held by
-    librdkafka until its delivery, kept ~10^4 live objects at a time back to
-    back and set off full garbage collections of 50-80 ms (measured here).
-    """
-
-    _engines: dict[tuple[Any, ...], ProducerEngine] = {}
-
-    def __init__(
-        self, environment: Environment, conf: dict[str, Any], topic: str, poll_interval: float
-    ) -> None:
-        self.environment = environment
-        self.conf = conf
-        self.topic = topic
-        self.name = f"produce:{topic}"
-        self.poll_interval = poll_interval
-        self.producer = Producer({**conf, "on_delivery": self._delivered})
-        self.users = 0
-        # written by the delivery callback: in the poller greenlet, or in the thread
-        # pool during the final flush (the poller is gone by then: one writer at a time)
-        self.ok_ms: collections.deque[float] = collections.deque()
-        self.ok_len: collections.deque[int] = collections.deque()
-        self.failed: collections.deque[tuple[float, str]] = collections.deque()
-        self._starts: dict[bytes, collections.deque[float]] = {}
-        self._work = Event()
-        self._poller: gevent.Greenlet | None = gevent.spawn(self._poll_loop)
-        self._checked: AsyncResult | None = None
-        self._key: tuple[Any, ...] = ()
-
-    @classmethod
-    def acquire(
-        cls,
-        environment: Environment,
-        conf: dict[str, Any],
-        topic: str,
-        poll_interval: float = 0.001,
-    ) -> ProducerEngine:
-        key = (id(environment), tuple(sorted(conf.items())), topic, poll_interval)
-        engine = cls._engines.get(key)
-        if engine is None:
-            engine = cls._engines[key] = cls(environment, conf, topic, poll_interval)
-            engine._key = key
-        engine.users += 1
-        return engine
-
-    def release(self, flush_timeout: float = 10.0) -> int:
-        """One user less; the last one flushes and closes. Returns what was left unsent."""
-        self.users -= 1
-        if self.users > 0:
-            return 0
-        self._engines.pop(self._key, None)
-        if self._poller is not None:
-            self._poller.kill()
-            self._poller = None
-        left: int = gevent.get_hub().threadpool.spawn(self._shutdown, flush_timeout).get()
-        self._fire_done()
-        if left:
-            log.warning("%d Kafka messages still undelivered after %.0f s", left, flush_timeout)
-        return left
-
-    def _shutdown(self, flush_timeout: float) -> int:
-        """Flush, drop what is still unsent, close (in the thread pool: it blocks).
-
-        Closing stops librdkafka's threads, which would otherwise go on
-        reconnecting to a broker that is gone after the run.
-        """
-        left: int = self.producer.flush(flush_timeout)
-        if left:
-            self.producer.purge()
-        self.producer.close()
-        return left
-
-    # --- topic check ----------------------------------------------------------
-    def check_topic(self, timeout: float) -> None:
-        """Raise :class:`KafkaTopicMissing` unless the topic exists (asked once per engine).
-
-        The first caller asks the broker (in the thread pool) and reports the
-        ``metadata:{topic}`` request; the others wait for its answer.
-        """
-        if self._checked is None:
-            self._checked = result = AsyncResult()
-            topic = self.topic
-            start = time.perf_counter()
-            exc: KafkaUserError | None = None
-            try:
-                md = (
-                    gevent.get_hub()
-                    .threadpool.spawn(self.producer.list_topics, topic, timeout)
-                    .get()
-                )
-                meta = md.topics.get(topic)
-                if meta is None or meta.error is not None:
-                    why = meta.error.str() if meta is not None and meta.error else "unknown topic"
-                    exc = KafkaTopicMissing(
-                        f"topic {topic!r} is not available on {self.conf['bootstrap.servers']} "
-                        f"({why}): start the pipeline (it creates the topic) or create it"
-                    )
-            except KafkaException as err:
-                exc = KafkaTopicMissing(
-                    f"no metadata for {topic!r} from {self.conf['bootstrap.servers']}: {err}"
-                )
-            self.environment.events.request.fire(
-                request_type=REQUEST_TYPE,
-                name=f"metadata:{topic}",
-                response_time=(time.perf_counter() - start) * 1e3,
-                response_length=0,
-                exception=exc,
-                context={},
-            )
-            if exc is not None:
-                result.set_exception(exc)
-            else:
-                result.set(True)
-        self._checked.get()
-
-    # --- produce ----------------------------------------------------------------
-    def produce(self, key: bytes, value: bytes) -> bool:
-        """Enqueue one message; False when librdkafka's queue is full (try again later)."""
-        start = time.perf_counter()
-        try:
-            self.producer.produce(self.topic, value, key)
-        except BufferError:
-            return False
-        starts = self._starts.get(key)
-        if starts is None:
-            starts = self._starts[key] = collections.deque()
-        starts.append(start)
-        self._work.set()
-        return True
-
-    def _delivered(self, err: Any, msg: Any) -> None:
-        """librdkafka's delivery report (the one callback, from ``poll``/``flush``)."""
-        now = time.perf_counter()
-        starts = self._starts.get(msg.key())
-        ms = (now - starts.popleft()) * 1e3 if starts else 0.0
-        if err is None:
-            self.ok_ms.append(ms)
-            self.ok_len.append(len(msg))
-        else:
-            self.failed.append((ms, _kafka_error(err)))
-
-    def _poll_loop(self) -> None:
-        producer = self.producer
-        work = self._work
-        interval = self.poll_interval
-        while True:
-            producer.poll(0)
-            self._fire_done()
-            if len(producer):
-                gevent.sleep(interval)
-            else:
-                work.clear()
-                work.wait()
-
-    def _fire_done(self) -> None:
-        """Fire the Locust events of the deliveries so far, yielding every ``FIRE_BATCH``.
-
-        One ``poll(0)`` can hand over thousands of deliveries at once; firing them
-        all in one go would stall every other greenlet for tens of ms.
-        """
-        fire = self.environment.events.request.fire
-        name = self.name
-        ok_ms, ok_len, failed = self.ok_ms, self.ok_len, self.failed
-        while failed:
-            ms, why = failed.popleft()
-            fire(
-                request_type=REQUEST_TYPE,
-                name=name,
-                response_time=ms,
-                response_length=0,
-                exception=KafkaDeliveryFailed(why),
-                context={},
-            )
-        while ok_ms:
-            for _ in range(min(len(ok_ms), FIRE_BATCH)):
-                fire(
-                    request_type=REQUEST_TYPE,
-                    name=name,
-                    response_time=ok_ms.popleft(),
-                    response_length=ok_len.popleft(),
-                    exception=None,
-                    context={},
-                )
-            if ok_ms:
-                gevent.sleep(YIELD_S)
+INTERVAL = Option(
+    "--kafka-interval",
+    float,
+    0.1,
+    "PIPESWARM_KAFKA_INTERVAL",
+    "Seconds between a KafkaProducer's messages, on an open-model schedule (0 = back to back)",
+    check=at_least(0, "must be 0 (back to back) or positive"),
+    error=ConfigError,
+)
+ACKS_OPTION = Option(
+    "--kafka-acks",
+    str,
+    "all",
+    "PIPESWARM_KAFKA_ACKS",
+    "KafkaProducer acks",
+    choices=ACKS,
+    error=ConfigError,
+)
+LINGER_MS = Option(
+    "--kafka-linger-ms",
+    float,
+    5.0,
+    "PIPESWARM_KAFKA_LINGER_MS",
+    "KafkaProducer linger.ms (batching delay)",
+    check=at_least(0, "must be 0 or positive"),
+    error=ConfigError,
+)
+COMPRESSION = Option(
+    "--kafka-compression",
+    str,
+    "none",
+    "PIPESWARM_KAFKA_COMPRESSION",
+    "KafkaProducer compression.type",
+    choices=COMPRESSIONS,
+    error=ConfigError,
+)
+MAX_MESSAGES = Option(
+    "--kafka-max-messages",
+    int,
+    0,
+    "PIPESWARM_KAFKA_MAX_MESSAGES",
+    "Messages per KafkaProducer user, then it idles (0 = no limit)",
+    check=at_least(0, "must be 0 (no limit) or positive"),
+    error=ConfigError,
+)
+OPTIONS = OptionGroup(
+    "pipeswarm Kafka producer", INTERVAL, ACKS_OPTION, LINGER_MS, COMPRESSION, MAX_MESSAGES
+)
 
 
-def _kafka_error(err: Any) -> str:
-    if isinstance(err, KafkaError):
-        return f"{err.name()}: {err.str()}"
-    return str(err)
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """The ``--kafka-*`` options, read and checked."""
+
+    interval: float
+    acks: str
+    linger_ms: float
+    compression: str
+    max_messages: int
 
 
-class KafkaProducer(User):
+def kafka_settings(environment: Environment) -> KafkaSettings:
+    """The ``--kafka-*`` options of ``environment`` (their defaults without options)."""
+    return KafkaSettings(
+        interval=INTERVAL.get(environment),
+        acks=ACKS_OPTION.get(environment),
+        linger_ms=LINGER_MS.get(environment),
+        compression=COMPRESSION.get(environment),
+        max_messages=MAX_MESSAGES.get(environment),
+    )
+
+
+class KafkaProducer(DeviceIds, User):
     """One device key producing envelopes straight into Kafka on an open-model schedule.
 
     Every ``None`` attribute takes its value from the matching option
@@ -334,6 +184,7 @@ class KafkaProducer(User):
     #: ``allow.auto.create.topics=false``, ``message.timeout.ms=30000``.
     producer_config: Mapping[str, Any] = {}
     device_id_prefix: str = "kafka-"
+    numbering = "kafka"
     #: Most messages one user produces in one go when catching up.
     max_batch: int = 64
     #: Seconds between ``poll(0)`` calls while messages are in flight (delivery time resolution).
@@ -346,21 +197,23 @@ class KafkaProducer(User):
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        n = next(_numbers)
-        self.device_id: str = self.make_device_id(n)
+        self.device_id: str = self.make_device_id(self.next_device_number())
         self.key = self.device_id.encode()
-        cfg = kafka_options(environment)
-        interval = cfg["interval"] if self.interval is None else float(self.interval)
+        cfg = kafka_settings(environment)
+        cls = type(self)
+        interval = cfg.interval if self.interval is None else float(self.interval)
         self.interval_ns = int(interval * 1e9)
-        limit = cfg["messages"] if self.max_messages is None else int(self.max_messages)
+        limit = cfg.max_messages if self.max_messages is None else int(self.max_messages)
         self.limit: int = limit
         self.conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap or settings(environment).kafka_bootstrap,
-            "acks": _check_acks(cfg["acks"] if self.acks is None else str(self.acks)),
-            "linger.ms": float(cfg["linger_ms"] if self.linger_ms is None else self.linger_ms),
-            "compression.type": _check_compression(
-                cfg["compression"] if self.compression is None else str(self.compression)
-            ),
+            "acks": cfg.acks
+            if self.acks is None
+            else _check_attribute(cls, "acks", str(self.acks), ("all", "-1", "0", "1")),
+            "linger.ms": cfg.linger_ms if self.linger_ms is None else float(self.linger_ms),
+            "compression.type": cfg.compression
+            if self.compression is None
+            else _check_attribute(cls, "compression", str(self.compression), COMPRESSIONS),
             # the topic must exist: never create it with the broker's defaults by accident
             "allow.auto.create.topics": False,
             # a message the broker cannot take fails within the run, not 5 min later
@@ -373,13 +226,6 @@ class KafkaProducer(User):
         self._ledger: telemetry.Ledger | None = None
         self._due = 0
         self._unusable = False
-
-    def make_device_id(self, n: int) -> str:
-        """``kafka-0007``; on a distributed worker ``kafka-w2-0007`` (unique across workers)."""
-        runner = self.environment.runner
-        if isinstance(runner, WorkerRunner):
-            return f"{self.device_id_prefix}w{runner.worker_index}-{n:04d}"
-        return f"{self.device_id_prefix}{n:04d}"
 
     def payload(self, seq: int, t0: int, tp: int) -> bytes:
         """Message ``seq``: the original coordinates on a slow circle, plus the envelope."""
@@ -448,93 +294,10 @@ class KafkaProducer(User):
         gevent.sleep(YIELD_S)  # a full batch (back to back, or catching up)
 
 
-def _check_acks(value: str) -> str:
-    if value not in ACKS:
-        raise ConfigError(f"--kafka-acks {value!r}: must be all, 1 or 0.")
+def _check_attribute(cls: type, name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{cls.__name__}.{name} {value!r}: must be one of {', '.join(allowed)}.")
     return value
 
 
-def _check_compression(value: str) -> str:
-    if value not in COMPRESSIONS:
-        raise ConfigError(
-            f"--kafka-compression {value!r}: must be one of {', '.join(COMPRESSIONS)}."
-        )
-    return value
-
-
-def kafka_options(environment: Environment) -> dict[str, Any]:
-    """The ``--kafka-*`` options of ``environment``, parsed and checked (defaults without options)."""
-    try:
-        interval = float(option(environment, "kafka_interval", DEFAULT_INTERVAL))
-        linger = float(option(environment, "kafka_linger_ms", DEFAULT_LINGER_MS))
-        messages = int(option(environment, "kafka_max_messages", 0))
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"a --kafka-* option is not a number ({err}).") from None
-    if interval < 0:
-        raise ConfigError(f"--kafka-interval {interval!r}: must be 0 (back to back) or positive.")
-    if linger < 0:
-        raise ConfigError(f"--kafka-linger-ms {linger!r}: must be 0 or positive.")
-    if messages < 0:
-        raise ConfigError(f"--kafka-max-messages {messages!r}: must be 0 (no limit) or positive.")
-    return {
-        "interval": interval,
-        "linger_ms": linger,
-        "messages": messages,
-        "acks": _check_acks(str(option(environment, "kafka_acks", "all"))),
-        "compression": _check_compression(str(option(environment, "kafka_compression", "none"))),
-    }
-
-
-def add_arguments(parser: LocustArgumentParser) -> None:
-    """The ``--kafka-*`` producer options (an ``init_command_line_parser`` listener)."""
-    parser.add_argument(
-        "--kafka-interval",
-        type=float,
-        default=DEFAULT_INTERVAL,
-        env_var="PIPESWARM_KAFKA_INTERVAL",
-        help="Seconds between a KafkaProducer's messages, on an open-model schedule "
-        "(0 = back to back). Default 0.1",
-    )
-    parser.add_argument(
-        "--kafka-acks",
-        choices=("all", "1", "0"),
-        default="all",
-        env_var="PIPESWARM_KAFKA_ACKS",
-        help="KafkaProducer acks. Default all",
-    )
-    parser.add_argument(
-        "--kafka-linger-ms",
-        type=float,
-        default=DEFAULT_LINGER_MS,
-        env_var="PIPESWARM_KAFKA_LINGER_MS",
-        help="KafkaProducer linger.ms (batching delay). Default 5",
-    )
-    parser.add_argument(
-        "--kafka-compression",
-        choices=COMPRESSIONS,
-        default="none",
-        env_var="PIPESWARM_KAFKA_COMPRESSION",
-        help="KafkaProducer compression.type. Default none",
-    )
-    parser.add_argument(
-        "--kafka-max-messages",
-        type=int,
-        default=0,
-        env_var="PIPESWARM_KAFKA_MAX_MESSAGES",
-        help="Messages per KafkaProducer user, then it idles (0 = no limit). Default 0",
-    )
-
-
-def _validate_at_init(environment: Environment, **_kw: Any) -> None:
-    """A bad ``--kafka-*`` value is one sentence and exit code 2, before any user starts."""
-    if environment.parsed_options is None:
-        return
-    try:
-        kafka_options(environment)
-    except ConfigError as err:
-        sys.stderr.write(f"pipeswarm: {err}\n")
-        raise SystemExit(2) from None
-
-
-events.init_command_line_parser.add_listener(add_arguments)
-events.init.add_listener(_validate_at_init)
+OPTIONS.register()

@@ -47,7 +47,6 @@ figures: ``bench/README.md``.
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 import ssl
@@ -57,23 +56,25 @@ from typing import Any
 
 from locust import User, constant, task
 from locust.env import Environment
-from locust.runners import WorkerRunner
 
 import telemetry
 from telemetry import envelope
-from users._config import MQTT_VERSIONS, ConfigError, Settings, parse_mqtt_url, settings
+from users._config import MQTT_VERSIONS, Settings, parse_mqtt_url, settings
+from users._devices import DeviceIds
 from users._mqtt_client import REQUEST_TYPE, ClientConfig, DeviceClient
 from users._mqtt_codec import Will
-from users._mqtt_errors import (
+from users._mqtt_payload import Template, Trajectory, load_template
+from users._mqtt_schedule import get_schedule
+from users._per_env import PerEnvironment
+from users.exceptions import (
     CommandError,
+    ConfigError,
     ConnectFailed,
     ConnectionLost,
     MqttError,
     PublishRefused,
     SubscribeRefused,
 )
-from users._mqtt_payload import Template, Trajectory, load_template
-from users._mqtt_schedule import get_schedule
 
 __all__ = [
     "MqttDevice",
@@ -89,8 +90,9 @@ __all__ = [
     "CommandError",
 ]
 
-_numbers = itertools.count(1)
-_configs: dict[tuple[Any, ...], ClientConfig] = {}
+#: the ClientConfig of each (device class, settings), per Environment: built once, shared
+#: by the class's devices
+_configs: PerEnvironment[dict[tuple[Any, ...], ClientConfig]] = PerEnvironment(dict)
 
 
 def _topic_template(topic: str) -> str:
@@ -98,7 +100,7 @@ def _topic_template(topic: str) -> str:
     return topic.replace("{device_id}", "+")
 
 
-class MqttDevice(User):
+class MqttDevice(DeviceIds, User):
     """One device: its own MQTT connection, client id, topics and timetable.
 
     Every ``None`` attribute takes its value from the matching option
@@ -146,7 +148,7 @@ class MqttDevice(User):
     command_qos: int = 1
     publish_topic: str = "sensors/{device_id}/coordinates"
     command_topic: str = "orin/{device_id}/command"
-    device_id_prefix: str = "robot-"
+    numbering = "mqtt"
     #: Most messages one device sends in one go when catching up (one write).
     max_batch: int = 32
     #: Seconds ``on_stop`` waits for outstanding PUBACK/PUBCOMP before DISCONNECT.
@@ -160,7 +162,7 @@ class MqttDevice(User):
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         s = settings(environment)
-        n = next(_numbers)
+        n = self.next_device_number()
         self.device_id: str = self.make_device_id(n)
         self.qos_level: int = s.mqtt_qos if self.qos is None else int(self.qos)
         if self.qos_level not in (0, 1, 2):
@@ -200,13 +202,6 @@ class MqttDevice(User):
         )
 
     # --- overridable hooks -------------------------------------------------------
-    def make_device_id(self, n: int) -> str:
-        """``robot-0007``; on a distributed worker ``robot-w2-0007`` (unique across workers)."""
-        runner = self.environment.runner
-        if isinstance(runner, WorkerRunner):
-            return f"{self.device_id_prefix}w{runner.worker_index}-{n:04d}"
-        return f"{self.device_id_prefix}{n:04d}"
-
     def payload(self, seq: int, t0: int, tp: int) -> bytes:
         """The message body of publish ``seq``: template or coordinates, plus the envelope."""
         x, y = self.trajectory.at(t0 / 1e9)
@@ -232,7 +227,7 @@ class MqttDevice(User):
 
     def on_stop(self) -> None:
         self._publishing = False
-        get_schedule().remove(self)
+        get_schedule(self.environment).remove(self)
         if self.client.inflight and self.client.connected:
             self.client.wait_drained(self.drain_timeout)
         self.client.close(wait=1.0)
@@ -284,14 +279,14 @@ class MqttDevice(User):
             self._started = True
             # a random phase spreads a fleet over the interval, as real devices are
             self._due = time.time_ns() + int(random.random() * self.interval_ns)
-        get_schedule().add(self, self._due)
+        get_schedule(self.environment).add(self, self._due)
 
     def mqtt_disconnected(self, reason: str) -> None:
-        get_schedule().remove(self)
+        get_schedule(self.environment).remove(self)
 
     def mqtt_window(self) -> None:
         if self._publishing and self._started:
-            get_schedule().add(self, self._due)
+            get_schedule(self.environment).add(self, self._due)
 
     def mqtt_message(self, topic: str, payload: bytes, recv_ns: int) -> None:
         if topic != self.command_topic_name:
@@ -331,7 +326,8 @@ class MqttDevice(User):
         """One :class:`ClientConfig` per device class and settings, shared by its devices."""
         cls = type(self)
         key = (cls, s)
-        cfg = _configs.get(key)
+        configs = _configs(self.environment)
+        cfg = configs.get(key)
         if cfg is not None:
             return cfg
         url = parse_mqtt_url(self.url, f"{cls.__name__}.url") if self.url else s.mqtt
@@ -365,5 +361,5 @@ class MqttDevice(User):
             reconnect_min=self.reconnect_min,
             reconnect_max=self.reconnect_max,
         )
-        _configs[key] = cfg
+        configs[key] = cfg
         return cfg

@@ -20,9 +20,10 @@ name                                    response_time                           
 ``connection lost``                     ``None`` (an event, not a duration)          why it ended
 ======================================  ===========================================  ===================
 
-A lost connection is reconnected (and re-subscribed) with a jittered backoff;
-messages published meanwhile are missing for this subscriber and the ledger
-reports them as its loss.
+A lost connection is reconnected (and re-subscribed) with a jittered backoff,
+resuming after the ``stream-id`` of the last MESSAGE (a ``since`` header on
+SUBSCRIBE, ``users._subscriber``): what the gateway replays counts as late;
+what it cannot replay is this subscriber's loss.
 
 Options (also ``locust.conf`` / environment): ``--stomp-destination``
 (``PIPESWARM_STOMP_DESTINATION``, default ``/topic/coordinates``; may hold
@@ -37,30 +38,26 @@ runs under gevent, the receive timestamp and TCP_NODELAY).
 
 from __future__ import annotations
 
-import itertools
-import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import gevent
-from locust import User, constant, events, task
-from locust.runners import WorkerRunner
-
-import telemetry
-from telemetry.options import option
-from users._config import ConfigError, settings
-from users._stomp_client import (
-    StompClient,
+from telemetry.options import Option, OptionGroup, at_least
+from users._config import settings
+from users._devices import DeviceIds
+from users._stomp_client import StompClient
+from users._subscriber import PushSubscriber
+from users._ws_common import WsEndpoint, fire, ws_endpoint
+from users.exceptions import (
+    ConfigError,
     StompConnectFailed,
     StompConnectionLost,
     StompError,
     StompSubscribeFailed,
 )
-from users._ws_common import Backoff, WsEndpoint, fire, ws_endpoint
 
 if TYPE_CHECKING:
-    from locust.argument_parser import LocustArgumentParser
+    from gevent.event import Event
     from locust.env import Environment
 
 __all__ = [
@@ -75,15 +72,13 @@ __all__ = [
     "StompConnectionLost",
     "subscribe_name",
     "check_destination",
-    "add_arguments",
+    "OPTIONS",
 ]
 
 REQUEST_TYPE = "STOMP"
 TOPIC_ALL = "/topic/coordinates"
 TOPIC_DEVICE = "/topic/devices/{device_id}"
 _DEVICE_PREFIX = "/topic/devices/"
-
-_numbers = itertools.count(1)
 
 
 def subscribe_name(destination: str) -> str:
@@ -97,7 +92,49 @@ def subscribe_name(destination: str) -> str:
     return "subscribe:" + destination.replace("{device_id}", "{id}")
 
 
-class StompSubscriber(User):
+def check_destination(destination: str) -> str | None:
+    """Why ``destination`` is not a form the gateway knows, or None when it is."""
+    if destination == TOPIC_ALL or (
+        destination.startswith(_DEVICE_PREFIX) and len(destination) > len(_DEVICE_PREFIX)
+    ):
+        return None
+    return f"expected {TOPIC_ALL} or {TOPIC_DEVICE}"
+
+
+DESTINATION = Option(
+    "--stomp-destination",
+    str,
+    TOPIC_ALL,
+    "PIPESWARM_STOMP_DESTINATION",
+    "STOMP destination of StompSubscriber: /topic/coordinates (all devices) or "
+    "/topic/devices/{device_id} (one device each)",
+    check=check_destination,
+    error=ConfigError,
+)
+DEVICE_COUNT = Option(
+    "--stomp-device-count",
+    int,
+    0,
+    "PIPESWARM_STOMP_DEVICE_COUNT",
+    "With /topic/devices/{device_id}: spread the subscribers over this many devices "
+    "(robot-0001..robot-N, MqttDevice's ids); 0 = subscriber n watches device n",
+    check=at_least(0, "must be 0 (subscriber n watches device n) or a device count"),
+    error=ConfigError,
+)
+TOKEN = Option(
+    "--stomp-token",
+    str,
+    "",
+    "PIPESWARM_STOMP_TOKEN",
+    "Bearer token StompSubscriber sends in CONNECT (Authorization: Bearer <token>)",
+    doc_default="none",
+    secret=True,
+    error=ConfigError,
+)
+OPTIONS = OptionGroup("pipeswarm STOMP subscriber", DESTINATION, DEVICE_COUNT, TOKEN)
+
+
+class StompSubscriber(DeviceIds, PushSubscriber):
     """One WebSocket connection with one STOMP subscription, fed to the ledger.
 
     Every ``None`` attribute takes its value from the matching option; set it on
@@ -127,32 +164,30 @@ class StompSubscriber(User):
     #: (subscriber n watches device ``(n - 1) % count + 1``); 0 = subscriber n
     #: watches device n. None = ``--stomp-device-count``.
     device_count: int | None = None
-    device_id_prefix: str = "robot-"
+    numbering = "stomp"
     connect_timeout: float = 10.0
     receipt_timeout: float = 10.0
-    #: Reconnect backoff: doubles from ``reconnect_min`` up to ``reconnect_max`` (s), jittered.
-    reconnect_min: float = 0.2
-    reconnect_max: float = 10.0
     #: The engine; a subclass of :class:`StompClient` may replace it.
     client_cls: type[StompClient] = StompClient
 
-    # The task only supervises the connection; frames arrive in the receiver greenlet.
-    wait_time = constant(0)
+    request_type = REQUEST_TYPE
+    ledger_kind = "stomp"
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        n = next(_numbers)
+        n = self.next_device_number()
         gateway = self.url or settings(environment).gateway_url
         self.endpoint: WsEndpoint = ws_endpoint(gateway, self.ws_path)
-        dest = check_destination(
-            self.destination or str(option(environment, "stomp_destination", TOPIC_ALL))
-        )
+        dest = self.destination or DESTINATION.get(environment)
+        why = check_destination(dest)
+        if why:
+            raise ConfigError(f"{type(self).__name__}.destination {dest!r}: {why}.")
         self.device_id: str | None = None
         if "{device_id}" in dest:
             ids = self.device_ids
             count = self.device_count
             if count is None:
-                count = _count_option(environment)
+                count = DEVICE_COUNT.get(environment)
             if ids:
                 self.device_id = ids[(n - 1) % len(ids)]
             else:
@@ -162,11 +197,7 @@ class StompSubscriber(User):
             self.device_id = dest[len(_DEVICE_PREFIX) :]
         self.topic: str = dest
         self.subscribe_name: str = subscribe_name(dest)
-        token = (
-            self.token if self.token is not None else str(option(environment, "stomp_token", ""))
-        )
-        self.backoff = Backoff(self.reconnect_min, self.reconnect_max)
-        self.sub: telemetry.Subscriber | None = None
+        token = self.token if self.token is not None else TOKEN.get(environment)
         self.client: StompClient = self.client_cls(
             self.endpoint.host,
             self.endpoint.port,
@@ -178,53 +209,24 @@ class StompSubscriber(User):
             connect_timeout=self.connect_timeout,
             receipt_timeout=self.receipt_timeout,
         )
-        self.client.on_subscribed = self._subscribed
-        self._ledger: telemetry.Ledger | None = None
-        self._stopping = False
+        # in the receiver greenlet, when the RECEIPT arrives: no MESSAGE behind it is missed
+        self.client.on_subscribed = self.subscribed
 
-    def make_device_id(self, n: int) -> str:
-        """``robot-0007`` (``robot-w2-0007`` on worker 2): subscriber n watches device n."""
-        runner = self.environment.runner
-        if isinstance(runner, WorkerRunner):
-            return f"{self.device_id_prefix}w{runner.worker_index}-{n:04d}"
-        return f"{self.device_id_prefix}{n:04d}"
+    # --- PushSubscriber -------------------------------------------------------------
+    def has_session(self) -> bool:
+        return self.client.connection is not None
 
-    # --- Locust lifecycle -----------------------------------------------------
-    def on_start(self) -> None:
-        self._ledger = telemetry.get_ledger(self.environment)
-        self._session()
+    def lost_event(self) -> Event:
+        return self.client.lost
 
-    def on_stop(self) -> None:
-        self._stopping = True
-        self.client.close()
-        if self.sub is not None:
-            self.sub.close()
+    def lost_error(self) -> Exception:
+        return StompConnectionLost(self.client.last_error or "connection closed")
 
-    @task
-    def keep_subscribed(self) -> None:
-        """Wait while the subscription is up; when it ends, report it and reconnect."""
-        client = self.client
-        if client.up:
-            client.lost.wait()
-            if self._stopping:
-                return
-            fire(
-                self.environment,
-                REQUEST_TYPE,
-                "connection lost",
-                None,
-                StompConnectionLost(client.last_error or "connection closed"),
-            )
-        self.wait_backoff()
-        self._session()
+    def watched_devices(self) -> list[str] | None:
+        return [self.device_id] if self.device_id is not None else None
 
-    def wait_backoff(self) -> None:
-        """Sleep before the next reconnect attempt (cooperatively)."""
-        gevent.sleep(self.backoff.next())
-
-    # --- one session -----------------------------------------------------------------
-    def _session(self) -> bool:
-        """CONNECT then SUBSCRIBE, each reported; False when either failed."""
+    def open_session(self, since: str | None) -> bool:
+        """CONNECT then SUBSCRIBE (``since`` the last stream id), each reported."""
         env = self.environment
         client = self.client
         start = time.perf_counter()
@@ -236,22 +238,20 @@ class StompSubscriber(User):
         fire(env, REQUEST_TYPE, "connect", ms)
         start = time.perf_counter()
         try:
-            ms = client.subscribe(self.topic)
+            ms = client.subscribe(self.topic, since=since)
         except StompError as exc:
             fire(env, REQUEST_TYPE, self.subscribe_name, (time.perf_counter() - start) * 1e3, exc)
             client.close()
             return False
         fire(env, REQUEST_TYPE, self.subscribe_name, ms)
-        self.backoff.reset()
         return True
 
-    def _subscribed(self) -> None:
-        # The ledger subscription starts when the first RECEIPT is read (receiver
-        # greenlet, so no MESSAGE behind it is missed); it lives across reconnects,
-        # so what a reconnect missed is this subscriber's loss.
-        if self.sub is None and self._ledger is not None:
-            devices = [self.device_id] if self.device_id is not None else None
-            self.sub = self._ledger.subscriber("stomp", devices)
+    def close_session(self) -> None:
+        self.client.close()  # DISCONNECT when still connected, then the socket
+
+    def resume_point(self) -> str | None:
+        """The ``stream-id`` of the last MESSAGE (the client keeps it across connections)."""
+        return self.client.last_stream_id
 
     def _on_message(self, body: bytes, recv_ns: int) -> None:
         sub = self.sub
@@ -259,67 +259,4 @@ class StompSubscriber(User):
             sub.received(body, recv_ns)
 
 
-def add_arguments(parser: LocustArgumentParser) -> None:
-    """``--stomp-destination``, ``--stomp-device-count``, ``--stomp-token`` (parser listener)."""
-    parser.add_argument(
-        "--stomp-destination",
-        default=TOPIC_ALL,
-        env_var="PIPESWARM_STOMP_DESTINATION",
-        help="STOMP destination of StompSubscriber: /topic/coordinates (all devices) or "
-        "/topic/devices/{device_id} (one device each). Default /topic/coordinates",
-    )
-    parser.add_argument(
-        "--stomp-device-count",
-        type=int,
-        default=0,
-        env_var="PIPESWARM_STOMP_DEVICE_COUNT",
-        help="With /topic/devices/{device_id}: spread the subscribers over this many devices "
-        "(robot-0001..robot-N, MqttDevice's ids); 0 = subscriber n watches device n. Default 0",
-    )
-    parser.add_argument(
-        "--stomp-token",
-        default="",
-        env_var="PIPESWARM_STOMP_TOKEN",
-        is_secret=True,
-        help="Bearer token StompSubscriber sends in CONNECT (Authorization: Bearer <token>). "
-        "Default: none",
-    )
-
-
-def _count_option(environment: Environment) -> int:
-    try:
-        count = int(option(environment, "stomp_device_count", 0))
-    except (TypeError, ValueError):
-        count = -1
-    if count < 0:
-        raise ConfigError(
-            "--stomp-device-count: must be 0 (subscriber n watches device n) or a device count."
-        )
-    return count
-
-
-def check_destination(destination: str) -> str:
-    """Return ``destination`` if the gateway knows its form, else raise :class:`ConfigError`."""
-    if destination == TOPIC_ALL or (
-        destination.startswith(_DEVICE_PREFIX) and len(destination) > len(_DEVICE_PREFIX)
-    ):
-        return destination
-    raise ConfigError(
-        f"--stomp-destination {destination!r}: expected {TOPIC_ALL} or {TOPIC_DEVICE}."
-    )
-
-
-def _validate_at_init(environment: Environment, **_kw: Any) -> None:
-    """A bad ``--stomp-destination`` is one sentence and exit code 2, before any user starts."""
-    if environment.parsed_options is None:
-        return
-    try:
-        check_destination(str(option(environment, "stomp_destination", TOPIC_ALL)))
-        _count_option(environment)
-    except ConfigError as err:
-        sys.stderr.write(f"pipeswarm: {err}\n")
-        raise SystemExit(2) from None
-
-
-events.init_command_line_parser.add_listener(add_arguments)
-events.init.add_listener(_validate_at_init)
+OPTIONS.register()

@@ -17,8 +17,9 @@ name                       response_time                                    exce
 ``connection lost``        ``None`` (an event, not a duration)              why it ended
 =========================  ===============================================  ===================
 
-A lost connection is reopened with a jittered backoff; what was published
-meanwhile is this subscriber's loss in the ledger.
+A lost connection is reopened with a jittered backoff and resumed after the
+last ``stream_id`` read (``?since=<id>``, ``users._subscriber``): what the
+gateway replays counts as late; what it cannot replay is this subscriber's loss.
 
 websocket-client sets TCP_NODELAY on its sockets
 (``websocket._socket.DEFAULT_SOCKET_OPTION``) and its UTF-8 check is switched off
@@ -29,18 +30,21 @@ parser rejects bad UTF-8 anyway, counted as ``untraced``).
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 import gevent
 import websocket
 from gevent.event import Event
-from locust import User, constant, task
 
 import telemetry
 from users._config import settings
-from users._ws_common import Backoff, WsEndpoint, fire, ws_endpoint
+from users._subscriber import PushSubscriber
+from users._ws_common import WsEndpoint, fire, ws_endpoint
+from users.exceptions import WsConnectFailed, WsConnectionLost, WsError
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -51,96 +55,68 @@ REQUEST_TYPE = "WS"
 
 _DATA = (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY)
 _CLOSE = websocket.ABNF.OPCODE_CLOSE
+#: The gateway's ``"stream_id": "<id>"`` in a pushed frame, found without decoding the JSON
+#: (the ledger decodes it once); an id is a Redis Stream id, ``<ms>-<n>``.
+_STREAM_ID = re.compile(rb'"stream_id"\s*:\s*"([^"\\]+)"')
 
 
-class WsError(Exception):
-    """Base of the WebSocket subscriber's errors (the exception of a failed request event)."""
-
-
-class WsConnectFailed(WsError):
-    """The WebSocket upgrade did not complete: refused, a non-101 answer, or a timeout."""
-
-
-class WsConnectionLost(WsError):
-    """An open connection ended without us closing it."""
-
-
-class WsSubscriber(User):
+class WsSubscriber(PushSubscriber):
     """One raw WebSocket connection to the gateway's ``/coordinates`` stream, fed to the ledger.
 
-    Every ``None`` attribute takes its value from the matching option.
+    Every ``None`` attribute takes its value from the matching option. After a
+    reconnect the stream resumes after the last ``stream_id`` read
+    (``?since=<id>`` on the URL; ``users._subscriber``).
     """
 
     abstract = True
 
     #: Gateway base URL (``http://host:port``; https -> wss). None = ``--gateway-url``.
     url: str | None = None
-    #: The stream's path on the gateway.
+    #: The stream's path on the gateway (may carry a query; ``since`` is appended to it).
     path: str = "/coordinates"
     #: Extra HTTP headers of the upgrade request (e.g. ``{"Authorization": "Bearer …"}``).
     headers: Mapping[str, str] = {}
     connect_timeout: float = 10.0
-    #: Reconnect backoff: doubles from ``reconnect_min`` up to ``reconnect_max`` (s), jittered.
-    reconnect_min: float = 0.2
-    reconnect_max: float = 10.0
 
-    # The task only supervises the connection; frames arrive in the reader greenlet.
-    wait_time = constant(0)
+    request_type = REQUEST_TYPE
+    ledger_kind = "ws"
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         self.endpoint: WsEndpoint = ws_endpoint(
             self.url or settings(environment).gateway_url, self.path
         )
-        self.connect_name = f"connect:{self.path}"
-        self.backoff = Backoff(self.reconnect_min, self.reconnect_max)
+        self.connect_name = f"connect:{self.path.partition('?')[0]}"
         self.ws: websocket.WebSocket | None = None
-        self.sub: telemetry.Subscriber | None = None
         #: frames received over the user's lifetime (all connections)
         self.frames = 0
+        #: the URL of the last connect attempt (with ``since`` when it resumed)
+        self.last_url = ""
         self.lost = Event()
         self.lost.set()
         self.last_error = ""
         self._reader: gevent.Greenlet | None = None
-        self._ledger: telemetry.Ledger | None = None
-        self._stopping = False
 
-    # --- Locust lifecycle -----------------------------------------------------
-    def on_start(self) -> None:
-        self._ledger = telemetry.get_ledger(self.environment)
-        self._connect()
+    # --- PushSubscriber -----------------------------------------------------------------
+    def has_session(self) -> bool:
+        return self.ws is not None
 
-    def on_stop(self) -> None:
-        self._stopping = True
-        self._close()
-        if self.sub is not None:
-            self.sub.close()
+    def lost_event(self) -> Event:
+        return self.lost
 
-    @task
-    def keep_connected(self) -> None:
-        """Wait while the stream is open; when it ends, report it and reconnect."""
-        if self.ws is not None:
-            self.lost.wait()
-            if self._stopping:
-                return
-            fire(
-                self.environment,
-                REQUEST_TYPE,
-                "connection lost",
-                None,
-                WsConnectionLost(self.last_error or "connection closed"),
-            )
-            self._close()
-        gevent.sleep(self.backoff.next())
-        self._connect()
+    def lost_error(self) -> Exception:
+        return WsConnectionLost(self.last_error or "connection closed")
 
-    # --- connection ---------------------------------------------------------------
-    def _connect(self) -> bool:
+    def open_session(self, since: str | None) -> bool:
+        url = self.endpoint.url
+        if since is not None:
+            url += ("&" if "?" in url else "?") + urlencode({"since": since})
+        self.last_url = url
         start = time.perf_counter()
         try:
             with gevent.Timeout(self.connect_timeout, WsConnectFailed("no upgrade in time")):
                 ws = websocket.create_connection(
-                    self.endpoint.url,
+                    url,
                     header=dict(self.headers),
                     skip_utf8_validation=True,
                     # the handshake is bounded by the gevent.Timeout; a socket timeout
@@ -148,43 +124,18 @@ class WsSubscriber(User):
                     timeout=None,
                 )
         except (WsError, websocket.WebSocketException, OSError) as exc:
-            err = (
-                exc if isinstance(exc, WsError) else WsConnectFailed(f"{self.endpoint.url}: {exc}")
-            )
+            err = exc if isinstance(exc, WsError) else WsConnectFailed(f"{url}: {exc}")
             fire(self.environment, REQUEST_TYPE, self.connect_name, _ms(start), err)
             return False
         fire(self.environment, REQUEST_TYPE, self.connect_name, _ms(start))
         self.ws = ws
         self.last_error = ""
         self.lost.clear()
-        if self.sub is None and self._ledger is not None:
-            # lives across reconnects: what a reconnect missed is this subscriber's loss
-            self.sub = self._ledger.subscriber("ws")
+        self.subscribed()
         self._reader = gevent.spawn(self._read, ws, self.sub)
-        self.backoff.reset()
         return True
 
-    def _read(self, ws: websocket.WebSocket, sub: telemetry.Subscriber | None) -> None:
-        """The reader greenlet: one blocking ``recv`` per frame on the gevent socket."""
-        recv = ws.recv_data
-        try:
-            while True:
-                opcode, data = recv()
-                recv_ns = time.time_ns()
-                if opcode in _DATA:
-                    self.frames += 1
-                    if sub is not None:
-                        sub.received(data, recv_ns)
-                elif opcode == _CLOSE:
-                    self.last_error = "closed by the server"
-                    return
-        except (websocket.WebSocketException, OSError) as exc:
-            self.last_error = str(exc) or type(exc).__name__
-        finally:
-            if self.ws is ws:
-                self.lost.set()
-
-    def _close(self) -> None:
+    def close_session(self) -> None:
         ws, self.ws = self.ws, None
         reader, self._reader = self._reader, None
         if reader is not None and reader is not gevent.getcurrent():
@@ -195,6 +146,30 @@ class WsSubscriber(User):
                 ws.send_close()
             ws.shutdown()
         self.lost.set()
+
+    # --- the reader ---------------------------------------------------------------------
+    def _read(self, ws: websocket.WebSocket, sub: telemetry.Subscriber | None) -> None:
+        """The reader greenlet: one blocking ``recv`` per frame on the gevent socket."""
+        recv = ws.recv_data
+        try:
+            while True:
+                opcode, data = recv()
+                recv_ns = time.time_ns()
+                if opcode in _DATA:
+                    self.frames += 1
+                    found = _STREAM_ID.search(data)
+                    if found is not None:
+                        self.last_stream_id = found.group(1).decode()
+                    if sub is not None:
+                        sub.received(data, recv_ns)
+                elif opcode == _CLOSE:
+                    self.last_error = "closed by the server"
+                    return
+        except (websocket.WebSocketException, OSError) as exc:
+            self.last_error = str(exc) or type(exc).__name__
+        finally:
+            if self.ws is ws:
+                self.lost.set()
 
 
 def _ms(start: float) -> float:

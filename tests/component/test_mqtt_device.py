@@ -151,7 +151,8 @@ def test_devices_publish_exactly_what_arrives(mqtt_url, tmp_path, qos, version):
         if qos == 0:
             assert e.num_none_requests == published  # counted, no made-up latency
         else:
-            assert e.num_none_requests == 0 and e.min_response_time >= 0
+            # every publish timed from PUBLISH to its acknowledgement (a real round trip)
+            assert e.num_none_requests == 0 and e.total_response_time > 0
         assert swarm.ok("connect") == 5 and swarm.ok("subscribe:1:orin/+/command") == 5
         assert sum(x.num_failures for x in swarm.env.stats.entries.values()) == 0
         # after DISCONNECT the broker closes first (well before CLOSE_WAIT_S): no TIME_WAIT here

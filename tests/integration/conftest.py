@@ -9,7 +9,7 @@ from pipeline.stack import Stack
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    """Mosquitto, Tansu, Redis, bridge, consumer and gateway (stream mode)."""
+    """Mosquitto, Apache Kafka, Redis, bridge, consumer and gateway (stream mode)."""
     s = Stack.with_ports(auto=True, state_dir=tmp_path_factory.mktemp("stack"))
     s.start()
     try:

@@ -157,7 +157,9 @@ def test_bad_payloads_go_to_the_dlq_and_the_bridge_keeps_serving(stack):
     bad = {
         "malformed_json": b"{this is not json",
         "oversize": json.dumps({"device_id": "big", "blob": "x" * 70_000}).encode(),
-        "missing_device_id": json.dumps({"x": 1, "y": 2}).encode(),
+        "schema": json.dumps({"x": 1, "y": 2}).encode(),  # no timestamp
+        "device_mismatch": json.dumps({"device_id": "x", "x": 1, "y": 2, "timestamp": 3}).encode(),
+        "too_deep": b'{"x": 1, "y": 2, "timestamp": 3, "e": ' + b"[" * 40 + b"]" * 40 + b"}",
     }
     for payload in bad.values():
         pub.publish("sensors/dlq-dev/coordinates", payload, qos=1).wait_for_publish(5)

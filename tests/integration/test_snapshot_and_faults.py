@@ -161,6 +161,7 @@ def test_unreachable_external_kafka_exits_2_naming_the_fix(tmp_path):
     assert not (tmp_path / "stack.json").exists()
 
 
-def test_missing_broker_binary_exits_2_naming_the_fix(tmp_path):
-    line = _one_line(_up(tmp_path, env={"CALF_TANSU_BIN": str(tmp_path / "no-tansu")}))
-    assert "Tansu" in line and "make setup" in line
+def test_missing_kafka_jars_exit_2_naming_the_fix(tmp_path):
+    line = _one_line(_up(tmp_path, env={"PIPESWARM_KAFKA_HOME": str(tmp_path / "no-kafka")}))
+    assert "Apache Kafka" in line and "is not installed" in line and "make setup" in line
+    assert not (tmp_path / "stack.json").exists() and not (tmp_path / "logs").exists()

@@ -6,8 +6,6 @@ Redis -> gateway; the subscribers' ledger must account for every message.
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 from locust import constant
 
@@ -34,16 +32,13 @@ def stack_args(stack) -> tuple[str, ...]:
 
 
 def fleet(prefix: str, count: int) -> type[MqttDevice]:
-    """MqttDevice with fixed ids ``{prefix}-01``… (other tests' devices never collide)."""
-    ids = itertools.count(1)
+    """MqttDevice with ids ``{prefix}-0001``… (numbered per run: other tests' never collide)."""
 
     class Device(MqttDevice):
         fixed_count = count
         interval = 0.05
         qos = 1
-
-        def make_device_id(self, n: int) -> str:
-            return f"{prefix}-{next(ids):02d}"
+        device_id_prefix = f"{prefix}-"
 
     Device.__name__ = f"Device_{prefix.replace('-', '_')}"
     return Device
@@ -66,7 +61,7 @@ def test_stomp_and_ws_subscribers_account_for_every_device_message(stack, tmp_pa
     class One(StompSubscriber):
         fixed_count = 1
         destination = "/topic/devices/{device_id}"
-        device_ids = ("it-sub-01",)
+        device_ids = ("it-sub-0001",)
 
     class Raw(WsSubscriber):
         fixed_count = 1
@@ -158,4 +153,4 @@ def test_rest_commands_reach_the_mqtt_devices(stack, tmp_path):
         ):
             entry = run.entry(name, method)
             assert entry.num_requests > 0 and entry.num_failures == 0, (name, run.errors())
-    assert set(accepted) <= {"it-cmd-01", "it-cmd-02", "it-cmd-03"}
+    assert set(accepted) <= {"it-cmd-0001", "it-cmd-0002", "it-cmd-0003"}

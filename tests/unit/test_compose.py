@@ -30,3 +30,10 @@ def test_services_get_the_urls_the_pipeline_reads():
         assert env["REDIS_URL"] == "redis://redis:6379/0"
         assert services[name]["command"] == ["python", "-m", f"pipeline.{name}"]
     assert "max_queued_messages 1000000" in (ROOT / "deploy/mosquitto.conf").read_text()
+
+
+def test_compose_runs_the_kafka_release_the_embedded_stack_runs():
+    from pipeline._kafka_server import KAFKA_VERSION
+
+    doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert doc["services"]["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"

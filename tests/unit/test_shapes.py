@@ -69,6 +69,8 @@ def test_bad_stages_are_one_clear_error(bad):
 
 
 def test_run_time_stops_every_preset():
-    for preset in ("constant", "step", "spike", "soak"):
-        assert shape_at(59, shape=preset, run_time=60) is not None
+    # the last second before -t still follows the preset (100 users, 10/s by default)
+    before = {"constant": (100, 10.0), "step": (60, 10.0), "spike": (100, 10.0), "soak": (98, 10.0)}
+    for preset, users_and_rate in before.items():
+        assert shape_at(59, shape=preset, run_time=60) == users_and_rate
         assert shape_at(60, shape=preset, run_time=60) is None

@@ -279,7 +279,7 @@ def test_a_bad_slo_file_stops_locust_at_start_with_exit_code_2(tmp_path, capsys)
     path = _write(tmp_path, "e2e_p42_ms: 1\n")
     env = Environment(events=Events(), parsed_options=argparse.Namespace(slo=str(path)))
     with pytest.raises(SystemExit) as exit_:
-        slo._on_init(env)
+        slo.OPTIONS.validate(env)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("pipeswarm: SLO file") and "'e2e_p42_ms'" in err
@@ -287,7 +287,7 @@ def test_a_bad_slo_file_stops_locust_at_start_with_exit_code_2(tmp_path, capsys)
 
 def test_slo_option_reads_its_environment_variable(monkeypatch):
     parser = LocustArgumentParser()
-    slo.add_arguments(parser)
+    slo.OPTIONS.add_arguments(parser)
     assert parser.parse_args([]).slo == ""
     monkeypatch.setenv("PIPESWARM_SLO", "ci/slo.yaml")
     assert parser.parse_args([]).slo == "ci/slo.yaml"

@@ -231,7 +231,7 @@ def test_options_are_registered_with_env_vars(monkeypatch):
     from locust.argument_parser import get_empty_argument_parser
 
     parser = get_empty_argument_parser()
-    telemetry.add_arguments(parser)
+    telemetry.options.TELEMETRY.add_arguments(parser)
     opts = parser.parse_args(["--e2e-grace", "2.5", "--run-id", "abc"])
     assert (opts.e2e_grace, opts.run_id, opts.e2e_drain, opts.results_dir) == (2.5, "abc", 3.0, "")
     monkeypatch.setenv("PIPESWARM_E2E_DRAIN", "7")

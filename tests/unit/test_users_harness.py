@@ -37,7 +37,7 @@ def test_every_pipeswarm_user_option_has_its_env_var(monkeypatch):
 
 def test_the_token_is_masked_in_the_web_ui_and_in_run_json():
     parser = get_empty_argument_parser()
-    stomp_users.add_arguments(parser)
+    stomp_users.OPTIONS.add_arguments(parser)
     (action,) = [a for a in parser._actions if a.dest == "stomp_token"]
     assert getattr(action, "is_secret", False) is True
     from telemetry.results import safe_options

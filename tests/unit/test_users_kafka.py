@@ -10,8 +10,8 @@ from locust.event import Events
 
 from telemetry import envelope
 from tests.harness import parse_options
-from users._config import ConfigError
-from users.kafka import KafkaProducer, _validate_at_init, kafka_options
+from users.exceptions import ConfigError
+from users.kafka import OPTIONS, KafkaProducer, kafka_settings
 
 
 class Producer(KafkaProducer):
@@ -64,7 +64,7 @@ def test_class_attributes_win_over_the_options():
 def test_each_user_is_one_device_key_and_its_payload_is_a_kafka_envelope():
     e = env()
     a, b = Producer(e), Producer(e)
-    assert a.device_id.startswith("kafka-") and a.device_id != b.device_id
+    assert (a.device_id, b.device_id) == ("kafka-0001", "kafka-0002")  # per Environment
     assert a.key == a.device_id.encode()
     body = a.payload(7, 1_000, 2_000)
     tr = envelope.parse(body)
@@ -83,12 +83,12 @@ def test_each_user_is_one_device_key_and_its_payload_is_a_kafka_envelope():
 )
 def test_bad_values_are_one_sentence(args, what):
     with pytest.raises(ConfigError, match=what):
-        kafka_options(env(*args))
+        kafka_settings(env(*args))
 
 
 def test_a_bad_option_exits_2_at_init(capsys):
     e = Environment(events=Events(), parsed_options=argparse.Namespace(kafka_compression="brotli"))
     with pytest.raises(SystemExit) as exit_info:
-        _validate_at_init(e)
+        OPTIONS.validate(e)
     assert exit_info.value.code == 2
     assert "--kafka-compression 'brotli'" in capsys.readouterr().err

@@ -10,7 +10,8 @@ from locust.argument_parser import get_parser
 from locust.env import Environment
 
 from users import _config
-from users._config import ConfigError, MqttUrl, parse_mqtt_url, settings
+from users._config import MqttUrl, parse_mqtt_url, settings
+from users.exceptions import ConfigError
 
 
 def _one_sentence(err: ConfigError) -> str:
@@ -141,7 +142,7 @@ def test_unreadable_stack_json_means_no_stack(tmp_path):
 
 
 def _namespace(**over):
-    values = {n: None for n in _config._NAMES}
+    values = {o.dest: None for o in _config.OPTIONS.options}
     values.update(over)
     return argparse.Namespace(**values)
 
@@ -161,7 +162,7 @@ def test_settings_parsed_once_and_again_on_change():
 def test_bad_option_exits_2_with_one_sentence(capsys):
     env = Environment(parsed_options=_namespace(mqtt_qos=3))
     with pytest.raises(SystemExit) as info:
-        _config._validate_at_init(env)
+        _config.OPTIONS.validate(env)
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err == "pipeswarm: --mqtt-qos 3: must be 0, 1 or 2.\n"
@@ -183,6 +184,6 @@ def test_bad_template_file_exits_2_at_start(tmp_path, capsys):
     path.write_text("{not json")
     env = Environment(parsed_options=_namespace(payload_template=str(path)))
     with pytest.raises(SystemExit) as info:
-        _config._validate_at_init(env)
+        _config.OPTIONS.validate(env)
     assert info.value.code == 2
     assert "not valid JSON" in capsys.readouterr().err

@@ -10,8 +10,9 @@ from locust.event import Events
 
 import telemetry
 from tests.harness import parse_options
-from users._config import ConfigError
-from users.stomp import StompSubscriber, check_destination, subscribe_name
+from users import stomp as stomp_users
+from users.exceptions import ConfigError
+from users.stomp import StompSubscriber, subscribe_name
 
 
 class AllDevices(StompSubscriber):
@@ -58,9 +59,8 @@ def test_destination_and_endpoint_come_from_the_options():
 def test_device_destinations_follow_the_device_numbering_or_a_given_list():
     e = env()
     a, b = OneDevice(e), OneDevice(e)
-    # the n-th subscriber watches the n-th MqttDevice: robot-NNNN, consecutive numbers
-    assert a.device_id is not None and a.device_id.startswith("robot-")
-    assert int(b.device_id[-4:]) == int(a.device_id[-4:]) + 1
+    # the n-th subscriber watches the n-th MqttDevice (numbered per Environment)
+    assert (a.device_id, b.device_id) == ("robot-0001", "robot-0002")
     assert a.topic == f"/topic/devices/{a.device_id}"
     assert a.subscribe_name == b.subscribe_name == "subscribe:/topic/devices/{id}"
     listed = {Listed(e).device_id for _ in range(4)}
@@ -87,8 +87,8 @@ def test_the_ledger_subscription_is_scoped_to_the_watched_device():
         one, every = OneDevice(e), AllDevices(e)
         for user in (one, every):
             user._ledger = telemetry.get_ledger(e)
-            user._subscribed()
-            user._subscribed()  # a re-subscribe after a reconnect keeps the same subscription
+            user.subscribed()
+            user.subscribed()  # a re-subscribe after a reconnect keeps the same subscription
         assert one.sub is not None and every.sub is not None
         assert one.sub.devices == frozenset({one.device_id}) and one.sub.kind == "stomp"
         assert every.sub.devices is None
@@ -100,14 +100,12 @@ def test_the_ledger_subscription_is_scoped_to_the_watched_device():
 @pytest.mark.parametrize("bad", ["/queue/x", "/topic/devices/", "topic/coordinates"])
 def test_unknown_destinations_are_one_sentence(bad):
     with pytest.raises(ConfigError, match="--stomp-destination"):
-        check_destination(bad)
+        stomp_users.DESTINATION.read(argparse.Namespace(stomp_destination=bad))
 
 
 def test_a_bad_destination_option_exits_2_at_init(capsys):
-    from users.stomp import _validate_at_init
-
     e = Environment(events=Events(), parsed_options=argparse.Namespace(stomp_destination="/x"))
     with pytest.raises(SystemExit) as exit_info:
-        _validate_at_init(e)
+        stomp_users.OPTIONS.validate(e)
     assert exit_info.value.code == 2
     assert "--stomp-destination '/x'" in capsys.readouterr().err

@@ -6,7 +6,8 @@ from locust.env import Environment
 from locust.event import Events
 
 from tests.harness import parse_options
-from users._ws_common import Backoff, ws_endpoint
+from users._backoff import Backoff
+from users._ws_common import ws_endpoint
 from users.ws import WsSubscriber
 
 

@@ -1,8 +1,9 @@
 """``locust --slo`` for real: a headless Locust process whose exit code follows the objectives.
 
-The locustfile is self-contained (no network): each user publishes into the
-telemetry ledger and receives its own message 1 ms later, so the run has real
-``E2E`` figures and results files without any broker.
+An integration test: it runs Locust itself, local and as a master with two
+worker processes. The locustfile is self-contained (no network): each user
+publishes into the telemetry ledger and receives its own message 1 ms later, so
+the run has real ``E2E`` figures and results files without any broker.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pytest
 
 from report.cli import main as analyze
 from tests.swarm import private_master
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,62 @@
+"""The stack's bookkeeping without starting anything: components, ports, metrics parsing."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pipeline import _kafka_server
+from pipeline.exceptions import UnknownComponent
+from pipeline.stack import Stack, _metric
+
+
+def test_consumer_component_is_every_consumer_process_each_with_its_own_metrics_port():
+    s = Stack.with_ports(auto=True, consumers=3)
+    assert s.members("consumer") == ["consumer", "consumer-2", "consumer-3"]
+    assert s.members("consumer-2") == ["consumer-2"]
+    ports = {s._metrics_port(n) for n in s.members("consumer")}
+    assert len(ports) == 3 and s.ports["consumer_metrics"] in ports
+
+
+def test_an_unknown_component_is_one_sentence_naming_the_choices():
+    with pytest.raises(
+        UnknownComponent, match="unknown component 'zookeeper'; choose one of mosquitto"
+    ):
+        Stack.with_ports(auto=True).members("zookeeper")
+
+
+def test_state_file_round_trip_keeps_consumers_and_paused(tmp_path):
+    s = Stack.with_ports(auto=True, state_dir=tmp_path, consumers=2)
+    s.paused.add("consumer-2")
+    s.save()
+    back = Stack.load(tmp_path)
+    assert back.consumers == 2 and back.paused == {"consumer-2"} and back.ports == s.ports
+
+
+def test_metric_sums_every_labelled_sample_and_ignores_longer_names():
+    text = (
+        "# HELP x\n"
+        'pipeline_bridge_produced_messages_total{topic="a"} 3.0\n'
+        'pipeline_bridge_produced_messages_total{topic="b"} 4.0\n'
+        "pipeline_bridge_produced_messages_total_created 99.0\n"
+        "pipeline_bridge_buffer_messages 2.0\n"
+    )
+    assert _metric(text, "pipeline_bridge_produced_messages_total") == 7.0
+    assert _metric(text, "pipeline_bridge_buffer_messages") == 2.0
+
+
+def test_the_pom_fetches_the_release_the_launcher_expects():
+    pom = Path(_kafka_server.POM).read_text()
+    assert re.search(r"<kafka.version>([^<]+)</kafka.version>", pom).group(1) == (
+        _kafka_server.KAFKA_VERSION
+    )
+
+
+def test_server_properties_are_loopback_only_with_no_auto_created_topics(tmp_path):
+    text = _kafka_server.SERVER_PROPERTIES.format(port=1, controller_port=2, log_dir=tmp_path)
+    props = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#")
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:1,CONTROLLER://127.0.0.1:2"
+    assert props["auto.create.topics.enable"] == "false"
+    assert props["log.dirs"] == str(tmp_path)
