@@ -1,6 +1,6 @@
 """Settings shared by the pipeline services, read from the environment.
 
-Every service takes the backends as URLs (DESIGN.md, "Configuration"):
+Every service takes each backend as one URL, parsed once:
 
     MQTT_URL=mqtt://127.0.0.1:1883  KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092
     REDIS_URL=redis://127.0.0.1:6379/0  GATEWAY_PORT=8081

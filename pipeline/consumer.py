@@ -27,6 +27,11 @@ callbacks all the while. Several processes can share the group
 (`CONSUMER_INSTANCE` gives each its own client id; each needs its own
 `CONSUMER_METRICS_PORT`).
 
+Cost, measured here with ``python -m bench.consumer_cost`` (100,000 records
+waiting in Kafka 4.1, 8 partitions, 2 shared cores): 26-39 µs CPU per record,
+15,000-26,000 msg/s; the kafka-python consumer this replaced took 136-156 µs
+and drained 4,200-6,300 msg/s.
+
     KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 REDIS_URL=redis://127.0.0.1:6379/0 \
         python -m pipeline.consumer
 """
