@@ -436,6 +436,10 @@ class Consumer:
             messages = self.kafka.consume(1, POLL_S)
             if messages:
                 messages += self.kafka.consume(BATCH - 1, 0)
+        if messages and all(m.error() is not None for m in messages):
+            # Only error events (a deleted topic, say) come back without waiting:
+            # wait here instead, or the loop would spin on them.
+            self.stopping.wait(POLL_S)
         return messages
 
     def _pause(self, paused: bool) -> None:
