@@ -84,7 +84,7 @@ def ensure_port_free(port: int, what: str, option: str) -> None:
 def wait_until(
     check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None
 ) -> None:
-    """Poll `check` until it is true; fail early when `proc` dies."""
+    """Poll `check` until it is true; fail early when `proc` dies, kill it on time-out."""
     deadline = time.monotonic() + timeout
     delay = 0.02
     while time.monotonic() < deadline:
@@ -97,6 +97,10 @@ def wait_until(
             pass
         time.sleep(delay)
         delay = min(delay * 1.5, 0.25)
+    if proc is not None and proc.poll() is None:
+        # Ours and never recorded anywhere: leave nothing running behind a failed start.
+        proc.kill()
+        proc.wait(10)
     raise StartupFailed(f"{what} did not become healthy within {timeout:.0f} s.")
 
 

@@ -60,3 +60,16 @@ def test_server_properties_are_loopback_only_with_no_auto_created_topics(tmp_pat
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:1,CONTROLLER://127.0.0.1:2"
     assert props["auto.create.topics.enable"] == "false"
     assert props["log.dirs"] == str(tmp_path)
+
+
+def test_a_start_that_never_becomes_healthy_leaves_no_process_behind():
+    import subprocess
+    import sys
+
+    from pipeline._procs import wait_until
+    from pipeline.exceptions import StartupFailed
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with pytest.raises(StartupFailed, match="did not become healthy within 1 s"):
+        wait_until(lambda: False, 1, "the sleeper", child)
+    assert child.poll() is not None  # killed and reaped, not left running
