@@ -1,9 +1,9 @@
 """The gateway as a real process against real Redis and Mosquitto.
 
-The tests play the consumer: they PUBLISH updates on `pipeswarm:updates` and write
-the Redis keys, then watch what raw WebSocket, STOMP (stomp.py) and MQTT clients
-receive. Counters are compared before/after, because the gateways live for the
-whole module.
+The tests play the consumer: they XADD updates to the stream `pipeswarm:stream`
+and write the Redis keys, then watch what raw WebSocket, STOMP (stomp.py) and MQTT
+clients receive. Counters are compared before/after, because the gateways live for
+the whole module. Resuming with ``since`` is in ``test_gateway_stream.py``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,16 +22,15 @@ import uuid
 import paho.mqtt.client as mqtt
 import pytest
 import redis
-import stomp
-import websocket
 
 from pipeline._procs import free_port
 from pipeline.config import (
     COUNTS_KEY,
     DEVICES_KEY,
     LATEST_KEY,
+    STREAM_FIELD,
     TOTAL_KEY,
-    UPDATES_CHANNEL,
+    UPDATES_STREAM,
     MqttTarget,
     Settings,
 )
@@ -38,6 +38,17 @@ from pipeline.gateway._hub import Hub, Outbox, run_sender
 from pipeline.gateway._metrics import GatewayStats
 from pipeline.gateway._stomp_server import StompSession
 from pipeline.stack import Stack
+from tests.component.gateway_clients import (
+    assert_closed_by_server,
+    device,
+    publish,
+    raw_stomp,
+    recv_frame,
+    recv_json,
+    stomp_client,
+    subscribe,
+    update,
+)
 from tests.harness import REPO, Gateway, metric
 from tests.helpers import taken_port, wait_for
 
@@ -70,110 +81,6 @@ def snapshot_gateway(redis_url, mqtt_url, tmp_path_factory):
         yield gw
 
 
-def device() -> str:
-    return f"gw-{uuid.uuid4().hex[:10]}"
-
-
-def update(device_id: str, seq: int, **extra) -> dict:
-    """An update as the consumer publishes it: bridge and consumer hops stamped."""
-    now = time.time_ns()
-    return {
-        "device_id": device_id,
-        "x": float(seq),
-        "y": -1.5,
-        "timestamp": now / 1e9,
-        "trace": {
-            "run": "gw-test",
-            "seq": seq,
-            "t0": now - 3000,
-            "tp": now - 2000,
-            "hops": {"bridge": now - 1000, "consumer": now},
-        },
-        **extra,
-    }
-
-
-def publish(rds: redis.Redis, msg: dict | str) -> None:
-    rds.publish(UPDATES_CHANNEL, msg if isinstance(msg, str) else json.dumps(msg))
-
-
-def recv_json(conn: websocket.WebSocket, pred, limit: int = 10_000) -> dict:
-    """Read frames until one satisfies `pred` (other tests' traffic may interleave)."""
-    for _ in range(limit):
-        msg = json.loads(conn.recv())
-        if pred(msg):
-            return msg
-    raise AssertionError("no matching frame")
-
-
-# -- STOMP helpers ----------------------------------------------------------------------
-class StompListener(stomp.ConnectionListener):
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.messages: list[tuple[dict, str]] = []
-        self.receipts: set[str] = set()
-        self.errors: list[tuple[dict, str]] = []
-
-    def on_message(self, frame) -> None:
-        with self.lock:
-            self.messages.append((dict(frame.headers), frame.body))
-
-    def on_receipt(self, frame) -> None:
-        with self.lock:
-            self.receipts.add(frame.headers["receipt-id"])
-
-    def on_error(self, frame) -> None:
-        with self.lock:
-            self.errors.append((dict(frame.headers), frame.body))
-
-    def bodies(self, subscription: str, device_id: str | None = None) -> list[dict]:
-        with self.lock:
-            out = [json.loads(b) for h, b in self.messages if h["subscription"] == subscription]
-        return [m for m in out if device_id is None or m.get("device_id") == device_id]
-
-
-def stomp_client(gw: Gateway, **connect_kwargs) -> tuple[stomp.WSStompConnection, StompListener]:
-    conn = stomp.WSStompConnection([("127.0.0.1", gw.port)], ws_path="/ws", timeout=10)
-    listener = StompListener()
-    conn.set_listener("test", listener)
-    conn.connect(wait=True, **connect_kwargs)
-    return conn, listener
-
-
-def subscribe(conn, listener: StompListener, destination: str, sub_id: str) -> None:
-    receipt = f"sub-{sub_id}"
-    conn.subscribe(destination, id=sub_id, receipt=receipt)
-    wait_for(lambda: receipt in listener.receipts, 10, f"RECEIPT {receipt}")
-
-
-def raw_stomp(gw: Gateway, connect: bool = True) -> websocket.WebSocket:
-    conn = gw.ws("/ws", subprotocols=["v12.stomp"])
-    assert conn.getsubprotocol() == "v12.stomp"
-    if connect:
-        conn.send("CONNECT\naccept-version:1.2\nhost:test\n\n\x00")
-        assert conn.recv().startswith("CONNECTED\n")
-    return conn
-
-
-def assert_closed_by_server(conn: websocket.WebSocket) -> None:
-    """Read until the server's close frame (recv() gives "") or the socket ends."""
-    for _ in range(1000):
-        try:
-            if conn.recv() == "":
-                return
-        except websocket.WebSocketConnectionClosedException:
-            return
-    raise AssertionError("the server kept the connection open")
-
-
-def recv_frame(conn: websocket.WebSocket) -> str:
-    """The next STOMP frame, skipping heart-beat EOLs."""
-    while True:
-        data = conn.recv()
-        if data.strip("\r\n"):
-            return data
-
-
 # -- stream mode --------------------------------------------------------------------------
 def test_health_and_openapi(gateway):
     status, body = gateway.health()
@@ -194,10 +101,11 @@ def test_raw_websocket_gets_update_with_gateway_hop(gateway, rds):
     conn = gateway.ws()
     try:
         sent = update(dev, 1)
-        publish(rds, sent)
+        stream_id = publish(rds, sent)
         got = recv_json(conn, lambda m: m.get("device_id") == dev)
     finally:
         conn.close()
+    assert got.pop("stream_id") == stream_id
     hops = got["trace"]["hops"]
     assert hops["gateway"] >= hops["consumer"] == sent["trace"]["hops"]["consumer"]
     assert hops["gateway"] <= time.time_ns()
@@ -211,8 +119,11 @@ def test_update_without_trace_passes_through(gateway, rds):
     conn = gateway.ws()
     try:
         sent = {"device_id": dev, "x": 1.0, "y": 2.0, "timestamp": 3.0}
-        publish(rds, sent)
-        assert recv_json(conn, lambda m: m.get("device_id") == dev) == sent
+        stream_id = publish(rds, sent)
+        assert recv_json(conn, lambda m: m.get("device_id") == dev) == {
+            **sent,
+            "stream_id": stream_id,
+        }
     finally:
         conn.close()
 
@@ -421,7 +332,7 @@ def test_slow_client_is_dropped_without_stalling_others(gateway, rds):
     try:
         pipe = rds.pipeline(transaction=False)
         for seq in range(1, n + 1):
-            pipe.publish(UPDATES_CHANNEL, json.dumps(update(dev, seq, pad=pad)))
+            pipe.xadd(UPDATES_STREAM, {STREAM_FIELD: json.dumps(update(dev, seq, pad=pad))})
             if seq % 50 == 0:
                 pipe.execute()
                 # The fast client keeps up (never 100 behind); the slow one never reads.
@@ -477,7 +388,16 @@ def test_rest_coordinates_and_stats_read_redis(gateway, rds):
     assert stats["device_count"] == rds.zcard(DEVICES_KEY)
     assert stats["push_mode"] == "stream"
     assert set(stats["connections"]) == {"websocket", "stomp"}
-    assert stats["updates_received"] >= 0
+    # the counters are the gateway's own: one more update read moves them by one
+    stream_id = publish(rds, update(device(), 1))
+    moved = wait_for(
+        lambda: (s := gateway.http.get("/api/stats").json())["stream_id"] == stream_id and s,
+        10,
+        "the update in /api/stats",
+    )
+    assert moved["updates_received"] == stats["updates_received"] + 1
+    assert moved["updates_received"] == metric(gateway.metrics(), "pipeline_gateway_updates_total")
+    assert moved["bad_updates"] == stats["bad_updates"]
 
 
 class CommandSink:
@@ -516,7 +436,7 @@ def test_command_is_published_to_the_device_topic(gateway, command_sink):
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["topic"] == f"orin/{dev}/command"
-    assert len(body["command_id"]) == 32 and int(body["command_id"], 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{32}", body["command_id"]), body["command_id"]
     assert abs(body["issued_at"] - time.time_ns()) < 60e9
     wait_for(lambda: command_sink.messages, 10, "command on MQTT")
     topic, payload = command_sink.messages[0]
