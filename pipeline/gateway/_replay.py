@@ -58,10 +58,23 @@ _REPLAY_TIMEOUT_S = 5.0
 class Gate:
     """A client whose replay is running: live updates are buffered, then de-duplicated."""
 
-    __slots__ = ("target", "device_id", "buffer", "cap", "overflowed", "replaying", "floor", "mark")
+    __slots__ = (
+        "target",
+        "device_id",
+        "buffer",
+        "cap",
+        "overflowed",
+        "replaying",
+        "floor",
+        "mark",
+        "start",
+    )
 
-    def __init__(self, target: Outbox | Subscription, device_id: str | None, cap: int) -> None:
+    def __init__(
+        self, target: Outbox | Subscription, device_id: str | None, cap: int, start: StreamKey
+    ) -> None:
         self.target = target
+        self.start = start  # the hub's position when the gate went up: later ids are buffered
         self.device_id = device_id  # None: every device
         self.buffer: deque[Encoded] = deque()
         self.cap = max(cap, 16)
@@ -124,7 +137,7 @@ class Replayer:
     ) -> asyncio.Task[None]:
         """Put ``target`` behind a gate and replay into it; ``on_failed`` if Redis fails."""
         outbox = target if isinstance(target, Outbox) else target.outbox
-        gate = Gate(target, device_id, outbox.limit // 2)
+        gate = Gate(target, device_id, outbox.limit // 2, self.hub.last_key)
         self.hub.gated[target] = gate
         return asyncio.create_task(self._run(gate, since, on_failed))
 
@@ -166,10 +179,12 @@ class Replayer:
             await asyncio.wait_for(client.xrevrange(UPDATES_STREAM, count=1), _REPLAY_TIMEOUT_S),
         )
         if last and key_of(id_text(last[0][0])) < since:
-            # An id this stream never reached (Redis lost its data): nothing to replay,
-            # and the client may have missed anything; resume from the stream's end.
+            # An id this stream never reached (Redis lost its data): the client may have
+            # missed anything; it gets what is new from the moment it subscribed. (Not
+            # from the stream's end as read now: entries after the gate went up may be
+            # in the buffer already, and skipping to the end would drop them.)
             truncated = gate.mark = True
-            cursor = key_of(id_text(last[0][0]))
+            cursor = gate.start if gate.start > (0, 0) else key_of(id_text(last[0][0]))
         while True:
             gate.overflowed = False
             entries = cast(
