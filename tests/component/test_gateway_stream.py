@@ -7,6 +7,7 @@ XADD and read what raw STOMP and raw WebSocket clients get, frame by frame.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import threading
@@ -18,7 +19,17 @@ import pytest
 import redis
 import websocket
 
-from pipeline.config import DEVICES_KEY, LATEST_KEY, UPDATES_STREAM
+from pipeline.config import (
+    DEVICES_KEY,
+    LATEST_KEY,
+    STREAM_FIELD,
+    UPDATES_STREAM,
+    Settings,
+)
+from pipeline.gateway._hub import Hub, Outbox, run_sender
+from pipeline.gateway._metrics import GatewayStats
+from pipeline.gateway._replay import Replayer
+from pipeline.gateway._stream import key_of
 from pipeline.stack import Stack
 from tests.component.gateway_clients import device, publish, raw_stomp, recv_frame, update
 from tests.harness import Gateway, metric
@@ -522,3 +533,89 @@ def test_poison_in_the_stream_and_latest_values_no_500_and_push_continues(gatewa
     assert gateway.healthy()
     rds.delete(LATEST_KEY.format(device_id=poison))
     rds.zrem(DEVICES_KEY, poison)
+
+
+# -- in-process: the seam when the gateway's own reader is behind or the buffer overflows --
+def run_replay(redis_url: str, ids: list[str], since: int, feed, queue: int) -> list[dict]:
+    """Replay into one raw WebSocket outbox after ``ids[since]`` while ``feed(hub, task,
+    sent)`` plays the gateway's reader; every frame the outbox sent, decoded, in order."""
+
+    async def main() -> list[dict]:
+        stats = GatewayStats()
+        hub = Hub(Settings(), stats)
+        replayer = Replayer(redis_url, hub, stats)
+        outbox = Outbox("websocket", queue, stats)
+        sent: list[dict] = []
+
+        async def send(text: str) -> None:
+            sent.append(json.loads(text))
+            await asyncio.sleep(0)  # a client that takes its time
+
+        async def close() -> None:
+            pass
+
+        sender = asyncio.create_task(run_sender(outbox, send, close))
+        failed: list[bool] = []
+        task = replayer.start(outbox, None, key_of(ids[since]), lambda: failed.append(True))
+        await feed(hub, task, sent)
+        await asyncio.wait_for(task, 20)
+        for _ in range(1000):
+            if not outbox.items:
+                break
+            await asyncio.sleep(0.001)
+        outbox.close_after_drain()
+        await asyncio.wait_for(sender, 5)
+        await replayer.client.aclose()
+        assert not failed
+        assert stats.dropped[("websocket", "queue_full")] == 0  # the replay waits, never drops
+        return sent
+
+    return asyncio.run(main())
+
+
+def stored(rds: redis.Redis, sid: str) -> bytes:
+    ((_, fields),) = rds.xrange(UPDATES_STREAM, min=sid, max=sid)
+    return fields[STREAM_FIELD]
+
+
+def test_replay_drops_what_a_lagging_reader_hands_over_again(own_redis):
+    stack, rds = own_redis
+    dev = device()
+    ids = [publish(rds, update(dev, seq)) for seq in range(1, 101)]
+
+    async def feed(hub, task, sent) -> None:
+        hub.note(ids[9])  # the reader has reached entry 10 only
+        await asyncio.wait_for(asyncio.shield(task), 20)  # the replay read up to 100
+        for sid in ids[10:]:  # the reader catches up: all of these were replayed already
+            hub.publish(stored(rds, sid), sid)
+        for seq in (101, 102):  # then new ones: live, exactly once
+            sid = publish(rds, update(dev, seq))
+            ids.append(sid)
+            hub.publish(stored(rds, sid), sid)
+
+    sent = run_replay(stack.urls["redis"], ids, 4, feed, queue=1000)
+    assert seqs(sent) == list(range(6, 103))
+    assert [m["stream_id"] for m in sent] == ids[5:]
+
+
+def test_replay_under_load_overflowing_its_buffer_loses_nothing(own_redis):
+    stack, rds = own_redis
+    dev = device()
+    ids = [publish(rds, update(dev, seq)) for seq in range(1, 1201)]
+
+    async def feed(hub, task, sent) -> None:
+        hub.note(ids[-1])
+        # Live updates while the replay delivers its last chunk (1001..1200), after that
+        # chunk was read: far more than the gate buffers (queue 40 -> 20), so the buffer
+        # overflows and the replay must read the stream again rather than skip to it.
+        while len(sent) < 1100:
+            await asyncio.sleep(0.001)
+        for seq in range(1201, 1501):
+            sid = publish(rds, update(dev, seq))
+            ids.append(sid)
+            hub.publish(stored(rds, sid), sid)
+            await asyncio.sleep(0)
+
+    sent = run_replay(stack.urls["redis"], ids, 0, feed, queue=40)
+    assert seqs(sent) == list(range(2, 1501))
+    assert [m["stream_id"] for m in sent] == ids[1:]
