@@ -37,6 +37,7 @@ from pipeline.config import (
 from pipeline.gateway._hub import Hub, Outbox, run_sender
 from pipeline.gateway._metrics import GatewayStats
 from pipeline.gateway._stomp_server import StompSession
+from pipeline.gateway._stream import key_of
 from pipeline.stack import Stack
 from tests.component.gateway_clients import (
     assert_closed_by_server,
@@ -489,7 +490,7 @@ def test_snapshot_mode_sends_batches_with_latest_of_every_device(snapshot_gatewa
         publish(rds, update(devs[0], 1))
         publish(rds, update(devs[1], 1))
         publish(rds, update(devs[0], 2))  # conflated: batches then hold only seq 2
-        publish(rds, update(devs[2], 1))
+        last_id = publish(rds, update(devs[2], 1))
 
         def has_all(msg: dict) -> bool:
             latest = {d["device_id"]: d for d in msg["devices"] if d["device_id"] in devs}
@@ -500,6 +501,9 @@ def test_snapshot_mode_sends_batches_with_latest_of_every_device(snapshot_gatewa
     finally:
         conn.close()
     assert first["type"] == "snapshot"
+    # the stream position a batch reflects: at least the last update it holds
+    assert key_of(first["stream_id"]) >= key_of(last_id)
+    assert all(key_of(s["stream_id"]) >= key_of(first["stream_id"]) for s in later)
     # A late tick is followed by an early one (fixed schedule): judge the mean gap.
     mean_gap_ms = (later[-1]["sent_ns"] - first["sent_ns"]) / 5 / 1e6
     assert 150 <= mean_gap_ms <= 1000, mean_gap_ms
@@ -533,6 +537,10 @@ def test_snapshot_mode_over_stomp(snapshot_gateway, rds):
     finally:
         conn.disconnect()
     assert all(m["type"] == "snapshot" for m in listener.bodies("all"))
+    for h, body in listener.messages:  # each frame: the stream position its batch reflects
+        if h["subscription"] == "all":
+            assert h["stream-id"] == json.loads(body)["stream_id"]
+        assert key_of(h["stream-id"]) > (0, 0)
     # /topic/devices/{id}: that device's latest message each interval, nothing else
     assert {m["device_id"] for m in listener.bodies("one")} == {dev_a}
     assert {m["trace"]["seq"] for m in listener.bodies("one")} == {1}
