@@ -4,8 +4,10 @@ Pub/sub loses whatever is published while the subscriber is away; a stream
 keeps it. So the reader remembers the id of the last entry it handed to the hub
 and, after a lost connection or a Redis restart, reads on from exactly there:
 nothing in between is skipped. Should the stream have been trimmed past that id
-meanwhile (``MAXLEN``), the entries are gone: counted in ``stream_gaps`` and
-logged.
+meanwhile (``MAXLEN``: the gateway was paused, cut off or too slow for the
+window), those entries are gone: counted in ``stream_gaps`` and logged. The
+check rides along with every read (``XRANGE - + COUNT 1`` pipelined before the
+``XREAD``), so it costs no round trip.
 
 At start it notes the stream's last id, seeds the hub with the latest value of
 every device (so a snapshot after a gateway restart holds every device), then
@@ -29,7 +31,7 @@ from redis.exceptions import RedisError
 from pipeline.config import DEVICES_KEY, LATEST_KEY, UPDATES_STREAM
 from pipeline.gateway._hub import Hub
 from pipeline.gateway._metrics import GatewayStats
-from pipeline.gateway._stream import Entries, entry_payload, id_text, key_of, trimmed_after
+from pipeline.gateway._stream import Entries, entry_payload, id_text, key_of
 
 log = logging.getLogger("pipeline.gateway")
 
@@ -53,6 +55,7 @@ class UpdateReader:
         self.subscribed = False  # connected and reading (the health check's "updates")
         #: id of the last entry handed to the hub; None until the first start
         self.last_id: str | None = None
+        self._gap_at: str | None = None  # the last_id a gap was counted at (count it once)
         self._logged_publish_error = False
 
     async def run(self) -> None:
@@ -106,27 +109,34 @@ class UpdateReader:
             self.last_id = noted
             self.hub.note(noted)
             return
-        if await trimmed_after(client, key_of(self.last_id)):
+        await self._seed(client)  # after an outage: latest values fill the snapshot
+
+    def _check_gap(self, first: Entries) -> None:
+        """Count a gap when the stream's oldest entry is newer than the last one read."""
+        last_id = self.last_id
+        if not first or last_id is None or last_id == "0-0" or last_id == self._gap_at:
+            return  # (0-0: there was no stream at start; its first entry is no gap)
+        if key_of(id_text(first[0][0])) > key_of(last_id):
+            self._gap_at = last_id
             self.stats.stream_gaps += 1
             log.warning(
-                "event=stream_gap stream=%s last_seen=%s "
-                "(entries after it were trimmed while the reader was away; STREAM_MAXLEN)",
+                "event=stream_gap stream=%s last_read=%s oldest=%s (entries after the last "
+                "one read were trimmed before the reader got to them; STREAM_MAXLEN)",
                 UPDATES_STREAM,
-                self.last_id,
+                last_id,
+                id_text(first[0][0]),
             )
-        await self._seed(client)  # a gap or a Redis restart: latest values fill the snapshot
 
     async def _read(self, client: aredis.Redis) -> None:
         publish = self.hub.publish
         while True:
             assert self.last_id is not None  # set by _resume
-            response = cast(
-                list[tuple[bytes, Entries]],
-                await client.xread(
-                    {UPDATES_STREAM: self.last_id}, count=READ_COUNT, block=BLOCK_MS
-                ),
-            )
-            for _stream, entries in response or ():
+            pipe = client.pipeline(transaction=False)
+            pipe.xrange(UPDATES_STREAM, count=1)
+            pipe.xread({UPDATES_STREAM: self.last_id}, count=READ_COUNT, block=BLOCK_MS)
+            first, response = await pipe.execute()
+            self._check_gap(cast(Entries, first))
+            for _stream, entries in cast(list[tuple[bytes, Entries]], response) or ():
                 for raw_id, fields in entries:
                     stream_id = id_text(raw_id)
                     self.last_id = stream_id  # first: a bad entry is passed, never re-read
