@@ -32,7 +32,7 @@ from pipeline.gateway._replay import Replayer
 from pipeline.gateway._stream import key_of
 from pipeline.stack import Stack
 from tests.component.gateway_clients import device, publish, raw_stomp, recv_frame, update
-from tests.harness import Gateway, metric
+from tests.harness import REPO, Gateway, metric
 from tests.helpers import wait_for
 
 #: ~985 deep and ~2 KB, a JSON object with a device_id: json.loads would raise
@@ -619,3 +619,12 @@ def test_replay_under_load_overflowing_its_buffer_loses_nothing(own_redis):
     sent = run_replay(stack.urls["redis"], ids, 0, feed, queue=40)
     assert seqs(sent) == list(range(2, 1501))
     assert [m["stream_id"] for m in sent] == ids[1:]
+
+
+def test_every_gateway_metric_is_documented(gateway):
+    docs = (REPO / "docs" / "metrics.md").read_text()
+    names = {name for name, _ in gateway.metrics() if name.startswith("pipeline_gateway_")}
+    assert {"pipeline_gateway_stream_gaps_total", "pipeline_gateway_replays_total"} <= names
+    hist = "pipeline_gateway_push_latency_seconds"
+    families = {hist if name.startswith(hist + "_") else name for name in names}
+    assert sorted(f for f in families if f"`{f}`" not in docs) == []
