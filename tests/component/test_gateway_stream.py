@@ -31,7 +31,14 @@ from pipeline.gateway._metrics import GatewayStats
 from pipeline.gateway._replay import Replayer
 from pipeline.gateway._stream import key_of
 from pipeline.stack import Stack
-from tests.component.gateway_clients import device, publish, raw_stomp, recv_frame, update
+from tests.component.gateway_clients import (
+    assert_closed_by_server,
+    device,
+    publish,
+    raw_stomp,
+    recv_frame,
+    update,
+)
 from tests.harness import REPO, Gateway, metric
 from tests.helpers import wait_for
 
@@ -365,6 +372,38 @@ def test_trimmed_since_replays_from_the_oldest_and_says_so(own_redis, mqtt_url, 
 
 
 # -- outages ------------------------------------------------------------------------------
+def test_replay_redis_cannot_serve_is_an_error_not_a_hang(own_redis, mqtt_url, tmp_path):
+    stack, rds = own_redis
+    since = publish(rds, update(device(), 1))
+    with own_gateway(tmp_path, stack.urls["redis"], mqtt_url) as gw:
+        stack.stop_service("redis")
+        wait_for(lambda: gw.health()[1]["updates"] == "down", 20, "the reader to see it")
+        st = Stomp(gw)
+        try:
+            st.subscribe("/topic/coordinates", since=since)
+            command, headers, body = st.frame()
+            assert_closed_by_server(st.conn)
+        finally:
+            st.close()
+        conn = gw.ws(f"/coordinates?since={since}")
+        try:
+            code, reason = close_status(conn)
+        finally:
+            conn.close()
+        values = gw.metrics()
+        assert gw.serving()
+    assert (command, headers["message"]) == ("ERROR", "replay failed")
+    assert "subscribe again with the same since" in body
+    assert (code, reason) == (
+        1013,
+        "replay failed: Redis did not answer; reconnect with the same since",
+    )
+    name = "pipeline_gateway_replays_total"
+    for protocol in ("stomp", "websocket"):
+        assert metric(values, name, protocol=protocol, result="failed") == 1
+    assert metric(values, "pipeline_gateway_stomp_errors_total", reason="replay_failed") == 1
+
+
 def test_redis_sigkill_and_restart_resumes_without_a_gap(own_redis, mqtt_url, tmp_path):
     stack, rds = own_redis
     dev = device()
