@@ -391,11 +391,12 @@ def test_rest_coordinates_and_stats_read_redis(gateway, rds):
     assert set(stats["connections"]) == {"websocket", "stomp"}
     # the counters are the gateway's own: one more update read moves them by one
     stream_id = publish(rds, update(device(), 1))
-    moved = wait_for(
-        lambda: (s := gateway.http.get("/api/stats").json())["stream_id"] == stream_id and s,
-        10,
-        "the update in /api/stats",
-    )
+
+    def read_it() -> dict | None:
+        now = gateway.http.get("/api/stats").json()
+        return now if now["stream_id"] == stream_id else None
+
+    moved = wait_for(read_it, 10, "the update in /api/stats")
     assert moved["updates_received"] == stats["updates_received"] + 1
     assert moved["updates_received"] == metric(gateway.metrics(), "pipeline_gateway_updates_total")
     assert moved["bad_updates"] == stats["bad_updates"]
