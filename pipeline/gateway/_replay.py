@@ -52,7 +52,11 @@ log = logging.getLogger("pipeline.gateway")
 
 #: Entries per XRANGE: bounded work (and memory) per round trip.
 CHUNK = 500
-_REPLAY_TIMEOUT_S = 5.0
+#: Redis connections all replays share: after a gateway restart every client resubscribes
+#: at once, and one connection each would be thousands (Redis' maxclients is 10,000).
+#: Commands are short and a replay holds a connection only for one, so they take turns.
+REPLAY_CONNECTIONS = 16
+_REPLAY_TIMEOUT_S = 5.0  # per command, once it has a connection
 
 
 class Gate:
@@ -124,9 +128,14 @@ class Replayer:
     def __init__(self, redis_url: str, hub: Hub, stats: GatewayStats) -> None:
         self.hub = hub
         self.stats = stats
-        self.client = aredis.Redis.from_url(
-            redis_url, socket_timeout=_REPLAY_TIMEOUT_S, socket_connect_timeout=2
+        pool = aredis.BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=REPLAY_CONNECTIONS,
+            timeout=None,  # wait for a turn; a client that leaves cancels its replay
+            socket_timeout=_REPLAY_TIMEOUT_S,
+            socket_connect_timeout=2,
         )
+        self.client = aredis.Redis.from_pool(pool)
 
     def start(
         self,
@@ -171,13 +180,9 @@ class Replayer:
         needle = gate.device_id.encode() if gate.device_id is not None else None
         cursor = since
         truncated = False
-        info_trimmed = await asyncio.wait_for(trimmed_after(client, since), _REPLAY_TIMEOUT_S)
-        if info_trimmed:
+        if await trimmed_after(client, since):
             truncated = gate.mark = True
-        last = cast(
-            Entries,
-            await asyncio.wait_for(client.xrevrange(UPDATES_STREAM, count=1), _REPLAY_TIMEOUT_S),
-        )
+        last = cast(Entries, await client.xrevrange(UPDATES_STREAM, count=1))
         if last and key_of(id_text(last[0][0])) < since:
             # An id this stream never reached (Redis lost its data): the client may have
             # missed anything; it gets what is new from the moment it subscribed. (Not
@@ -189,11 +194,8 @@ class Replayer:
             gate.overflowed = False
             entries = cast(
                 Entries,
-                await asyncio.wait_for(
-                    client.xrange(
-                        UPDATES_STREAM, min="(" + format_id(cursor), max="+", count=CHUNK
-                    ),
-                    _REPLAY_TIMEOUT_S,
+                await client.xrange(
+                    UPDATES_STREAM, min="(" + format_id(cursor), max="+", count=CHUNK
                 ),
             )
             t_read = time.perf_counter()

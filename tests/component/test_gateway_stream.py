@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 
+import gevent.pool
 import psutil
 import pytest
 import redis
@@ -28,7 +29,7 @@ from pipeline.config import (
 )
 from pipeline.gateway._hub import Hub, Outbox, run_sender
 from pipeline.gateway._metrics import GatewayStats
-from pipeline.gateway._replay import Replayer
+from pipeline.gateway._replay import REPLAY_CONNECTIONS, Replayer
 from pipeline.gateway._stream import key_of
 from pipeline.stack import Stack
 from tests.component.gateway_clients import (
@@ -369,6 +370,31 @@ def test_trimmed_since_replays_from_the_oldest_and_says_so(own_redis, mqtt_url, 
             == 1
         )
         assert metric(values, "pipeline_gateway_replayed_total", protocol=protocol) == 5
+
+
+def test_many_clients_resuming_at_once_share_a_few_redis_connections(own_redis, mqtt_url, tmp_path):
+    """After a gateway restart every client comes back with since at the same moment."""
+    stack, rds = own_redis
+    dev = device()
+    since = publish(rds, update(dev, 0))
+    ids = [publish(rds, update(dev, seq)) for seq in range(1, 301)]
+    clients = 40
+    with own_gateway(tmp_path, stack.urls["redis"], mqtt_url) as gw:
+        baseline = rds.info("clients")["connected_clients"]
+        pool = gevent.pool.Pool(clients)
+        conns = pool.map(lambda _: gw.ws(f"/coordinates?since={since}"), range(clients))
+        try:
+            got = pool.map(lambda conn: ws_messages(conn, 300, dev), conns)
+            peak = rds.info("clients")["connected_clients"]  # pooled connections stay open
+        finally:
+            for conn in conns:
+                conn.close()
+        values = gw.metrics()
+    assert all([m["stream_id"] for m in msgs] == ids for msgs in got)
+    assert metric(values, "pipeline_gateway_replays_total", protocol="websocket",
+                  result="complete") == clients  # fmt: skip
+    assert metric(values, "pipeline_gateway_replayed_total", protocol="websocket") == 300 * clients
+    assert peak - baseline <= REPLAY_CONNECTIONS < clients, (baseline, peak)
 
 
 # -- outages ------------------------------------------------------------------------------
