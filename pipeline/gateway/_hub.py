@@ -282,6 +282,9 @@ class Hub:
         #: the newest stream entry handed to :meth:`publish` (or noted at start)
         self.last_id: str | None = None
         self.last_key: StreamKey = (0, 0)
+        #: set once the reader has noted where it starts: replays wait for it, because
+        #: what is older than that point the reader never hands over (it seeds it)
+        self.started = asyncio.Event()
         self._last_prune = time.perf_counter()
 
     # -- registry -----------------------------------------------------------
@@ -326,6 +329,7 @@ class Hub:
         """The stream position the reader starts from (nothing older will be published)."""
         if key_of(stream_id) > self.last_key:
             self.last_id, self.last_key = stream_id, key_of(stream_id)
+        self.started.set()
 
     def publish(self, raw: bytes | None, stream_id: str) -> None:
         """Take one stream entry (called once per entry, in stream order)."""

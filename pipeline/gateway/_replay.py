@@ -16,6 +16,10 @@ read by the replay; the seam between the two is cut by stream id:
    behind ``cursor``, the gate stays in place and drops live ids <= ``cursor``
    until the reader passes it.
 
+A replay starts only once the reader has noted where it starts (a client back
+before a restarted gateway's reader): the reader skips what is older than that
+point, so the replay has to reach it.
+
 So the client gets every entry after ``since`` once and in stream order. The
 replay waits for room in the client's queue rather than dropping frames. When
 entries after ``since`` have already been trimmed (``MAXLEN``), it replays from
@@ -151,6 +155,16 @@ class Replayer:
         return asyncio.create_task(self._run(gate, since, on_failed))
 
     async def _run(self, gate: Gate, since: StreamKey, on_failed: Callable[[], None]) -> None:
+        if not self.hub.started.is_set():
+            # A gateway just started: its reader will skip what is older than the end
+            # it notes, so a replay read before that could stop short of it (a gap).
+            await self.hub.started.wait()
+            gate.start = self.hub.last_key
+        await self._replay_reporting(gate, since, on_failed)
+
+    async def _replay_reporting(
+        self, gate: Gate, since: StreamKey, on_failed: Callable[[], None]
+    ) -> None:
         protocol = gate.outbox.protocol
         try:
             truncated = await self.replay(gate, since)

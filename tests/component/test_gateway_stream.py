@@ -693,3 +693,23 @@ def test_every_gateway_metric_is_documented(gateway):
     hist = "pipeline_gateway_push_latency_seconds"
     families = {hist if name.startswith(hist + "_") else name for name in names}
     assert sorted(f for f in families if f"`{f}`" not in docs) == []
+
+
+def test_replay_waits_for_the_reader_to_note_where_it_starts(own_redis):
+    """A client back before the restarted gateway's reader has begun: the reader will skip
+    what is older than the end it notes (it seeds those), so the replay must reach it."""
+    stack, rds = own_redis
+    dev = device()
+    ids = [publish(rds, update(dev, seq)) for seq in range(1, 11)]
+
+    async def feed(hub, task, sent) -> None:
+        await asyncio.sleep(0.2)  # the replay would have read the stream by now
+        ids.extend(publish(rds, update(dev, seq)) for seq in range(11, 21))
+        hub.note(ids[-1])  # the reader starts: 11..20 it will never hand to the hub
+        sid = publish(rds, update(dev, 21))
+        ids.append(sid)
+        hub.publish(stored(rds, sid), sid)
+
+    sent = run_replay(stack.urls["redis"], ids, 4, feed, queue=1000)
+    assert seqs(sent) == list(range(6, 22))
+    assert [m["stream_id"] for m in sent] == ids[5:]
