@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import telemetry
 from pipeline._procs import free_port
-from pipeline.config import UPDATES_CHANNEL
+from pipeline.config import STREAM_FIELD, UPDATES_STREAM, Settings
 from telemetry import envelope
 from tests.helpers import wait_for
 from users import _config
@@ -44,6 +44,7 @@ from users import kafka as kafka_users
 from users import stomp as stomp_users
 
 REPO = Path(__file__).resolve().parents[1]
+STREAM_MAXLEN = Settings().stream_maxlen  # trimmed as the consumer trims it
 
 
 def parse_options(*args: str) -> argparse.Namespace:
@@ -232,8 +233,9 @@ def metric(values: dict[tuple[str, tuple], float], name: str, **labels: str) -> 
     return values.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def push(rds: Any, run: str, device: str, seq: int, ledger: telemetry.Ledger | None = None) -> None:
-    """Play the consumer: PUBLISH one traced update (bridge and consumer hops stamped).
+def push(rds: Any, run: str, device: str, seq: int, ledger: telemetry.Ledger | None = None) -> str:
+    """Play the consumer: XADD one traced update (bridge and consumer hops stamped) to the
+    update stream; return its stream id.
 
     With ``ledger``, the message is also recorded as published (``t0 = tp = now``).
     """
@@ -242,4 +244,7 @@ def push(rds: Any, run: str, device: str, seq: int, ledger: telemetry.Ledger | N
     msg["trace"]["hops"] = {"bridge": t0, "consumer": t0}
     if ledger is not None:
         ledger.published(device, seq, t0, t0)
-    rds.publish(UPDATES_CHANNEL, json.dumps(msg))
+    stream_id = rds.xadd(
+        UPDATES_STREAM, {STREAM_FIELD: json.dumps(msg)}, maxlen=STREAM_MAXLEN, approximate=True
+    )
+    return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)

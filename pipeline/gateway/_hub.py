@@ -1,10 +1,16 @@
 """Fan-out: one update in, one serialization per protocol, a bounded queue per client.
 
-Per update the hub parses the JSON once, stamps the gateway hop, serializes once,
-and for STOMP builds the shared frame tail (content-length, body, NUL) once; a
-client only adds its own short head (subscription id, message id). Each
-connection owns an :class:`Outbox` drained by exactly one sender task, so a slow
-client fills its own queue and loses frames (counted) without stalling anyone.
+Per update (one entry of the Redis stream) the hub parses the JSON once, stamps
+the gateway hop, serializes once, builds the raw WebSocket text (the message plus
+``"stream_id"``) once and, for STOMP, the shared frame tail (``stream-id``,
+``content-length``, body, NUL) once; a client only adds its own short head
+(subscription id, message id). Each connection owns an :class:`Outbox` drained by
+exactly one sender task, so a slow client fills its own queue and loses frames
+(counted) without stalling anyone.
+
+A client resuming with ``since`` is not in the live sets while its replay runs:
+it sits behind a gate (``pipeline.gateway._replay``) that the hub offers every
+update to, and joins the live sets once the replay has caught up.
 """
 
 from __future__ import annotations
@@ -16,11 +22,15 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline._trace import stamp
 from pipeline.config import Settings
 from pipeline.gateway._metrics import GatewayStats
+from pipeline.gateway._stream import StreamKey, decode_object, key_of
+
+if TYPE_CHECKING:
+    from pipeline.gateway._replay import Gate
 
 log = logging.getLogger("pipeline.gateway")
 
@@ -39,7 +49,19 @@ class Outbox:
     reader loses updates before it loses protocol replies.
     """
 
-    __slots__ = ("protocol", "limit", "items", "wake", "closed", "stats", "_ids", "heartbeat_s")
+    __slots__ = (
+        "protocol",
+        "limit",
+        "items",
+        "wake",
+        "closed",
+        "stats",
+        "_ids",
+        "heartbeat_s",
+        "room",
+        "close_code",
+        "close_reason",
+    )
 
     def __init__(self, protocol: str, limit: int, stats: GatewayStats) -> None:
         self.protocol = protocol
@@ -50,6 +72,10 @@ class Outbox:
         self.stats = stats
         self._ids = itertools.count(1)
         self.heartbeat_s = 0.0  # STOMP: send an EOL after this long without a frame
+        #: set by the sender once the queue is down to half its limit (a replay waits on it)
+        self.room: asyncio.Event | None = None
+        self.close_code = 1000  # what close_after_drain() closes the WebSocket with
+        self.close_reason = ""
 
     def next_id(self) -> str:
         return str(next(self._ids))
@@ -74,12 +100,26 @@ class Outbox:
         self.items.append((text, None))
         self.wake.set()
 
-    def close_after_drain(self) -> None:
+    async def wait_for_room(self) -> None:
+        """Return once the queue is at most half full (or the connection is closed)."""
+        while not self.closed and len(self.items) > self.limit // 2:
+            if self.room is None:
+                self.room = asyncio.Event()
+            await self.room.wait()
+
+    def _release_room(self) -> None:
+        if self.room is not None:
+            self.room.set()
+            self.room = None
+
+    def close_after_drain(self, code: int = 1000, reason: str = "") -> None:
         """Send what is queued, then close the socket; nothing more gets in."""
         if not self.closed:
+            self.close_code, self.close_reason = code, reason
             self.items.append((_CLOSE, None))
             self.closed = True
             self.wake.set()
+            self._release_room()
 
     def discard(self) -> None:
         """The peer is gone: count what will never be sent."""
@@ -89,6 +129,7 @@ class Outbox:
             self.stats.dropped[(self.protocol, "closed")] += lost
         self.items.clear()
         self.wake.set()
+        self._release_room()
 
 
 async def run_sender(
@@ -117,6 +158,8 @@ async def run_sender(
                 await outbox.wake.wait()
             continue
         text, t_received = items.popleft()
+        if outbox.room is not None and len(items) <= outbox.limit // 2:
+            outbox._release_room()
         if text is _CLOSE:
             await close()
             return
@@ -144,10 +187,77 @@ class Subscription:
         self.outbox.push(self.head + self.outbox.next_id() + tail, t_received)
 
 
-def stomp_tail(body: str) -> str:
-    """The part of a MESSAGE frame every subscriber shares: length, body, NUL."""
+def stomp_tail(body: str, stream_id: str | None) -> str:
+    """The part of a MESSAGE frame every subscriber shares: stream id, length, body, NUL.
+
+    Stream ids are digits and ``-``: nothing in them needs STOMP header escaping.
+    """
     length = len(body) if body.isascii() else len(body.encode())
-    return f"\ncontent-length:{length}\n\n{body}\x00"
+    sid = f"\nstream-id:{stream_id}" if stream_id else ""
+    return f"{sid}\ncontent-length:{length}\n\n{body}\x00"
+
+
+def ws_text(text: str, stream_id: str) -> str:
+    """The raw WebSocket frame of an update: its JSON object plus ``"stream_id"``."""
+    return f'{text[:-1]},"stream_id":"{stream_id}"}}'  # text is a non-empty object
+
+
+class Encoded:
+    """One update decoded and serialized once, for every subscriber (live or replayed)."""
+
+    __slots__ = ("device_id", "msg", "text", "stream_id", "key", "t_received", "_ws", "_tail")
+
+    def __init__(
+        self,
+        device_id: str,
+        msg: dict[str, Any],
+        stream_id: str,
+        key: StreamKey,
+        t_received: float,
+    ) -> None:
+        self.device_id = device_id
+        self.msg = msg
+        self.text = _dumps(msg)
+        self.stream_id = stream_id
+        self.key = key
+        self.t_received = t_received
+        self._ws: str | None = None
+        self._tail: str | None = None
+
+    @property
+    def ws(self) -> str:
+        if self._ws is None:
+            self._ws = ws_text(self.text, self.stream_id)
+        return self._ws
+
+    @property
+    def tail(self) -> str:
+        if self._tail is None:
+            self._tail = stomp_tail(self.text, self.stream_id)
+        return self._tail
+
+
+def decode_update(raw: bytes | None, max_bytes: int) -> tuple[str, dict[str, Any]] | None:
+    """(device_id, message) of a stored update; None for anything else (counted by callers)."""
+    msg = decode_object(raw, max_bytes)
+    if msg is None:
+        return None
+    device_id = msg.get("device_id")
+    if not isinstance(device_id, str) or not device_id:
+        return None
+    return device_id, msg
+
+
+def encode_update(
+    raw: bytes | None, stream_id: str, max_bytes: int, t_received: float
+) -> Encoded | None:
+    """Decode one stream entry, stamp the gateway hop and serialize it once."""
+    decoded = decode_update(raw, max_bytes)
+    if decoded is None:
+        return None
+    device_id, msg = decoded
+    stamp(msg, "gateway")
+    return Encoded(device_id, msg, stream_id, key_of(stream_id), t_received)
 
 
 class Hub:
@@ -157,6 +267,9 @@ class Hub:
         self.snapshot_mode = settings.push_mode == "snapshot"
         self.interval_s = max(settings.snapshot_interval_ms, 1) / 1000
         self.ttl_s = settings.redis_ttl_s
+        #: largest stored update the gateway decodes (the consumer writes at most
+        #: max_payload_bytes plus its hop stamp; anything far larger is not ours)
+        self.max_entry_bytes = 2 * max(settings.max_payload_bytes, 1024)
         self.stats = stats
         # device_id -> [message dict, its JSON or None until needed, perf_counter received]
         self.latest: dict[str, list[Any]] = {}
@@ -164,11 +277,20 @@ class Hub:
         self.stomp_clients: set[Outbox] = set()
         self.stomp_all: set[Subscription] = set()
         self.stomp_device: dict[str, set[Subscription]] = {}
+        #: clients replaying (``since``), by their Outbox (raw WS) or Subscription (STOMP)
+        self.gated: dict[Outbox | Subscription, Gate] = {}
+        #: the newest stream entry handed to :meth:`publish` (or noted at start)
+        self.last_id: str | None = None
+        self.last_key: StreamKey = (0, 0)
+        #: set once the reader has noted where it starts: replays wait for it, because
+        #: what is older than that point the reader never hands over (it seeds it)
+        self.started = asyncio.Event()
         self._last_prune = time.perf_counter()
 
     # -- registry -----------------------------------------------------------
     def connections(self) -> dict[str, int]:
-        return {"websocket": len(self.ws_clients), "stomp": len(self.stomp_clients)}
+        gated_ws = sum(1 for target in self.gated if isinstance(target, Outbox))
+        return {"websocket": len(self.ws_clients) + gated_ws, "stomp": len(self.stomp_clients)}
 
     def subscribe(self, sub: Subscription) -> None:
         if sub.device_id is None:
@@ -177,6 +299,7 @@ class Hub:
             self.stomp_device.setdefault(sub.device_id, set()).add(sub)
 
     def unsubscribe(self, sub: Subscription) -> None:
+        self.gated.pop(sub, None)
         if sub.device_id is None:
             self.stomp_all.discard(sub)
             return
@@ -186,47 +309,72 @@ class Hub:
             if not subs:
                 del self.stomp_device[sub.device_id]
 
+    def remove_ws(self, outbox: Outbox) -> None:
+        self.ws_clients.discard(outbox)
+        self.gated.pop(outbox, None)
+
+    def admit(self, gate: Gate) -> None:
+        """A gate has caught up: its client joins the live sets."""
+        target = gate.target
+        if self.gated.get(target) is not gate:
+            return  # unsubscribed or disconnected meanwhile
+        del self.gated[target]
+        if isinstance(target, Outbox):
+            self.ws_clients.add(target)
+        else:
+            self.subscribe(target)
+
     # -- updates ------------------------------------------------------------
-    def publish(self, raw: bytes | str) -> None:
-        """Take one update from the Redis channel (called once per message)."""
+    def note(self, stream_id: str) -> None:
+        """The stream position the reader starts from (nothing older will be published)."""
+        if key_of(stream_id) > self.last_key:
+            self.last_id, self.last_key = stream_id, key_of(stream_id)
+        self.started.set()
+
+    def publish(self, raw: bytes | None, stream_id: str) -> None:
+        """Take one stream entry (called once per entry, in stream order)."""
         t_received = time.perf_counter()
-        try:
-            msg = json.loads(raw)
-        except ValueError:
+        self.last_id = stream_id
+        enc = encode_update(raw, stream_id, self.max_entry_bytes, t_received)
+        self.last_key = key_of(stream_id) if enc is None else enc.key
+        if enc is None:
             self.stats.bad_updates += 1
             return
-        device_id = msg.get("device_id") if isinstance(msg, dict) else None
-        if not isinstance(device_id, str) or not device_id:
-            self.stats.bad_updates += 1
-            return
-        stamp(msg, "gateway")
         self.stats.updates += 1
+        device_id = enc.device_id
         if self.snapshot_mode:
-            self.latest[device_id] = [msg, None, t_received]  # serialized when a snapshot needs it
+            self.latest[device_id] = [enc.msg, None, t_received]  # serialized when needed
             return
-        text = _dumps(msg)
-        self.latest[device_id] = [msg, text, t_received]
-        for outbox in self.ws_clients:
-            outbox.push(text, t_received)
+        self.latest[device_id] = [enc.msg, enc.text, t_received]
+        if self.ws_clients:
+            text = enc.ws
+            for outbox in self.ws_clients:
+                outbox.push(text, t_received)
         device_subs = self.stomp_device.get(device_id)
         if self.stomp_all or device_subs:
-            tail = stomp_tail(text)
+            tail = enc.tail
             for sub in self.stomp_all:
                 sub.push(tail, t_received)
             if device_subs:
                 for sub in device_subs:
                     sub.push(tail, t_received)
+        if self.gated:
+            caught_up = [gate for gate in self.gated.values() if gate.offer(enc)]
+            for gate in caught_up:
+                self.admit(gate)
 
-    def seed(self, device_id: str, raw: str, age_s: float) -> None:
-        """Fill the latest of a device read from Redis, unless an update came first."""
+    def seed(self, device_id: str, raw: bytes | None, age_s: float) -> bool:
+        """Fill the latest of a device read from Redis, unless an update came first.
+
+        False when the stored value is not a JSON object of a sane size and depth.
+        """
         if device_id in self.latest:
-            return
-        try:
-            msg = json.loads(raw)
-        except ValueError:
-            return
-        if isinstance(msg, dict):
-            self.latest[device_id] = [msg, None, time.perf_counter() - max(age_s, 0.0)]
+            return True
+        msg = decode_object(raw, self.max_entry_bytes)
+        if msg is None:
+            return False
+        self.latest[device_id] = [msg, None, time.perf_counter() - max(age_s, 0.0)]
+        return True
 
     # -- snapshot mode ------------------------------------------------------
     def _json_of(self, entry: list[Any]) -> str:
@@ -239,20 +387,25 @@ class Hub:
         `/topic/devices/{id}`. Latency is measured from here, not from Redis."""
         self._prune()
         t_built = time.perf_counter()
+        # A snapshot holds the stream up to this id: a client may resume from it.
+        sid = self.last_id
+        sid_field = f'"stream_id":"{sid}",' if sid else ""
         if self.ws_clients or self.stomp_all:
             devices = ",".join(self._json_of(e) for e in self.latest.values())
-            text = f'{{"type":"snapshot","sent_ns":{time.time_ns()},"devices":[{devices}]}}'
+            text = (
+                f'{{"type":"snapshot","sent_ns":{time.time_ns()},{sid_field}"devices":[{devices}]}}'
+            )
             self.stats.snapshots += 1
             for outbox in self.ws_clients:
                 outbox.push(text, t_built)
             if self.stomp_all:
-                tail = stomp_tail(text)
+                tail = stomp_tail(text, sid)
                 for sub in self.stomp_all:
                     sub.push(tail, t_built)
         for device_id, subs in self.stomp_device.items():
             entry = self.latest.get(device_id)
             if entry is not None:
-                tail = stomp_tail(self._json_of(entry))
+                tail = stomp_tail(self._json_of(entry), sid)
                 for sub in subs:
                     sub.push(tail, t_built)
 

@@ -44,6 +44,7 @@ LATENCY_BUCKETS = (
 PROTOCOLS = ("websocket", "stomp")
 DROP_REASONS = ("queue_full", "closed")
 COMMAND_RESULTS = ("accepted", "invalid", "unavailable", "unconfirmed")
+REPLAY_RESULTS = ("complete", "truncated", "failed")
 #: Every reason an ERROR frame can carry: the codec's, then the session's.
 STOMP_ERROR_REASONS = (
     "bad_content_length",
@@ -55,10 +56,12 @@ STOMP_ERROR_REASONS = (
     "unknown_command",
     "already_connected",
     "auth",
+    "bad_since",
     "duplicate_subscription",
     "heartbeat_timeout",
     "missing_header",
     "not_connected",
+    "replay_failed",
     "too_many_subscriptions",
     "unexpected_command",
     "unknown_destination",
@@ -103,6 +106,8 @@ class GatewayStats:
         self.updates = 0
         self.bad_updates = 0
         self.redis_reconnects = 0
+        self.stream_gaps = 0
+        self.bad_latest = 0
         self.snapshots = 0
         # Every known label set starts at 0, so rate() sees the first increment.
         self.pushed: Counter[str] = Counter({p: 0 for p in PROTOCOLS})
@@ -111,6 +116,10 @@ class GatewayStats:
         )
         self.commands: Counter[str] = Counter({r: 0 for r in COMMAND_RESULTS})
         self.stomp_errors: Counter[str] = Counter({r: 0 for r in STOMP_ERROR_REASONS})
+        self.replays: Counter[tuple[str, str]] = Counter(
+            {(p, r): 0 for p in PROTOCOLS for r in REPLAY_RESULTS}
+        )
+        self.replayed: Counter[str] = Counter({p: 0 for p in PROTOCOLS})
         self.push_latency = FastHistogram()
         # Filled in by the gateway: live values read at scrape time.
         self.connections: Callable[[], dict[str, int]] = lambda: {p: 0 for p in PROTOCOLS}
@@ -135,18 +144,42 @@ class _GatewayCollector(Collector):
         yield conns
 
         yield CounterMetricFamily(
-            ns + "updates", "Updates received on the Redis channel and parsed.", value=s.updates
+            ns + "updates", "Entries read from the Redis update stream and parsed.", value=s.updates
         )
         yield CounterMetricFamily(
             ns + "bad_updates",
-            "Messages on the Redis channel that were not a JSON object with device_id.",
+            "Stream entries skipped: not a JSON object with device_id, too large or too deep.",
             value=s.bad_updates,
         )
         yield CounterMetricFamily(
             ns + "redis_reconnects",
-            "Times the Redis update subscription was lost and re-established.",
+            "Times the Redis stream reader lost its connection and resumed.",
             value=s.redis_reconnects,
         )
+        yield CounterMetricFamily(
+            ns + "stream_gaps",
+            "Times the stream reader resumed from an id older than the stream's oldest entry.",
+            value=s.stream_gaps,
+        )
+        yield CounterMetricFamily(
+            ns + "bad_latest",
+            "Stored latest values skipped (REST, seeding): not a sane JSON object.",
+            value=s.bad_latest,
+        )
+        replays = CounterMetricFamily(
+            ns + "replays",
+            "Resubscriptions with since, by outcome.",
+            labels=["protocol", "result"],
+        )
+        for (protocol, result), n in sorted(s.replays.items()):
+            replays.add_metric([protocol, result], n)
+        yield replays
+        replayed = CounterMetricFamily(
+            ns + "replayed", "Frames replayed from the stream to clients.", labels=["protocol"]
+        )
+        for protocol, n in sorted(s.replayed.items()):
+            replayed.add_metric([protocol], n)
+        yield replayed
         yield CounterMetricFamily(
             ns + "snapshots", "Snapshot batches built (snapshot push mode).", value=s.snapshots
         )
@@ -184,7 +217,7 @@ class _GatewayCollector(Collector):
         hist = s.push_latency
         latency = HistogramMetricFamily(
             ns + "push_latency_seconds",
-            "Redis receive (or snapshot build) to frame written to the client socket.",
+            "Read from Redis (or snapshot built) to frame written to the client socket.",
         )
         latency.add_metric([], hist.cumulative(), sum_value=hist.sum)
         yield latency
@@ -194,7 +227,7 @@ class _GatewayCollector(Collector):
         )
         yield GaugeMetricFamily(
             ns + "redis_up",
-            "1 while the Redis update subscription is established.",
+            "1 while the Redis stream reader is connected.",
             value=int(s.redis_up()),
         )
         yield GaugeMetricFamily(

@@ -1,9 +1,13 @@
-"""REST: health, stats, latest coordinates (read from Redis), device commands (to MQTT)."""
+"""REST: health, stats, latest coordinates (read from Redis), device commands (to MQTT).
+
+Stored values are checked before they are decoded (size, nesting depth, a JSON
+object): one bad value is skipped in the list (and counted in ``bad_latest``), and
+answers 502 on its own, never a 500.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Request
@@ -13,6 +17,7 @@ from redis.exceptions import RedisError
 
 from pipeline.config import COUNTS_KEY, DEVICES_KEY, LATEST_KEY, TOTAL_KEY
 from pipeline.gateway._commands import CommandNotConfirmed, CommandUnavailable
+from pipeline.gateway._stream import decode_object
 
 if TYPE_CHECKING:
     from pipeline.gateway.app import Gateway
@@ -56,7 +61,7 @@ class CommandAccepted(BaseModel):
 class Health(BaseModel):
     status: str = Field(description="`ok`, or `unavailable` with the parts in `down`")
     redis: str
-    updates: str = Field(description="the Redis update subscription")
+    updates: str = Field(description="the Redis update stream reader (`subscribed` or `down`)")
     mqtt: str
     push_mode: str
     down: list[str] = []
@@ -71,6 +76,8 @@ class Stats(BaseModel):
     connections: dict[str, int]
     updates_received: int
     bad_updates: int
+    bad_latest: int = Field(description="stored latest values skipped as not a JSON object")
+    stream_id: str | None = Field(description="the last update stream id the gateway read")
     pushed: dict[str, int]
     dropped: dict[str, int] = Field(description="by `protocol:reason`")
     commands: dict[str, int]
@@ -119,51 +126,75 @@ async def stats(request: Request) -> Stats:
     return Stats(
         push_mode=gw.settings.push_mode,
         snapshot_interval_ms=gw.settings.snapshot_interval_ms,
-        total_messages=int(total or 0),
+        total_messages=_int(total),
         device_count=int(device_count),
-        per_device={k: int(v) for k, v in counts.items()},
+        per_device={k.decode("utf-8", "replace"): _int(v) for k, v in counts.items()},
         connections=gw.hub.connections(),
         updates_received=s.updates,
         bad_updates=s.bad_updates,
+        bad_latest=s.bad_latest,
+        stream_id=gw.hub.last_id,
         pushed=dict(s.pushed),
         dropped={f"{p}:{r}": n for (p, r), n in s.dropped.items()},
         commands=dict(s.commands),
     )
 
 
+def _int(raw: Any) -> int:
+    """A stored counter; 0 when it is not a number (bad data is not worth a 500)."""
+    try:
+        return int(raw or 0)
+    except ValueError:
+        return 0
+
+
+_LATEST_PREFIX = LATEST_KEY.split("{", 1)[0].encode()
+_BATCH = 1000
+
+
 @router.get("/coordinates")
 async def coordinates(request: Request) -> list[dict[str, Any]]:
-    """The latest message of every device, least recently updated first."""
+    """The latest message of every device, least recently updated first.
+
+    A stored value that is not a JSON object (or is too large or too deeply
+    nested) is left out and counted in `pipeline_gateway_bad_latest_total`.
+    """
     gw = _gateway(request)
     devices = await _redis(gw.redis.zrange(DEVICES_KEY, 0, -1))
-    if not devices:
-        return []
-    keys = [LATEST_KEY.format(device_id=d) for d in devices]
+    limit = gw.hub.max_entry_bytes
     out = []
-    for raw in await _redis(gw.redis.mget(keys)):
-        if raw is None:  # expired (TTL) since the ZSET entry was written
-            continue
-        try:
-            msg = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(msg, dict):
+    for i in range(0, len(devices), _BATCH):
+        keys = [_LATEST_PREFIX + d for d in devices[i : i + _BATCH]]
+        for raw in await _redis(gw.redis.mget(keys)):
+            if raw is None:  # expired (TTL) since the ZSET entry was written
+                continue
+            msg = decode_object(raw, limit)
+            if msg is None:
+                gw.stats.bad_latest += 1
+                continue
             out.append(msg)
     return out
 
 
-@router.get("/coordinates/{device_id}", responses={404: {"description": "unknown device"}})
+@router.get(
+    "/coordinates/{device_id}",
+    responses={
+        404: {"description": "unknown device"},
+        502: {"description": "the stored value is not a JSON object (or too large or deep)"},
+    },
+)
 async def device_coordinates(device_id: DeviceId, request: Request) -> dict[str, Any]:
     """The latest message of one device; 404 when Redis holds none (unknown or expired)."""
     gw = _gateway(request)
     raw = await _redis(gw.redis.get(LATEST_KEY.format(device_id=device_id)))
     if raw is None:
         raise HTTPException(404, f"no coordinates for device {device_id!r}")
-    try:
-        msg = json.loads(raw)
-    except ValueError:
-        raise HTTPException(502, f"stored coordinates of {device_id!r} are not JSON") from None
-    return msg  # type: ignore[no-any-return]
+    msg = decode_object(raw, gw.hub.max_entry_bytes)
+    if msg is None:
+        gw.stats.bad_latest += 1
+        detail = f"stored coordinates of {device_id!r} are not a JSON object of sane size and depth"
+        raise HTTPException(502, detail)
+    return msg
 
 
 @router.post(

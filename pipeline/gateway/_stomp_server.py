@@ -4,18 +4,28 @@ The session is transport-free: the endpoint feeds it the bytes of each WebSocket
 message and it answers by queueing frames on the connection's :class:`Outbox`.
 Spec: https://stomp.github.io/stomp-specification-1.2.html. The gateway is a
 read-only broker: SEND and transactions get an ERROR (commands go over REST).
+
+Every MESSAGE carries ``stream-id:<id>``, the id of its entry in the Redis update
+stream. A client that reconnects subscribes with ``since:<the last stream-id it
+saw>`` and first gets what it missed, replayed in order (``pipeline.gateway._replay``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import uuid
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pipeline.gateway._hub import TOPIC_ALL, TOPIC_DEVICE_PREFIX, Hub, Outbox, Subscription
 from pipeline.gateway._metrics import GatewayStats
+from pipeline.gateway._stream import parse_id
 from pipeline.gateway.stomp import Frame, FrameParser, StompProtocolError, encode_frame, escape
+
+if TYPE_CHECKING:
+    from pipeline.gateway._replay import Replayer
 
 #: WebSocket subprotocols in order of preference (what stomp.js offers).
 SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
@@ -39,8 +49,11 @@ class StompSession:
         stats: GatewayStats,
         token: str = "",
         http_headers: Mapping[str, str] | None = None,
+        replayer: Replayer | None = None,
     ) -> None:
         self.hub = hub
+        self.replayer = replayer
+        self.replays: dict[str, asyncio.Task[None]] = {}
         self.outbox = outbox
         self.stats = stats
         self.token = token
@@ -75,6 +88,9 @@ class StompSession:
 
     def release(self) -> None:
         """Drop every subscription (the connection is ending)."""
+        for task in self.replays.values():
+            task.cancel()
+        self.replays.clear()
         for sub in self.subscriptions.values():
             self.hub.unsubscribe(sub)
         self.subscriptions.clear()
@@ -188,12 +204,29 @@ class StompSession:
             detail = f"known destinations: {TOPIC_ALL}, {TOPIC_DEVICE_PREFIX}{{device_id}}"
             self.error("unknown_destination", f"unknown destination {destination}", detail, frame)
             return False
+        since_raw = frame.headers.get("since")
+        since = None if since_raw is None else parse_id(since_raw)
+        if since_raw is not None and since is None:
+            detail = "since must be a stream id such as 1700000000000-0 (a MESSAGE's stream-id)"
+            self.error("bad_since", "bad since header", detail, frame)
+            return False
         sub = Subscription(
             self.outbox, sub_id, destination, device_id, self._message_head(destination, sub_id)
         )
         self.subscriptions[sub_id] = sub
-        self.hub.subscribe(sub)
+        if since is None or self.hub.snapshot_mode or self.replayer is None:
+            # snapshot mode: the next batch holds every latest value; nothing to replay
+            self.hub.subscribe(sub)
+            return True
+        self.replays[sub_id] = self.replayer.start(
+            sub, device_id, since, lambda: self._replay_failed(sub_id)
+        )
         return True
+
+    def _replay_failed(self, sub_id: str) -> None:
+        self.replays.pop(sub_id, None)
+        detail = "Redis did not answer; subscribe again with the same since to resume"
+        self.error("replay_failed", "replay failed", detail)
 
     def _message_head(self, destination: str, sub_id: str) -> str:
         esc = escape if self.parser.escaped else str
@@ -208,6 +241,9 @@ class StompSession:
             self.error("missing_header", "UNSUBSCRIBE needs id", "", frame)
             return False
         sub = self.subscriptions.pop(sub_id, None)
+        task = self.replays.pop(sub_id, None)
+        if task is not None:
+            task.cancel()
         if sub is not None:
             self.hub.unsubscribe(sub)
         return True

@@ -2,6 +2,11 @@
 
 Each connection is a receive loop (this handler) plus one sender task draining
 the connection's :class:`Outbox`; the hub only ever appends to outboxes.
+
+Raw WebSocket frames carry ``"stream_id"``; ``/coordinates?since=<id>`` replays
+every update after that id before the live ones. A ``since`` that is not a stream
+id closes the connection with 1008 and the reason; a replay Redis cannot serve
+closes it with 1013 (try again later).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from pipeline.gateway._hub import Outbox, run_sender
 from pipeline.gateway._stomp_server import SUBPROTOCOLS, StompSession
+from pipeline.gateway._stream import parse_id
 
 if TYPE_CHECKING:
     from pipeline.gateway.app import Gateway
@@ -23,11 +29,18 @@ log = logging.getLogger("pipeline.gateway")
 
 #: How long a closing connection may take to write what is still queued (ERROR, RECEIPT).
 _FLUSH_TIMEOUT_S = 5.0
+#: RFC 6455 section 7.4.1: 1008 policy violation; IANA registry: 1013 try again later.
+CLOSE_BAD_SINCE = 1008
+CLOSE_TRY_AGAIN = 1013
+BAD_SINCE_REASON = "since must be a stream id such as 1700000000000-0"
 
 
 async def _send_loop(outbox: Outbox, websocket: WebSocket) -> None:
+    async def close() -> None:
+        await websocket.close(outbox.close_code, outbox.close_reason or None)
+
     try:
-        await run_sender(outbox, websocket.send_text, websocket.close)
+        await run_sender(outbox, websocket.send_text, close)
     except (WebSocketDisconnect, OSError, RuntimeError):
         return  # the peer went away mid-send; the receive loop sees the close too
     except Exception:
@@ -49,8 +62,23 @@ async def _finish(sender: asyncio.Task[None], flush: bool) -> None:
 async def serve_coordinates(websocket: WebSocket, gateway: Gateway) -> None:
     """Raw WebSocket: one text frame per update (stream) or per snapshot."""
     await websocket.accept()
+    since_raw = websocket.query_params.get("since")
+    since = None if since_raw is None else parse_id(since_raw)
+    if since_raw is not None and since is None:
+        await websocket.close(CLOSE_BAD_SINCE, BAD_SINCE_REASON)
+        return
+    hub = gateway.hub
     outbox = Outbox("websocket", gateway.settings.client_queue, gateway.stats)
-    gateway.hub.ws_clients.add(outbox)
+    replay = None
+    if since is None or hub.snapshot_mode:  # snapshot mode: the next batch holds everything
+        hub.ws_clients.add(outbox)
+    else:
+
+        def failed() -> None:
+            reason = "replay failed: Redis did not answer; reconnect with the same since"
+            outbox.close_after_drain(CLOSE_TRY_AGAIN, reason)
+
+        replay = gateway.replayer.start(outbox, None, since, failed)
     sender = asyncio.create_task(_send_loop(outbox, websocket))
     try:
         while True:  # the client has nothing to say; read only to notice the close
@@ -58,9 +86,13 @@ async def serve_coordinates(websocket: WebSocket, gateway: Gateway) -> None:
             if message["type"] == "websocket.disconnect":
                 break
     finally:
-        gateway.hub.ws_clients.discard(outbox)
-        outbox.discard()
-        await _finish(sender, flush=False)
+        if replay is not None:
+            replay.cancel()
+        hub.remove_ws(outbox)
+        closing = outbox.closed  # a failed replay: let the sender write the close reason
+        if not closing:
+            outbox.discard()
+        await _finish(sender, flush=closing)
 
 
 async def serve_stomp(websocket: WebSocket, gateway: Gateway) -> None:
@@ -70,7 +102,12 @@ async def serve_stomp(websocket: WebSocket, gateway: Gateway) -> None:
     outbox = Outbox("stomp", gateway.settings.client_queue, gateway.stats)
     gateway.hub.stomp_clients.add(outbox)
     session = StompSession(
-        gateway.hub, outbox, gateway.stats, gateway.settings.gateway_token, websocket.headers
+        gateway.hub,
+        outbox,
+        gateway.stats,
+        gateway.settings.gateway_token,
+        websocket.headers,
+        gateway.replayer,
     )
     sender = asyncio.create_task(_send_loop(outbox, websocket))
     try:

@@ -1,6 +1,7 @@
 """The gateway application: ``create_app(settings)`` wires Redis, MQTT and the clients.
 
-Redis `pipeswarm:updates` --(one reader)--> Hub --(outbox per client)--> /coordinates, /ws
+Redis stream `pipeswarm:stream` --(one XREAD reader)--> Hub --(outbox per client)--> /coordinates, /ws
+                                 --(XRANGE, per resubscribing client)--> replay, then live
 REST /api/* reads Redis; POST /api/commands/{id} publishes to MQTT; /metrics scrapes stats
 """
 
@@ -24,6 +25,7 @@ from pipeline.gateway import _rest, _ws
 from pipeline.gateway._commands import CommandPublisher
 from pipeline.gateway._hub import Hub
 from pipeline.gateway._metrics import GatewayStats, make_registry
+from pipeline.gateway._replay import Replayer
 from pipeline.gateway._updates import UpdateReader
 
 log = logging.getLogger("pipeline.gateway")
@@ -31,10 +33,14 @@ log = logging.getLogger("pipeline.gateway")
 DESCRIPTION = """
 The last stage of the pipeswarm pipeline: live device coordinates out, commands in.
 
-* `ws://HOST/coordinates` — raw WebSocket, one JSON text frame per update (`stream`)
-  or `{"type":"snapshot","sent_ns":…,"devices":[…]}` every interval (`snapshot`).
+* `ws://HOST/coordinates` — raw WebSocket, one JSON text frame per update (`stream`),
+  with `"stream_id"` (its id in the Redis update stream), or
+  `{"type":"snapshot","sent_ns":…,"stream_id":…,"devices":[…]}` every interval (`snapshot`).
+  `ws://HOST/coordinates?since=<stream_id>` first replays every update after that id.
 * `ws://HOST/ws` — STOMP 1.2 over WebSocket; subscribe to `/topic/coordinates`
-  (all devices) or `/topic/devices/{device_id}`.
+  (all devices) or `/topic/devices/{device_id}`. Each MESSAGE has a `stream-id`
+  header; SUBSCRIBE with `since:<stream-id>` replays what came after it first
+  (`replay-truncated:true` on the first frame when the stream no longer holds it all).
 * REST below; Prometheus metrics at `/metrics`.
 """
 
@@ -47,10 +53,11 @@ class Gateway:
         self.stats = GatewayStats()
         self.hub = Hub(settings, self.stats)
         self.reader = UpdateReader(settings.redis_url, self.hub, self.stats)
+        self.replayer = Replayer(settings.redis_url, self.hub, self.stats)
         self.commands = CommandPublisher(settings.mqtt)
+        # bytes, never decoded: stored values are data to check, not text to trust
         self.redis = aredis.Redis.from_url(
             settings.redis_url,
-            decode_responses=True,
             socket_timeout=2,
             socket_connect_timeout=2,
         )
@@ -81,6 +88,7 @@ class Gateway:
                 await task
         await asyncio.to_thread(self.commands.stop)  # joins paho's thread
         await self.redis.aclose()
+        await self.replayer.client.aclose()
 
 
 async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:

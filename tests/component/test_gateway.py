@@ -1,9 +1,9 @@
 """The gateway as a real process against real Redis and Mosquitto.
 
-The tests play the consumer: they PUBLISH updates on `pipeswarm:updates` and write
-the Redis keys, then watch what raw WebSocket, STOMP (stomp.py) and MQTT clients
-receive. Counters are compared before/after, because the gateways live for the
-whole module.
+The tests play the consumer: they XADD updates to the stream `pipeswarm:stream`
+and write the Redis keys, then watch what raw WebSocket, STOMP (stomp.py) and MQTT
+clients receive. Counters are compared before/after, because the gateways live for
+the whole module. Resuming with ``since`` is in ``test_gateway_stream.py``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,23 +22,34 @@ import uuid
 import paho.mqtt.client as mqtt
 import pytest
 import redis
-import stomp
-import websocket
 
 from pipeline._procs import free_port
 from pipeline.config import (
     COUNTS_KEY,
     DEVICES_KEY,
     LATEST_KEY,
+    STREAM_FIELD,
     TOTAL_KEY,
-    UPDATES_CHANNEL,
+    UPDATES_STREAM,
     MqttTarget,
     Settings,
 )
 from pipeline.gateway._hub import Hub, Outbox, run_sender
 from pipeline.gateway._metrics import GatewayStats
 from pipeline.gateway._stomp_server import StompSession
+from pipeline.gateway._stream import key_of
 from pipeline.stack import Stack
+from tests.component.gateway_clients import (
+    assert_closed_by_server,
+    device,
+    publish,
+    raw_stomp,
+    recv_frame,
+    recv_json,
+    stomp_client,
+    subscribe,
+    update,
+)
 from tests.harness import REPO, Gateway, metric
 from tests.helpers import taken_port, wait_for
 
@@ -70,110 +82,6 @@ def snapshot_gateway(redis_url, mqtt_url, tmp_path_factory):
         yield gw
 
 
-def device() -> str:
-    return f"gw-{uuid.uuid4().hex[:10]}"
-
-
-def update(device_id: str, seq: int, **extra) -> dict:
-    """An update as the consumer publishes it: bridge and consumer hops stamped."""
-    now = time.time_ns()
-    return {
-        "device_id": device_id,
-        "x": float(seq),
-        "y": -1.5,
-        "timestamp": now / 1e9,
-        "trace": {
-            "run": "gw-test",
-            "seq": seq,
-            "t0": now - 3000,
-            "tp": now - 2000,
-            "hops": {"bridge": now - 1000, "consumer": now},
-        },
-        **extra,
-    }
-
-
-def publish(rds: redis.Redis, msg: dict | str) -> None:
-    rds.publish(UPDATES_CHANNEL, msg if isinstance(msg, str) else json.dumps(msg))
-
-
-def recv_json(conn: websocket.WebSocket, pred, limit: int = 10_000) -> dict:
-    """Read frames until one satisfies `pred` (other tests' traffic may interleave)."""
-    for _ in range(limit):
-        msg = json.loads(conn.recv())
-        if pred(msg):
-            return msg
-    raise AssertionError("no matching frame")
-
-
-# -- STOMP helpers ----------------------------------------------------------------------
-class StompListener(stomp.ConnectionListener):
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.messages: list[tuple[dict, str]] = []
-        self.receipts: set[str] = set()
-        self.errors: list[tuple[dict, str]] = []
-
-    def on_message(self, frame) -> None:
-        with self.lock:
-            self.messages.append((dict(frame.headers), frame.body))
-
-    def on_receipt(self, frame) -> None:
-        with self.lock:
-            self.receipts.add(frame.headers["receipt-id"])
-
-    def on_error(self, frame) -> None:
-        with self.lock:
-            self.errors.append((dict(frame.headers), frame.body))
-
-    def bodies(self, subscription: str, device_id: str | None = None) -> list[dict]:
-        with self.lock:
-            out = [json.loads(b) for h, b in self.messages if h["subscription"] == subscription]
-        return [m for m in out if device_id is None or m.get("device_id") == device_id]
-
-
-def stomp_client(gw: Gateway, **connect_kwargs) -> tuple[stomp.WSStompConnection, StompListener]:
-    conn = stomp.WSStompConnection([("127.0.0.1", gw.port)], ws_path="/ws", timeout=10)
-    listener = StompListener()
-    conn.set_listener("test", listener)
-    conn.connect(wait=True, **connect_kwargs)
-    return conn, listener
-
-
-def subscribe(conn, listener: StompListener, destination: str, sub_id: str) -> None:
-    receipt = f"sub-{sub_id}"
-    conn.subscribe(destination, id=sub_id, receipt=receipt)
-    wait_for(lambda: receipt in listener.receipts, 10, f"RECEIPT {receipt}")
-
-
-def raw_stomp(gw: Gateway, connect: bool = True) -> websocket.WebSocket:
-    conn = gw.ws("/ws", subprotocols=["v12.stomp"])
-    assert conn.getsubprotocol() == "v12.stomp"
-    if connect:
-        conn.send("CONNECT\naccept-version:1.2\nhost:test\n\n\x00")
-        assert conn.recv().startswith("CONNECTED\n")
-    return conn
-
-
-def assert_closed_by_server(conn: websocket.WebSocket) -> None:
-    """Read until the server's close frame (recv() gives "") or the socket ends."""
-    for _ in range(1000):
-        try:
-            if conn.recv() == "":
-                return
-        except websocket.WebSocketConnectionClosedException:
-            return
-    raise AssertionError("the server kept the connection open")
-
-
-def recv_frame(conn: websocket.WebSocket) -> str:
-    """The next STOMP frame, skipping heart-beat EOLs."""
-    while True:
-        data = conn.recv()
-        if data.strip("\r\n"):
-            return data
-
-
 # -- stream mode --------------------------------------------------------------------------
 def test_health_and_openapi(gateway):
     status, body = gateway.health()
@@ -194,10 +102,11 @@ def test_raw_websocket_gets_update_with_gateway_hop(gateway, rds):
     conn = gateway.ws()
     try:
         sent = update(dev, 1)
-        publish(rds, sent)
+        stream_id = publish(rds, sent)
         got = recv_json(conn, lambda m: m.get("device_id") == dev)
     finally:
         conn.close()
+    assert got.pop("stream_id") == stream_id
     hops = got["trace"]["hops"]
     assert hops["gateway"] >= hops["consumer"] == sent["trace"]["hops"]["consumer"]
     assert hops["gateway"] <= time.time_ns()
@@ -211,8 +120,11 @@ def test_update_without_trace_passes_through(gateway, rds):
     conn = gateway.ws()
     try:
         sent = {"device_id": dev, "x": 1.0, "y": 2.0, "timestamp": 3.0}
-        publish(rds, sent)
-        assert recv_json(conn, lambda m: m.get("device_id") == dev) == sent
+        stream_id = publish(rds, sent)
+        assert recv_json(conn, lambda m: m.get("device_id") == dev) == {
+            **sent,
+            "stream_id": stream_id,
+        }
     finally:
         conn.close()
 
@@ -421,7 +333,7 @@ def test_slow_client_is_dropped_without_stalling_others(gateway, rds):
     try:
         pipe = rds.pipeline(transaction=False)
         for seq in range(1, n + 1):
-            pipe.publish(UPDATES_CHANNEL, json.dumps(update(dev, seq, pad=pad)))
+            pipe.xadd(UPDATES_STREAM, {STREAM_FIELD: json.dumps(update(dev, seq, pad=pad))})
             if seq % 50 == 0:
                 pipe.execute()
                 # The fast client keeps up (never 100 behind); the slow one never reads.
@@ -477,7 +389,17 @@ def test_rest_coordinates_and_stats_read_redis(gateway, rds):
     assert stats["device_count"] == rds.zcard(DEVICES_KEY)
     assert stats["push_mode"] == "stream"
     assert set(stats["connections"]) == {"websocket", "stomp"}
-    assert stats["updates_received"] >= 0
+    # the counters are the gateway's own: one more update read moves them by one
+    stream_id = publish(rds, update(device(), 1))
+
+    def read_it() -> dict | None:
+        now = gateway.http.get("/api/stats").json()
+        return now if now["stream_id"] == stream_id else None
+
+    moved = wait_for(read_it, 10, "the update in /api/stats")
+    assert moved["updates_received"] == stats["updates_received"] + 1
+    assert moved["updates_received"] == metric(gateway.metrics(), "pipeline_gateway_updates_total")
+    assert moved["bad_updates"] == stats["bad_updates"]
 
 
 class CommandSink:
@@ -516,7 +438,7 @@ def test_command_is_published_to_the_device_topic(gateway, command_sink):
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["topic"] == f"orin/{dev}/command"
-    assert len(body["command_id"]) == 32 and int(body["command_id"], 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{32}", body["command_id"]), body["command_id"]
     assert abs(body["issued_at"] - time.time_ns()) < 60e9
     wait_for(lambda: command_sink.messages, 10, "command on MQTT")
     topic, payload = command_sink.messages[0]
@@ -569,7 +491,7 @@ def test_snapshot_mode_sends_batches_with_latest_of_every_device(snapshot_gatewa
         publish(rds, update(devs[0], 1))
         publish(rds, update(devs[1], 1))
         publish(rds, update(devs[0], 2))  # conflated: batches then hold only seq 2
-        publish(rds, update(devs[2], 1))
+        last_id = publish(rds, update(devs[2], 1))
 
         def has_all(msg: dict) -> bool:
             latest = {d["device_id"]: d for d in msg["devices"] if d["device_id"] in devs}
@@ -580,6 +502,9 @@ def test_snapshot_mode_sends_batches_with_latest_of_every_device(snapshot_gatewa
     finally:
         conn.close()
     assert first["type"] == "snapshot"
+    # the stream position a batch reflects: at least the last update it holds
+    assert key_of(first["stream_id"]) >= key_of(last_id)
+    assert all(key_of(s["stream_id"]) >= key_of(first["stream_id"]) for s in later)
     # A late tick is followed by an early one (fixed schedule): judge the mean gap.
     mean_gap_ms = (later[-1]["sent_ns"] - first["sent_ns"]) / 5 / 1e6
     assert 150 <= mean_gap_ms <= 1000, mean_gap_ms
@@ -613,6 +538,10 @@ def test_snapshot_mode_over_stomp(snapshot_gateway, rds):
     finally:
         conn.disconnect()
     assert all(m["type"] == "snapshot" for m in listener.bodies("all"))
+    for h, body in listener.messages:  # each frame: the stream position its batch reflects
+        if h["subscription"] == "all":
+            assert h["stream-id"] == json.loads(body)["stream_id"]
+        assert key_of(h["stream-id"]) > (0, 0)
     # /topic/devices/{id}: that device's latest message each interval, nothing else
     assert {m["device_id"] for m in listener.bodies("one")} == {dev_a}
     assert {m["trace"]["seq"] for m in listener.bodies("one")} == {1}
