@@ -23,7 +23,6 @@ LATEST_KEY = REDIS_PREFIX + ":latest:{device_id}"  # JSON of the newest message,
 DEVICES_KEY = REDIS_PREFIX + ":devices"  # ZSET device_id -> last update (epoch ms)
 COUNTS_KEY = REDIS_PREFIX + ":counts"  # HASH device_id -> messages written
 TOTAL_KEY = REDIS_PREFIX + ":total"  # INT all messages written
-UPDATES_CHANNEL = REDIS_PREFIX + ":updates"  # (old pub/sub feed; replaced by the stream)
 #: The update feed: a Redis Stream, one entry per update, field ``m`` = the message
 #: JSON (consumer hop stamped), trimmed with ``XADD ... MAXLEN ~ stream_maxlen``.
 #: The gateway reads it with XREAD from the last id it saw; a resubscribing
