@@ -24,6 +24,8 @@ import math
 import re
 from typing import Any, NamedTuple
 
+from pipeline.exceptions import Rejected
+
 #: Deepest JSON nesting accepted (the envelope itself needs 3: {trace: {hops: {}}}).
 MAX_DEPTH = 32
 
@@ -41,14 +43,6 @@ REASONS = (
 NUMBER_FIELDS = ("x", "y", "timestamp")
 
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
-
-
-class Rejected(ValueError):
-    """A record the pipeline will not carry; ``reason`` is one of :data:`REASONS`."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
 
 
 def device_from_topic(topic: str) -> str | None:

@@ -1,23 +1,68 @@
-"""Errors of the embedded stack launcher.
+"""Every error the pipeline defines, and the one way an error becomes an exit code.
 
-    PipelineError
-     ├── PortTaken        a port the stack wants is already bound
-     ├── BinaryMissing    mosquitto, redis-server, java or the Kafka jars not found
-     ├── KafkaUnreachable an external KAFKA_BOOTSTRAP_SERVERS does not answer
-     ├── StartupFailed    a service did not become healthy in time
-     ├── StackNotRunning  `down`/`status` with no state file
-     └── UnknownComponent `kill`/`start`/… of a part the stack does not have
+    PipelineError                   base of everything below
+     ├── ConfigError (ValueError)   a bad setting: an environment variable of a service
+     │                              or an option of `python -m pipeline up`
+     ├── PortTaken                  a port the stack or a service wants is already bound
+     ├── BinaryMissing              mosquitto, redis-server, java or the Kafka jars not found
+     ├── KafkaUnreachable           an external KAFKA_BOOTSTRAP_SERVERS does not answer
+     ├── StartupFailed              a service did not become healthy in time
+     ├── StackNotRunning            `down`/`status` with no state file
+     ├── UnknownComponent           `kill`/`start`/… of a part the stack does not have
+     ├── CommandError               the gateway's REST -> MQTT command publisher
+     │    ├── CommandUnavailable    the MQTT connection is down: nothing was published (503)
+     │    └── CommandNotConfirmed   published, but no PUBACK in time (504)
+     ├── StompProtocolError         a frame that breaks the STOMP 1.2 grammar
+     │    (ValueError)              (the gateway answers ERROR and closes the session)
+     └── Rejected (ValueError)      a device message the bridge or consumer will not carry
+                                    (dead-lettered with its reason, counted)
 
-Each carries one sentence a user can act on; the CLI prints it and exits 2.
+The command, STOMP and rejection errors are handled inside the services, counted
+in a metric, and never end a process. Everything else is a user-facing mistake whose ``str()`` is one
+sentence saying what to change: the launcher (`python -m pipeline`) and every
+service (`python -m pipeline.bridge|consumer|gateway`) end on it the same way,
+through :func:`exit_on_error` — ``pipeline: <sentence>`` on stderr and exit
+code :data:`EXIT_USAGE`, never a traceback.
 """
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = [
+    "EXIT_USAGE",
+    "BinaryMissing",
+    "CommandError",
+    "CommandNotConfirmed",
+    "CommandUnavailable",
+    "ConfigError",
+    "KafkaUnreachable",
+    "PipelineError",
+    "PortTaken",
+    "Rejected",
+    "StackNotRunning",
+    "StartupFailed",
+    "StompProtocolError",
+    "UnknownComponent",
+    "exit_code",
+    "exit_on_error",
+]
+
+#: Exit code of a user-facing mistake (argparse's own for a bad command line).
+EXIT_USAGE = 2
 
 
 class PipelineError(Exception):
     """Base class: str(exc) is the one-sentence message shown to the user."""
 
 
+class ConfigError(PipelineError, ValueError):
+    """A bad setting; ``str(err)`` names the variable (or option) and what it must be."""
+
+
+# --- the launcher (and a service's own listening port) ----------------------------------------
 class PortTaken(PipelineError):
     pass
 
@@ -40,3 +85,53 @@ class StackNotRunning(PipelineError):
 
 class UnknownComponent(PipelineError):
     pass
+
+
+# --- the gateway --------------------------------------------------------------------------------
+class CommandError(PipelineError):
+    """A device command that REST accepted but MQTT did not take."""
+
+
+class CommandUnavailable(CommandError):
+    """The MQTT connection is down: nothing was published."""
+
+
+class CommandNotConfirmed(CommandError):
+    """Published, but the broker did not acknowledge it in time."""
+
+
+class StompProtocolError(PipelineError, ValueError):
+    """A frame that breaks the STOMP 1.2 grammar; ``reason`` is a short metric label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class Rejected(PipelineError, ValueError):
+    """A record the pipeline will not carry; ``reason`` is one of ``pipeline._schema.REASONS``."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+#: Errors the services handle themselves (count, log, carry on): never an exit.
+_HANDLED = (CommandError, StompProtocolError, Rejected)
+
+
+def exit_code(err: BaseException) -> int:
+    """The process exit code for ``err``: :data:`EXIT_USAGE` for a user mistake, else 1."""
+    if isinstance(err, _HANDLED):
+        return 1
+    return EXIT_USAGE if isinstance(err, PipelineError) else 1
+
+
+@contextmanager
+def exit_on_error() -> Iterator[None]:
+    """Turn a :class:`PipelineError` raised inside into one line on stderr and its exit code."""
+    try:
+        yield
+    except PipelineError as err:
+        sys.stderr.write(f"pipeline: {err}\n")
+        raise SystemExit(exit_code(err)) from None

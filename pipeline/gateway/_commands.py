@@ -24,6 +24,7 @@ import paho.mqtt.client as mqtt
 
 from pipeline._mqtt import make_client
 from pipeline.config import COMMAND_TOPIC, MqttTarget
+from pipeline.exceptions import CommandNotConfirmed, CommandUnavailable
 
 log = logging.getLogger("pipeline.gateway")
 
@@ -35,14 +36,6 @@ class IssuedCommand:
     command_id: str
     topic: str
     issued_at: int
-
-
-class CommandUnavailable(Exception):
-    """The MQTT connection is down: nothing was published."""
-
-
-class CommandNotConfirmed(Exception):
-    """Published, but the broker did not acknowledge it in time."""
 
 
 class CommandPublisher:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from pipeline.config import COUNTS_KEY, DEVICES_KEY, LATEST_KEY, TOTAL_KEY
-from pipeline.gateway._commands import CommandNotConfirmed, CommandUnavailable
+from pipeline.exceptions import CommandNotConfirmed, CommandUnavailable
 from pipeline.gateway._stream import decode_object
 
 if TYPE_CHECKING:

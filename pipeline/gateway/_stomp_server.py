@@ -19,10 +19,11 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from pipeline.exceptions import StompProtocolError
 from pipeline.gateway._hub import TOPIC_ALL, TOPIC_DEVICE_PREFIX, Hub, Outbox, Subscription
 from pipeline.gateway._metrics import GatewayStats
 from pipeline.gateway._stream import parse_id
-from pipeline.gateway.stomp import Frame, FrameParser, StompProtocolError, encode_frame, escape
+from pipeline.gateway.stomp import Frame, FrameParser, encode_frame, escape
 
 if TYPE_CHECKING:
     from pipeline.gateway._replay import Replayer

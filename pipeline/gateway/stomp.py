@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from pipeline.exceptions import StompProtocolError
+
 __all__ = [
     "CLIENT_COMMANDS",
     "SERVER_COMMANDS",
@@ -60,14 +62,6 @@ _LONGEST_COMMAND = max(len(c) for c in _COMMANDS)
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", ":": "\\c"}
 _UNESCAPES = {"\\": "\\", "n": "\n", "r": "\r", "c": ":"}
 _ESCAPE_TABLE = str.maketrans(_ESCAPES)
-
-
-class StompProtocolError(ValueError):
-    """A frame that breaks the STOMP 1.2 grammar; ``reason`` is a short metric label."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 @dataclass
