@@ -14,9 +14,13 @@ import threading
 from pathlib import Path
 
 from pipeline import _kafka_server
-from pipeline.config import Settings
-from pipeline.exceptions import PipelineError
+from pipeline.config import DEFAULTS, SETTINGS
+from pipeline.exceptions import exit_on_error
 from pipeline.stack import COMPONENTS, PORTS, STALL_WINDOW_S, Stack
+
+#: The settings an `up` option mirrors (``--partitions``, ``--redis-ttl``, ``--push-mode``,
+#: ``--snapshot-interval-ms``): the option wins, then the environment variable, then the default.
+MIRRORED = tuple(s for s in SETTINGS.values() if s.flag)
 
 #: command -> what it does to one component of the running stack
 ACTIONS = {
@@ -32,7 +36,6 @@ ACTIONS = {
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    defaults = Settings()
     up = sub.add_parser(
         "up", help="start Mosquitto, Redis, Apache Kafka, bridge, consumer(s), gateway"
     )
@@ -49,30 +52,16 @@ def _parser() -> argparse.ArgumentParser:
         )
     up.add_argument(
         "--kafka-bootstrap",
-        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+        default=os.environ.get(SETTINGS["kafka_bootstrap"].env),
         help="use this Kafka instead of the embedded Apache Kafka (env KAFKA_BOOTSTRAP_SERVERS)",
     )
-    up.add_argument(
-        "--push-mode", choices=["stream", "snapshot"], default=os.environ.get("PUSH_MODE", "stream")
-    )
-    up.add_argument("--snapshot-interval-ms", type=int, default=defaults.snapshot_interval_ms)
-    up.add_argument(
-        "--partitions",
-        type=_positive,
-        default=defaults.kafka_partitions,
-        help=f"partitions of mqtt-messages (default {defaults.kafka_partitions})",
-    )
+    for setting in MIRRORED:
+        setting.add_argument(up, dest=setting.name)
     up.add_argument(
         "--consumers",
         type=_positive,
         default=1,
         help="consumer processes in one group (at most --partitions do work)",
-    )
-    up.add_argument(
-        "--redis-ttl",
-        type=_positive,
-        default=defaults.redis_ttl_s,
-        help=f"TTL of latest coordinates, s (default {defaults.redis_ttl_s})",
     )
     down = sub.add_parser("down", help="stop the stack and remove its data")
     down.add_argument(
@@ -116,9 +105,10 @@ def _print_endpoints(stack: Stack) -> None:
     u = stack.urls
     print("pipeswarm embedded pipeline is up:")
     print(f"  MQTT       {u['mqtt']}   (devices publish sensors/<id>/coordinates)")
-    print(f"  Kafka      {u['kafka']}   (topic mqtt-messages, {stack.partitions} partitions)")
+    topic, group = DEFAULTS.kafka_topic, DEFAULTS.consumer_group
+    print(f"  Kafka      {u['kafka']}   (topic {topic}, {stack.partitions} partitions)")
     if stack.consumers > 1:
-        print(f"  consumers  {stack.consumers} processes in group pipeswarm-consumer")
+        print(f"  consumers  {stack.consumers} processes in group {group}")
     print(f"  Redis      {u['redis']}")
     print(f"  gateway    {u['gateway']}   (REST /api, Swagger UI /docs)")
     print(f"  WebSocket  {u['gateway'].replace('http', 'ws')}/coordinates")
@@ -129,7 +119,7 @@ def _print_endpoints(stack: Stack) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
+    with exit_on_error():
         if args.command == "up":
             return _up(args)
         if args.command == "install-kafka":
@@ -146,9 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         for name, state in health.items():
             print(f"  {name:<10} {state}")
         return 0 if all(state == "healthy" for state in health.values()) else 1
-    except PipelineError as exc:
-        print(f"pipeline: {exc}", file=sys.stderr)
-        return 2
 
 
 def _act(stack: Stack, action: str, component: str) -> int:
@@ -170,15 +157,19 @@ def _up(args: argparse.Namespace) -> int:
             )
             return 2
     given = {name: getattr(args, name) for name in PORTS if getattr(args, name)}
+    mirrored = {
+        s.name: s.read(os.environ) if getattr(args, s.name) is None else getattr(args, s.name)
+        for s in MIRRORED
+    }
     stack = Stack.with_ports(
         auto=args.ports == "auto",
         ports=given,
         state_dir=args.state_dir,
         kafka_bootstrap=args.kafka_bootstrap or None,
-        push_mode=args.push_mode,
-        snapshot_interval_ms=args.snapshot_interval_ms,
-        partitions=args.partitions,
-        redis_ttl_s=args.redis_ttl,
+        push_mode=mirrored["push_mode"],
+        snapshot_interval_ms=mirrored["snapshot_interval_ms"],
+        partitions=mirrored["kafka_partitions"],
+        redis_ttl_s=mirrored["redis_ttl_s"],
         consumers=args.consumers,
     )
     stack.start()

@@ -194,27 +194,3 @@ def spawn(
         )
     create_time = psutil.Process(popen.pid).create_time()
     return Proc(name, popen.pid, create_time, str(log_path)), popen
-
-
-def service_logging() -> None:
-    """One line per event for the services; the Kafka client's chatter only on warnings."""
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-
-
-def run_threaded_service(make: Callable, metrics_port: Callable) -> None:
-    """``main()`` of the bridge and the consumer: settings from the environment,
-    /metrics on its port, SIGTERM/SIGINT set ``service.stopping``, then ``run()``."""
-    from prometheus_client import start_http_server
-
-    from pipeline.config import Settings
-
-    service_logging()
-    settings = Settings.from_env()
-    start_http_server(metrics_port(settings), addr=settings.metrics_host)
-    service = make(settings)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: service.stopping.set())
-    service.run()

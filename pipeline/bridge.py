@@ -29,6 +29,7 @@ import heapq
 import itertools
 import json
 import logging
+import sys
 import threading
 import time
 from typing import Any, NamedTuple
@@ -40,7 +41,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pipeline import _schema
 from pipeline._kafka import ensure_topics
 from pipeline._mqtt import make_client
-from pipeline._procs import run_threaded_service
+from pipeline._service import run_threaded_service
 from pipeline._trace import stamp
 from pipeline.config import SENSOR_FILTER, Settings
 
@@ -328,9 +329,9 @@ class Bridge:
             raise SystemExit(f"bridge: Kafka producer failed: {self.fatal}")
 
 
-def main() -> None:
-    run_threaded_service(Bridge, lambda s: s.bridge_metrics_port)
+def main() -> int:
+    return run_threaded_service(Bridge, "bridge_metrics_port")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -41,6 +41,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import sys
 import threading
 import time
 from typing import Any
@@ -74,8 +75,8 @@ from pipeline._consumer_metrics import (
 )
 from pipeline._consumer_redis import Record, RedisBatchWriter
 from pipeline._kafka import ensure_topics
-from pipeline._procs import run_threaded_service
 from pipeline._schema import Rejected, parse
+from pipeline._service import run_threaded_service
 from pipeline._trace import stamp
 from pipeline.config import Settings
 
@@ -498,9 +499,9 @@ class Consumer:
         self.writer.close()
 
 
-def main() -> None:
-    run_threaded_service(Consumer, lambda s: s.consumer_metrics_port)
+def main() -> int:
+    return run_threaded_service(Consumer, "consumer_metrics_port")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

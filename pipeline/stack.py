@@ -38,6 +38,7 @@ from pipeline._procs import (
     spawn,
     wait_until,
 )
+from pipeline.config import DEFAULTS, service_environ
 from pipeline.exceptions import (
     KafkaUnreachable,
     StackNotRunning,
@@ -51,9 +52,13 @@ PORTS: dict[str, tuple[int, str, str]] = {
     "kafka": (9092, "Kafka", "--kafka-port"),
     "kafka_controller": (9093, "Kafka KRaft controller", "--kafka-controller-port"),
     "redis": (6379, "Redis", "--redis-port"),
-    "gateway": (8081, "gateway HTTP/WS/STOMP", "--gateway-port"),
-    "bridge_metrics": (9101, "bridge metrics", "--bridge-metrics-port"),
-    "consumer_metrics": (9102, "consumer metrics", "--consumer-metrics-port"),
+    "gateway": (DEFAULTS.gateway_port, "gateway HTTP/WS/STOMP", "--gateway-port"),
+    "bridge_metrics": (DEFAULTS.bridge_metrics_port, "bridge metrics", "--bridge-metrics-port"),
+    "consumer_metrics": (
+        DEFAULTS.consumer_metrics_port,
+        "consumer metrics",
+        "--consumer-metrics-port",
+    ),
 }
 
 ORDER = ["mosquitto", "redis", "kafka", "bridge", "consumer", "gateway"]
@@ -93,10 +98,10 @@ class Stack:
     state_dir: Path = Path(".pipeswarm")
     ports: dict[str, int] = field(default_factory=dict)
     kafka_bootstrap: str | None = None  # external Kafka; None = embedded Apache Kafka
-    push_mode: str = "stream"
-    snapshot_interval_ms: int = 1000
-    partitions: int = 8
-    redis_ttl_s: int = 3600
+    push_mode: str = DEFAULTS.push_mode
+    snapshot_interval_ms: int = DEFAULTS.snapshot_interval_ms
+    partitions: int = DEFAULTS.kafka_partitions
+    redis_ttl_s: int = DEFAULTS.redis_ttl_s
     consumers: int = 1  # consumer processes in one group (Kafka's own way to scale)
     procs: dict[str, Proc] = field(default_factory=dict)
     paused: set[str] = field(default_factory=set)
@@ -132,19 +137,19 @@ class Stack:
 
     def service_env(self) -> dict[str, str]:
         u, p = self.urls, self.ports
-        return {
-            "MQTT_URL": u["mqtt"],
-            "KAFKA_BOOTSTRAP_SERVERS": u["kafka"],
-            "REDIS_URL": u["redis"],
-            "GATEWAY_PORT": str(p["gateway"]),
-            "BRIDGE_METRICS_PORT": str(p["bridge_metrics"]),
-            "CONSUMER_METRICS_PORT": str(p["consumer_metrics"]),
-            "KAFKA_PARTITIONS": str(self.partitions),
-            "PUSH_MODE": self.push_mode,
-            "SNAPSHOT_INTERVAL_MS": str(self.snapshot_interval_ms),
-            "REDIS_TTL_S": str(self.redis_ttl_s),
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = service_environ(
+            mqtt_url=u["mqtt"],
+            kafka_bootstrap=u["kafka"],
+            redis_url=u["redis"],
+            gateway_port=p["gateway"],
+            bridge_metrics_port=p["bridge_metrics"],
+            consumer_metrics_port=p["consumer_metrics"],
+            kafka_partitions=self.partitions,
+            push_mode=self.push_mode,
+            snapshot_interval_ms=self.snapshot_interval_ms,
+            redis_ttl_s=self.redis_ttl_s,
+        )
+        return {**env, "PYTHONUNBUFFERED": "1"}
 
     # -- which processes make up a component -------------------------------
     def consumer_names(self) -> list[str]:
@@ -303,7 +308,7 @@ class Stack:
             push_mode=doc["push_mode"],
             snapshot_interval_ms=doc["snapshot_interval_ms"],
             partitions=doc["partitions"],
-            redis_ttl_s=doc.get("redis_ttl_s", 3600),
+            redis_ttl_s=doc.get("redis_ttl_s", DEFAULTS.redis_ttl_s),
             consumers=doc.get("consumers", 1),
             procs={n: Proc(**p) for n, p in doc["services"].items()},
             paused=set(doc.get("paused", [])),
@@ -360,7 +365,7 @@ class Stack:
         """(input waiting, work done so far) of a stage; (0, 0) when unknown."""
         try:
             if name == "consumer":
-                return _group_lag(self.urls["kafka"], "pipeswarm-consumer", "mqtt-messages")
+                return _group_lag(self.urls["kafka"], DEFAULTS.consumer_group, DEFAULTS.kafka_topic)
             text = _fetch(self.urls["bridge_metrics"])
             waiting = _metric(text, "pipeline_bridge_buffer_messages") + _metric(
                 text, "pipeline_bridge_inflight_messages"
@@ -417,9 +422,8 @@ class Stack:
         argv, _ = _kafka_server.prepare(self.state_dir, port, self.ports["kafka_controller"])
         proc, popen = spawn("kafka", argv, self._logs)
         wait_until(lambda: _kafka_answers(self.urls["kafka"]), 90, f"Apache Kafka on {port}", popen)
-        ensure_topics(
-            self.urls["kafka"], {"mqtt-messages": self.partitions, "mqtt-messages-dlq": 1}
-        )
+        topics = {DEFAULTS.kafka_topic: self.partitions, DEFAULTS.kafka_dlq_topic: 1}
+        ensure_topics(self.urls["kafka"], topics)
         return proc
 
     def _start_python(self, name: str, env: dict[str, str] | None = None) -> Proc:
@@ -434,10 +438,9 @@ class Stack:
 
     def _start_consumer(self, name: str = "consumer") -> Proc:
         instance = int(name.split("-")[1]) - 1 if "-" in name else 0
-        env = {
-            "CONSUMER_METRICS_PORT": str(self._metrics_port(name)),
-            "CONSUMER_INSTANCE": str(instance),
-        }
+        env = service_environ(
+            consumer_metrics_port=self._metrics_port(name), consumer_instance=instance
+        )
         return self._start_python(name, env)
 
     def _start_gateway(self) -> Proc:

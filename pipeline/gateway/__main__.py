@@ -1,7 +1,7 @@
 """`python -m pipeline.gateway`: serve the gateway with uvicorn (uvloop + httptools).
 
-Settings come from the environment (`pipeline.config.Settings.from_env`). A bad
-setting or a taken port is one sentence on stderr and exit 2. SIGTERM/SIGINT:
+Settings come from the environment (`pipeline._service.run_service`). A bad
+setting or a taken port is one line, `pipeline: <sentence>`, on stderr and exit 2. SIGTERM/SIGINT:
 stop accepting, close the WebSockets, stop the Redis reader and MQTT, exit 0.
 """
 
@@ -16,8 +16,9 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from pipeline._procs import service_logging
+from pipeline._service import run_service
 from pipeline.config import Settings
+from pipeline.exceptions import PortTaken
 from pipeline.gateway.app import create_app
 
 log = logging.getLogger("pipeline.gateway")
@@ -39,23 +40,18 @@ class _Server(uvicorn.Server):
 
 
 def main() -> int:
-    service_logging()
-    try:
-        settings = Settings.from_env()
-    except ValueError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return 2
+    return run_service(serve)
+
+
+def serve(settings: Settings) -> int:
     host, port = settings.gateway_host, settings.gateway_port
     try:
         # Bind here rather than in uvicorn: a taken port becomes one clear sentence.
         sock = socket.create_server((host, port), backlog=2048)
     except OSError as exc:
-        print(
-            f"gateway: cannot listen on {host}:{port} ({exc.strerror}); "
-            "set GATEWAY_PORT to a free port.",
-            file=sys.stderr,
-        )
-        return 2
+        raise PortTaken(
+            f"cannot listen on {host}:{port} ({exc.strerror}); set GATEWAY_PORT to a free port."
+        ) from None
     config = uvicorn.Config(
         create_app(settings),
         loop="uvloop",

@@ -104,9 +104,8 @@ async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
             await asyncio.sleep(1)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings) -> FastAPI:
     """Build the gateway app; Redis and MQTT connect when the app starts (lifespan)."""
-    settings = settings or Settings.from_env()
     gateway = Gateway(settings)
 
     @asynccontextmanager

@@ -8,6 +8,7 @@ from prometheus_client import REGISTRY
 from pipeline._consumer_metrics import CLOSED, HALF_OPEN, OPEN, Breaker
 from pipeline._consumer_redis import command
 from pipeline.config import Settings
+from pipeline.exceptions import ConfigError
 
 
 def test_the_breaker_opens_after_three_failures_backs_off_and_closes_on_success():
@@ -44,5 +45,5 @@ def test_consumer_settings_come_from_the_environment(monkeypatch):
     s = Settings.from_env()
     assert (s.consumer_instance, s.consumer_commit_delay_ms, s.stream_maxlen) == (3, 500, 1000)
     monkeypatch.setenv("CONSUMER_INSTANCE", "two")
-    with pytest.raises(ValueError, match="CONSUMER_INSTANCE"):
+    with pytest.raises(ConfigError, match="CONSUMER_INSTANCE"):
         Settings.from_env()
