@@ -369,6 +369,13 @@ def print_table(result: dict[str, Any]) -> None:
     print("\nprocess RSS MB / CPU % of one core, per minute:")
     for i, row in enumerate(result["procs"], 1):
         print(f"  {i:>3} " + "  ".join(f"{n} {r:.0f}/{c:.0f}" for n, (r, c) in row.items()))
+    for f in result.get("faults", []):
+        print(
+            f"fault {f['action']}:{f['component']} from {f['from_s']:.1f} s, back at {f['back_s']:.1f} s"
+        )
+    if result.get("lost_at_s"):
+        lost = result["lost_at_s"]
+        print(f"lost messages were due between {lost[0]:.1f} s and {lost[-1]:.1f} s")
     print(
         f"\npublished {result['published']}, subscribers {result['subscribers']}, lost "
         f"{result['lost']}, duplicated {result['duplicated']}, subscriber reconnects "
@@ -376,6 +383,20 @@ def print_table(result: dict[str, Any]) -> None:
     )
     for what, held, figures in verdicts(result):
         print(f"  {'HELD ' if held else 'FAILED'} {what}: {figures}")
+
+
+def _fault(text: str) -> Fault:
+    try:
+        action, rest = text.split(":", 1)
+        component, when = rest.split("@", 1)
+        at, duration = when.split("+", 1)
+        if action not in ("kill", "stop", "pause"):
+            raise ValueError(action)
+        return float(at), action, component, float(duration)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected ACTION:COMPONENT@AT+DURATION with ACTION kill, stop or pause"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,6 +409,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subscribers", type=int, default=4)
     p.add_argument("--consumers", type=int, default=1, help="consumer processes (own stack)")
     p.add_argument("--state-dir", type=Path, help="use the stack recorded there instead")
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        type=_fault,
+        help="ACTION:COMPONENT@AT+DURATION (seconds), e.g. kill:mosquitto@20+3; repeatable",
+    )
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
     own = args.state_dir is None
@@ -401,7 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         stack = Stack.load(args.state_dir)
     try:
-        result = soak(stack, args.rate, args.minutes, args.subscribers, args.devices)
+        result = soak(
+            stack, args.rate, args.minutes, args.subscribers, args.devices, faults=args.fault
+        )
     finally:
         if own:
             stack.stop(remove_data=True)
