@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
@@ -136,12 +137,13 @@ class _GatewayCollector(Collector):
         s = self._stats
         ns = "pipeline_gateway_"
 
-        conns = GaugeMetricFamily(
-            ns + "connections", "Open client connections.", labels=["protocol"]
+        yield _labelled(
+            GaugeMetricFamily,
+            ns + "connections",
+            "Open client connections.",
+            labels=["protocol"],
+            values=s.connections(),
         )
-        for protocol, n in sorted(s.connections().items()):
-            conns.add_metric([protocol], n)
-        yield conns
 
         yield CounterMetricFamily(
             ns + "updates", "Entries read from the Redis update stream and parsed.", value=s.updates
@@ -166,53 +168,55 @@ class _GatewayCollector(Collector):
             "Stored latest values skipped (REST, seeding): not a sane JSON object.",
             value=s.bad_latest,
         )
-        replays = CounterMetricFamily(
+        yield _labelled(
+            CounterMetricFamily,
             ns + "replays",
             "Resubscriptions with since, by outcome.",
             labels=["protocol", "result"],
+            values=s.replays,
         )
-        for (protocol, result), n in sorted(s.replays.items()):
-            replays.add_metric([protocol, result], n)
-        yield replays
-        replayed = CounterMetricFamily(
-            ns + "replayed", "Frames replayed from the stream to clients.", labels=["protocol"]
+        yield _labelled(
+            CounterMetricFamily,
+            ns + "replayed",
+            "Frames replayed from the stream to clients.",
+            labels=["protocol"],
+            values=s.replayed,
         )
-        for protocol, n in sorted(s.replayed.items()):
-            replayed.add_metric([protocol], n)
-        yield replayed
         yield CounterMetricFamily(
             ns + "snapshots", "Snapshot batches built (snapshot push mode).", value=s.snapshots
         )
 
-        pushed = CounterMetricFamily(
-            ns + "pushed", "Data frames written to clients.", labels=["protocol"]
+        yield _labelled(
+            CounterMetricFamily,
+            ns + "pushed",
+            "Data frames written to clients.",
+            labels=["protocol"],
+            values=s.pushed,
         )
-        for protocol, n in sorted(s.pushed.items()):
-            pushed.add_metric([protocol], n)
-        yield pushed
 
-        dropped = CounterMetricFamily(
+        yield _labelled(
+            CounterMetricFamily,
             ns + "dropped",
             "Frames not delivered to a client (queue_full: slow client; closed: client gone).",
             labels=["protocol", "reason"],
+            values=s.dropped,
         )
-        for (protocol, reason), n in sorted(s.dropped.items()):
-            dropped.add_metric([protocol, reason], n)
-        yield dropped
 
-        commands = CounterMetricFamily(
-            ns + "commands", "REST device commands by outcome.", labels=["result"]
+        yield _labelled(
+            CounterMetricFamily,
+            ns + "commands",
+            "REST device commands by outcome.",
+            labels=["result"],
+            values=s.commands,
         )
-        for result, n in sorted(s.commands.items()):
-            commands.add_metric([result], n)
-        yield commands
 
-        errors = CounterMetricFamily(
-            ns + "stomp_errors", "STOMP ERROR frames sent, by reason.", labels=["reason"]
+        yield _labelled(
+            CounterMetricFamily,
+            ns + "stomp_errors",
+            "STOMP ERROR frames sent, by reason.",
+            labels=["reason"],
+            values=s.stomp_errors,
         )
-        for reason, n in sorted(s.stomp_errors.items()):
-            errors.add_metric([reason], n)
-        yield errors
 
         hist = s.push_latency
         latency = HistogramMetricFamily(
@@ -233,6 +237,20 @@ class _GatewayCollector(Collector):
         yield GaugeMetricFamily(
             ns + "mqtt_up", "1 while the MQTT command client is connected.", value=int(s.mqtt_up())
         )
+
+
+def _labelled(
+    family: type[CounterMetricFamily | GaugeMetricFamily],
+    name: str,
+    documentation: str,
+    labels: list[str],
+    values: Mapping[Any, float],
+) -> CounterMetricFamily | GaugeMetricFamily:
+    """One family with a sample per key of `values` (a label value, or a tuple of them)."""
+    metric = family(name, documentation, labels=labels)
+    for key, n in sorted(values.items()):
+        metric.add_metric(list(key) if isinstance(key, tuple) else [key], n)
+    return metric
 
 
 def make_registry(stats: GatewayStats) -> CollectorRegistry:
