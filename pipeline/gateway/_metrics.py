@@ -145,78 +145,52 @@ class _GatewayCollector(Collector):
             values=s.connections(),
         )
 
-        yield CounterMetricFamily(
-            ns + "updates", "Entries read from the Redis update stream and parsed.", value=s.updates
-        )
-        yield CounterMetricFamily(
-            ns + "bad_updates",
-            "Stream entries skipped: not a JSON object with device_id, too large or too deep.",
-            value=s.bad_updates,
-        )
-        yield CounterMetricFamily(
-            ns + "redis_reconnects",
-            "Times the Redis stream reader lost its connection and resumed.",
-            value=s.redis_reconnects,
-        )
-        yield CounterMetricFamily(
-            ns + "stream_gaps",
-            "Times the stream reader resumed from an id older than the stream's oldest entry.",
-            value=s.stream_gaps,
-        )
-        yield CounterMetricFamily(
-            ns + "bad_latest",
-            "Stored latest values skipped (REST, seeding): not a sane JSON object.",
-            value=s.bad_latest,
-        )
-        yield _labelled(
-            CounterMetricFamily,
-            ns + "replays",
-            "Resubscriptions with since, by outcome.",
-            labels=["protocol", "result"],
-            values=s.replays,
-        )
-        yield _labelled(
-            CounterMetricFamily,
-            ns + "replayed",
-            "Frames replayed from the stream to clients.",
-            labels=["protocol"],
-            values=s.replayed,
-        )
-        yield CounterMetricFamily(
-            ns + "snapshots", "Snapshot batches built (snapshot push mode).", value=s.snapshots
-        )
-
-        yield _labelled(
-            CounterMetricFamily,
-            ns + "pushed",
-            "Data frames written to clients.",
-            labels=["protocol"],
-            values=s.pushed,
-        )
-
-        yield _labelled(
-            CounterMetricFamily,
-            ns + "dropped",
-            "Frames not delivered to a client (queue_full: slow client; closed: client gone).",
-            labels=["protocol", "reason"],
-            values=s.dropped,
-        )
-
-        yield _labelled(
-            CounterMetricFamily,
-            ns + "commands",
-            "REST device commands by outcome.",
-            labels=["result"],
-            values=s.commands,
-        )
-
-        yield _labelled(
-            CounterMetricFamily,
-            ns + "stomp_errors",
-            "STOMP ERROR frames sent, by reason.",
-            labels=["reason"],
-            values=s.stomp_errors,
-        )
+        counters = [
+            ("updates", "Entries read from the Redis update stream and parsed.", s.updates),
+            (
+                "bad_updates",
+                "Stream entries skipped: not a JSON object with device_id, too large or too deep.",
+                s.bad_updates,
+            ),
+            (
+                "redis_reconnects",
+                "Times the Redis stream reader lost its connection and resumed.",
+                s.redis_reconnects,
+            ),
+            (
+                "stream_gaps",
+                "Times the stream reader resumed from an id older than the stream's oldest entry.",
+                s.stream_gaps,
+            ),
+            (
+                "bad_latest",
+                "Stored latest values skipped (REST, seeding): not a sane JSON object.",
+                s.bad_latest,
+            ),
+            ("snapshots", "Snapshot batches built (snapshot push mode).", s.snapshots),
+        ]
+        for name, documentation, value in counters:
+            yield CounterMetricFamily(ns + name, documentation, value=value)
+        labelled: list[tuple[str, str, list[str], Mapping[Any, float]]] = [
+            (
+                "replays",
+                "Resubscriptions with since, by outcome.",
+                ["protocol", "result"],
+                s.replays,
+            ),
+            ("replayed", "Frames replayed from the stream to clients.", ["protocol"], s.replayed),
+            ("pushed", "Data frames written to clients.", ["protocol"], s.pushed),
+            (
+                "dropped",
+                "Frames not delivered to a client (queue_full: slow client; closed: client gone).",
+                ["protocol", "reason"],
+                s.dropped,
+            ),
+            ("commands", "REST device commands by outcome.", ["result"], s.commands),
+            ("stomp_errors", "STOMP ERROR frames sent, by reason.", ["reason"], s.stomp_errors),
+        ]
+        for name, documentation, labels, values in labelled:
+            yield _labelled(CounterMetricFamily, ns + name, documentation, labels, values)
 
         hist = s.push_latency
         latency = HistogramMetricFamily(
