@@ -6,6 +6,7 @@ import logging
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from pipeline import _backoff
 from pipeline._schema import REASONS
 
 log = logging.getLogger("pipeline.consumer")
@@ -84,7 +85,7 @@ class Breaker:
             log.info("event=breaker state=%s failures=%d", _STATE_NAMES[state], self.failures)
 
     def backoff(self) -> float:
-        return min(self.base_s * 2 ** max(self.failures - 1, 0), self.max_s)
+        return _backoff.delay(self.failures - 1, self.base_s, self.max_s)
 
     def may_try(self, now: float) -> bool:
         if self.state == OPEN and now >= self.retry_at:

@@ -1,8 +1,8 @@
 """Hop stamps on the trace envelope, as far as the pipeline touches it.
 
 The envelope itself (fields, meaning) belongs to `telemetry/envelope.py` on the
-load side; the pipeline must not import it (DESIGN.md: pipeline/ stands apart),
-so it knows exactly one thing: when a payload carries ``trace.hops``, write the
+load side; the pipeline must not import it (the system under test must run, and
+be measured, without the tool that measures it), so it knows exactly one thing: when a payload carries ``trace.hops``, write the
 epoch-ns time this stage saw it under the stage's name. Everything else passes
 through untouched; payloads without a trace are left as they are.
 """

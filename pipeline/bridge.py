@@ -38,7 +38,7 @@ import paho.mqtt.client as mqtt
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter, Gauge, Histogram
 
-from pipeline import _schema
+from pipeline import _backoff, _schema
 from pipeline._kafka import ensure_topics
 from pipeline._mqtt import make_client
 from pipeline._service import run_threaded_service
@@ -72,7 +72,9 @@ READY = Gauge("pipeline_bridge_ready", "1 once subscribed to MQTT and connected 
 for _reason in _schema.REASONS:  # every series exists from the first scrape
     DLQ.labels(_reason)
 
-#: Longest wait before a failed record is produced again (doubling from 0.1 s).
+#: Wait before a failed record is produced again: doubling from the first, up to the
+#: longest.
+RETRY_FIRST_DELAY_S = 0.1
 MAX_RETRY_DELAY_S = 5.0
 #: After SIGTERM: how long to wait for Kafka to acknowledge what is in flight
 #: (under the 8 s the stack gives a service before SIGKILL).
@@ -261,7 +263,7 @@ class Bridge:
         holds for outages shorter than that timeout (librdkafka's own retries keep it),
         a record retried here may land behind later records of its device."""
         PRODUCE_ERRORS.inc()
-        delay = min(0.1 * 2**attempt, MAX_RETRY_DELAY_S)
+        delay = _backoff.delay(attempt, RETRY_FIRST_DELAY_S, MAX_RETRY_DELAY_S)
         if attempt == 0:
             log.warning(
                 "event=kafka_produce_failed topic=%s error=%s retry_in=%.1fs", topic, err, delay

@@ -39,7 +39,6 @@ and drained 4,200-6,300 msg/s.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import sys
 import threading
@@ -47,18 +46,11 @@ import time
 from typing import Any
 
 import redis
-from confluent_kafka import (
-    TIMESTAMP_NOT_AVAILABLE,
-    KafkaError,
-    KafkaException,
-    Message,
-    TopicPartition,
-)
-from confluent_kafka import (
-    Consumer as KafkaConsumer,
-)
+from confluent_kafka import Consumer as KafkaConsumer
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from pipeline._consumer_dlq import DeadLetters
+from pipeline._consumer_kafka import kafka_config, partition_lag
 from pipeline._consumer_metrics import (
     BATCH_SIZE,
     COMMITS,
@@ -73,19 +65,15 @@ from pipeline._consumer_metrics import (
     WRITTEN,
     Breaker,
 )
+from pipeline._consumer_records import to_record
 from pipeline._consumer_redis import Record, RedisBatchWriter
 from pipeline._kafka import ensure_topics
-from pipeline._schema import Rejected, parse
+from pipeline._schema import Rejected
 from pipeline._service import run_threaded_service
-from pipeline._trace import stamp
 from pipeline.config import Settings
 
 log = logging.getLogger("pipeline.consumer")
 
-
-#: ``_schema.dumps`` with the encoder built once: json.dumps with arguments builds a
-#: new encoder per call, 3 µs of the consumer's ~30 per record (same bytes out).
-_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 #: Most records taken from Kafka, and written to Redis, at a time.
 BATCH = 500
@@ -108,32 +96,7 @@ class Consumer:
         )
         client_id = f"pipeswarm-consumer-{settings.consumer_instance}"
         self.kafka = KafkaConsumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": settings.consumer_group,
-                "client.id": client_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                # Kafka's default group.min.session.timeout.ms: the shortest a stock
-                # broker accepts, so a killed instance's partitions move within 6 s.
-                "session.timeout.ms": 6000,
-                "heartbeat.interval.ms": 2000,
-                # The loop calls consume() every POLL_S in every state (Redis down
-                # included), so 10 s without one means this process is wedged or
-                # stopped: leave the group and let a live instance take over.
-                "max.poll.interval.ms": 10_000,
-                # A fetch returns as soon as a record is there; this long only when
-                # none is (idle partitions: fewer empty fetches). Asking the broker
-                # to wait for 16 KB instead cut CPU per record by a quarter at 2,000
-                # msg/s, but added ~10 ms to p50 and more to p99 (measured against
-                # Kafka 4.1 here): this hop's latency matters more at that rate.
-                "fetch.wait.max.ms": 100,
-                # Prefetch per process; a paused partition's prefetch is dropped.
-                "queued.max.messages.kbytes": 16 * 1024,
-                "error_cb": self._kafka_error,
-                "on_commit": self._committed,
-            }
+            kafka_config(settings, client_id, self._kafka_error, self._committed)
         )
         self.dlq = DeadLetters(
             settings.kafka_bootstrap,
@@ -256,23 +219,7 @@ class Consumer:
             if partition not in first:
                 first[partition] = offset
             try:
-                key = msg.key()
-                try:
-                    device_id = key.decode() if key else None
-                except UnicodeDecodeError:
-                    raise Rejected("device_mismatch", "the Kafka key is not UTF-8") from None
-                message = parse(msg.value() or b"", device_id, max_bytes)
-                stamp(message, "consumer")
-                try:
-                    value = _dumps(message).encode()
-                except ValueError:  # NaN or Infinity outside x, y, timestamp
-                    raise Rejected("schema", "a number is not finite") from None
-                kind, ts_ms = msg.timestamp()
-                if kind == TIMESTAMP_NOT_AVAILABLE:
-                    ts_ms = time.time_ns() // 1_000_000
-                self.pending.append(
-                    Record(partition, offset, message["device_id"].encode(), value, ts_ms)
-                )
+                self.pending.append(to_record(msg, partition, offset, max_bytes))
             except Rejected as exc:
                 self.dlq.send(msg, exc.reason, str(exc))
             except Exception as exc:  # noqa: BLE001 - no record may stop the consumer
@@ -398,29 +345,10 @@ class Consumer:
         if now - self._lag_at < 1.0:
             return
         self._lag_at = now
-        budget = now + 0.5
-        for p in sorted(self.assigned):
-            tp = TopicPartition(self.topic, p)
-            try:
-                # Paused partitions are not fetched, so their cached watermark is
-                # stale: ask the broker (within a budget: the loop must keep turning).
-                if self.paused and time.monotonic() < budget:
-                    _, high = self.kafka.get_watermark_offsets(tp, timeout=0.1, cached=False)
-                else:
-                    _, high = self.kafka.get_watermark_offsets(tp, cached=True)
-            except (KafkaException, TypeError):  # TypeError: None while nothing is known yet
-                continue
-            if high < 0:
-                continue
-            applied = self.applied.get(p)
-            if applied is None:
-                position = self.kafka.position([tp])[0].offset
-                if position < 0:
-                    continue
-                next_offset = position
-            else:
-                next_offset = applied + 1
-            LAG.labels(str(p)).set(max(high - next_offset, 0))
+        for p, lag in partition_lag(
+            self.kafka, self.topic, sorted(self.assigned), self.applied, self.paused, now + 0.5
+        ):
+            LAG.labels(str(p)).set(lag)
 
     def _ready(self) -> float:
         return float(self.joined and time.monotonic() - self._turned < WEDGED_S)

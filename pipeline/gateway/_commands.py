@@ -110,7 +110,9 @@ class CommandPublisher:
         return issued
 
     # -- paho thread ------------------------------------------------------------
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any):
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
+    ) -> None:
         with self._lock:
             waiter = self._pending.pop(mid, None)
             if waiter is None:
@@ -122,7 +124,9 @@ class CommandPublisher:
         loop, future = waiter
         loop.call_soon_threadsafe(_resolve, future, reason)
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any):
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
         if reason.is_failure:
             log.warning("event=mqtt_connect_failed reason=%s", reason)
             return
@@ -131,7 +135,7 @@ class CommandPublisher:
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
-    ):
+    ) -> None:
         if self._was_connected:
             self._was_connected = False
             log.warning("event=mqtt_disconnected reason=%s (paho reconnects)", reason)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
@@ -136,83 +137,60 @@ class _GatewayCollector(Collector):
         s = self._stats
         ns = "pipeline_gateway_"
 
-        conns = GaugeMetricFamily(
-            ns + "connections", "Open client connections.", labels=["protocol"]
-        )
-        for protocol, n in sorted(s.connections().items()):
-            conns.add_metric([protocol], n)
-        yield conns
-
-        yield CounterMetricFamily(
-            ns + "updates", "Entries read from the Redis update stream and parsed.", value=s.updates
-        )
-        yield CounterMetricFamily(
-            ns + "bad_updates",
-            "Stream entries skipped: not a JSON object with device_id, too large or too deep.",
-            value=s.bad_updates,
-        )
-        yield CounterMetricFamily(
-            ns + "redis_reconnects",
-            "Times the Redis stream reader lost its connection and resumed.",
-            value=s.redis_reconnects,
-        )
-        yield CounterMetricFamily(
-            ns + "stream_gaps",
-            "Times the stream reader resumed from an id older than the stream's oldest entry.",
-            value=s.stream_gaps,
-        )
-        yield CounterMetricFamily(
-            ns + "bad_latest",
-            "Stored latest values skipped (REST, seeding): not a sane JSON object.",
-            value=s.bad_latest,
-        )
-        replays = CounterMetricFamily(
-            ns + "replays",
-            "Resubscriptions with since, by outcome.",
-            labels=["protocol", "result"],
-        )
-        for (protocol, result), n in sorted(s.replays.items()):
-            replays.add_metric([protocol, result], n)
-        yield replays
-        replayed = CounterMetricFamily(
-            ns + "replayed", "Frames replayed from the stream to clients.", labels=["protocol"]
-        )
-        for protocol, n in sorted(s.replayed.items()):
-            replayed.add_metric([protocol], n)
-        yield replayed
-        yield CounterMetricFamily(
-            ns + "snapshots", "Snapshot batches built (snapshot push mode).", value=s.snapshots
+        yield _labelled(
+            GaugeMetricFamily,
+            ns + "connections",
+            "Open client connections.",
+            labels=["protocol"],
+            values=s.connections(),
         )
 
-        pushed = CounterMetricFamily(
-            ns + "pushed", "Data frames written to clients.", labels=["protocol"]
-        )
-        for protocol, n in sorted(s.pushed.items()):
-            pushed.add_metric([protocol], n)
-        yield pushed
-
-        dropped = CounterMetricFamily(
-            ns + "dropped",
-            "Frames not delivered to a client (queue_full: slow client; closed: client gone).",
-            labels=["protocol", "reason"],
-        )
-        for (protocol, reason), n in sorted(s.dropped.items()):
-            dropped.add_metric([protocol, reason], n)
-        yield dropped
-
-        commands = CounterMetricFamily(
-            ns + "commands", "REST device commands by outcome.", labels=["result"]
-        )
-        for result, n in sorted(s.commands.items()):
-            commands.add_metric([result], n)
-        yield commands
-
-        errors = CounterMetricFamily(
-            ns + "stomp_errors", "STOMP ERROR frames sent, by reason.", labels=["reason"]
-        )
-        for reason, n in sorted(s.stomp_errors.items()):
-            errors.add_metric([reason], n)
-        yield errors
+        counters = [
+            ("updates", "Entries read from the Redis update stream and parsed.", s.updates),
+            (
+                "bad_updates",
+                "Stream entries skipped: not a JSON object with device_id, too large or too deep.",
+                s.bad_updates,
+            ),
+            (
+                "redis_reconnects",
+                "Times the Redis stream reader lost its connection and resumed.",
+                s.redis_reconnects,
+            ),
+            (
+                "stream_gaps",
+                "Times the stream reader resumed from an id older than the stream's oldest entry.",
+                s.stream_gaps,
+            ),
+            (
+                "bad_latest",
+                "Stored latest values skipped (REST, seeding): not a sane JSON object.",
+                s.bad_latest,
+            ),
+            ("snapshots", "Snapshot batches built (snapshot push mode).", s.snapshots),
+        ]
+        for name, documentation, value in counters:
+            yield CounterMetricFamily(ns + name, documentation, value=value)
+        labelled: list[tuple[str, str, list[str], Mapping[Any, float]]] = [
+            (
+                "replays",
+                "Resubscriptions with since, by outcome.",
+                ["protocol", "result"],
+                s.replays,
+            ),
+            ("replayed", "Frames replayed from the stream to clients.", ["protocol"], s.replayed),
+            ("pushed", "Data frames written to clients.", ["protocol"], s.pushed),
+            (
+                "dropped",
+                "Frames not delivered to a client (queue_full: slow client; closed: client gone).",
+                ["protocol", "reason"],
+                s.dropped,
+            ),
+            ("commands", "REST device commands by outcome.", ["result"], s.commands),
+            ("stomp_errors", "STOMP ERROR frames sent, by reason.", ["reason"], s.stomp_errors),
+        ]
+        for name, documentation, labels, values in labelled:
+            yield _labelled(CounterMetricFamily, ns + name, documentation, labels, values)
 
         hist = s.push_latency
         latency = HistogramMetricFamily(
@@ -233,6 +211,20 @@ class _GatewayCollector(Collector):
         yield GaugeMetricFamily(
             ns + "mqtt_up", "1 while the MQTT command client is connected.", value=int(s.mqtt_up())
         )
+
+
+def _labelled(
+    family: type[CounterMetricFamily | GaugeMetricFamily],
+    name: str,
+    documentation: str,
+    labels: list[str],
+    values: Mapping[Any, float],
+) -> CounterMetricFamily | GaugeMetricFamily:
+    """One family with a sample per key of `values` (a label value, or a tuple of them)."""
+    metric = family(name, documentation, labels=labels)
+    for key, n in sorted(values.items()):
+        metric.add_metric(list(key) if isinstance(key, tuple) else [key], n)
+    return metric
 
 
 def make_registry(stats: GatewayStats) -> CollectorRegistry:

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from typing import Any, cast
 
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
+from pipeline import _backoff
 from pipeline.config import DEVICES_KEY, LATEST_KEY, UPDATES_STREAM
 from pipeline.gateway._hub import Hub
 from pipeline.gateway._metrics import GatewayStats
@@ -59,7 +59,7 @@ class UpdateReader:
         self._logged_publish_error = False
 
     async def run(self) -> None:
-        backoff = _BACKOFF_FIRST_S
+        attempt = 0  # reconnections since the reader last got going
         lost_since: float | None = None
         while True:
             client = aredis.Redis.from_url(
@@ -79,7 +79,7 @@ class UpdateReader:
                         time.monotonic() - lost_since,
                     )
                     lost_since = None
-                backoff = _BACKOFF_FIRST_S
+                attempt = 0
                 await self._read(client)
             except (RedisError, OSError, TimeoutError) as exc:
                 # One line per outage, not per retry.
@@ -91,8 +91,10 @@ class UpdateReader:
                     lost_since = time.monotonic()
                     log.warning("event=redis_unavailable error=%r (retrying)", str(exc))
                 self.subscribed = False
-                await asyncio.sleep(backoff * (1 + random.random() / 4))
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                await asyncio.sleep(
+                    _backoff.delay(attempt, _BACKOFF_FIRST_S, _BACKOFF_MAX_S, jitter=0.25)
+                )
+                attempt += 1
             finally:
                 self.subscribed = False
                 try:

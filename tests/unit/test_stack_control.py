@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import _kafka_server
+from pipeline._health import metric
 from pipeline.exceptions import UnknownComponent
-from pipeline.stack import Stack, _metric
+from pipeline.stack import Stack
 
 
 def test_consumer_component_is_every_consumer_process_each_with_its_own_metrics_port():
@@ -43,8 +44,8 @@ def test_metric_sums_every_labelled_sample_and_ignores_longer_names():
         "pipeline_bridge_produced_messages_total_created 99.0\n"
         "pipeline_bridge_buffer_messages 2.0\n"
     )
-    assert _metric(text, "pipeline_bridge_produced_messages_total") == 7.0
-    assert _metric(text, "pipeline_bridge_buffer_messages") == 2.0
+    assert metric(text, "pipeline_bridge_produced_messages_total") == 7.0
+    assert metric(text, "pipeline_bridge_buffer_messages") == 2.0
 
 
 def test_the_pom_fetches_the_release_the_launcher_expects():
