@@ -14,23 +14,12 @@ import redis
 
 from bench.soak import soak
 from pipeline.config import UPDATES_STREAM, Settings
-from pipeline.stack import Stack
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def fresh_stack(tmp_path):
-    s = Stack.with_ports(auto=True, state_dir=tmp_path / "stack", partitions=4)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop(remove_data=True)
-
-
-def test_three_minute_soak_loses_nothing_and_stays_flat(fresh_stack):
-    r = soak(fresh_stack, rate=480, minutes=3, subscribers=4, devices=48, quiet=True)
+def test_three_minute_soak_loses_nothing_and_stays_flat(own_stack):
+    r = soak(own_stack, rate=480, minutes=3, subscribers=4, devices=48, quiet=True)
     assert r["published"] == 480 * 180
     assert r["lost"] == 0 and r["duplicated"] == 0, (
         r["lost"],
@@ -49,7 +38,7 @@ def test_three_minute_soak_loses_nothing_and_stays_flat(fresh_stack):
         rss = [row[name][0] for row in r["procs"][1:]]
         if name != "redis":
             assert max(rss) <= 1.2 * min(rss), (name, rss)
-    rds = redis.Redis.from_url(fresh_stack.urls["redis"])
+    rds = redis.Redis.from_url(own_stack.urls["redis"])
     try:
         assert rds.xlen(UPDATES_STREAM) <= 1.1 * Settings().stream_maxlen
     finally:
@@ -67,9 +56,9 @@ OUTAGES = [
 ]
 
 
-def test_each_part_killed_under_qos1_load_loses_nothing(fresh_stack):
+def test_each_part_killed_under_qos1_load_loses_nothing(own_stack):
     r = soak(
-        fresh_stack, rate=200, minutes=85 / 60, subscribers=1, devices=20, quiet=True,
+        own_stack, rate=200, minutes=85 / 60, subscribers=1, devices=20, quiet=True,
         faults=OUTAGES, drain_s=30,
     )  # fmt: skip
     assert [(f["action"], f["component"]) for f in r["faults"]] == [
@@ -84,4 +73,4 @@ def test_each_part_killed_under_qos1_load_loses_nothing(fresh_stack):
     assert r["lost"] == 0, (r["lost"], by_phase, r["lost_at_s"][:20])
     assert r["disconnects"] >= 1  # the gateway kill really cut the subscriber off
     # Everything came back: the whole stack is healthy once the schedule is over.
-    assert set(fresh_stack.status(window=0).values()) == {"healthy"}
+    assert set(own_stack.status(window=0).values()) == {"healthy"}
