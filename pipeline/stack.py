@@ -13,6 +13,7 @@ the stack loses nothing: that is what the fault tests exercise.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -69,7 +70,10 @@ MOSQUITTO_CONF = """\
 # are unbounded; in-flight is raised so the bridge's window is not 20.
 # Persistence: sessions and queued messages are written every second and on a
 # graceful stop, so a restart keeps the bridge's session and what it had not
-# yet taken; a SIGKILL loses at most the last second.
+# yet taken; a SIGKILL loses at most the last second. Mosquitto started as root
+# drops to the `mosquitto` user unless told otherwise, and that user cannot write
+# the state dir: it runs as whoever started the stack, like every other part.
+user {user}
 listener {port} 127.0.0.1
 allow_anonymous true
 persistence true
@@ -327,7 +331,7 @@ class Stack:
         conf = self.state_dir / f"mosquitto-{port}.conf"
         data = (self.state_dir / "mosquitto-data").resolve()
         data.mkdir(parents=True, exist_ok=True)
-        conf.write_text(MOSQUITTO_CONF.format(port=port, data=data))
+        conf.write_text(MOSQUITTO_CONF.format(port=port, data=data, user=getpass.getuser()))
         argv = [find_binary("mosquitto", "mosquitto"), "-c", str(conf)]
         proc, popen = spawn("mosquitto", argv, self._logs)
         wait_until(lambda: accepts(port), 10, f"Mosquitto on port {port}", popen)
