@@ -47,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--subscribers", type=int, default=1)
     p.add_argument("--p99-limit-ms", type=float, default=250)
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=20,
+        help="seconds at the first rate before the first step, not counted (a fresh "
+        "stack's first seconds include the consumer group's first join)",
+    )
     p.add_argument("--consumers", type=int, default=1, help="consumer processes (own stack)")
     p.add_argument("--state-dir", type=Path, help="use the stack recorded there instead")
     args = p.parse_args(argv)
@@ -65,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{'offered/s':>10} {'published':>10} {'lost':>6} {'dup':>5} {'e2e p50':>8} "
             f"{'e2e p99':>8} {'kafka p99':>9} {'pub lag':>8}  verdict   CPU % of a core"
         )
+        rates = [int(r) for r in args.rates.split(",")]
+        if args.warmup > 0:
+            soak(stack, rates[0], args.warmup / 60, args.subscribers, devices=50, quiet=True)
         best = 0
-        for rate in (int(r) for r in args.rates.split(",")):
+        for rate in rates:
             r = _step(stack, rate, args.seconds, args.subscribers)
             ok = r["lost"] == 0 and r["e2e_p99"] < args.p99_limit_ms
             best = rate if ok else best

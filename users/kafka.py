@@ -30,7 +30,7 @@ metadata check, ``flush()`` when the last user stops) run in gevent's thread
 pool. Two more things keep the loop free (``ProducerEngine``): no object per
 message waits for its delivery (they set off 50-80 ms full garbage
 collections), and busy greenlets yield with a timer, not ``sleep(0)``. Back to
-back, 2 users, 200k messages to Tansu on this 2-core machine (shared with other
+back, 2 users, 200k messages to a Kafka-protocol broker (then the embedded Tansu) on this 2-core machine (shared with other
 runs): 95-117k msg/s, loop lag p95 ~1 ms, max 1-11 ms.
 """
 

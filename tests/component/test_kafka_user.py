@@ -1,7 +1,7 @@
-"""KafkaProducer against a real Kafka-protocol broker (the embedded Tansu) on a free port.
+"""KafkaProducer against the embedded Apache Kafka on a free port.
 
-What the users produced is read back with kafka-python (``assign``, no group):
-Tansu under-reports end offsets, so counting what is really there is the check.
+What the users produced is read back with kafka-python (``assign``, no group) and
+counted record by record: what is really there is the check, not the end offsets.
 """
 
 from __future__ import annotations
