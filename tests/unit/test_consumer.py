@@ -47,3 +47,42 @@ def test_consumer_settings_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("CONSUMER_INSTANCE", "two")
     with pytest.raises(ConfigError, match="CONSUMER_INSTANCE"):
         Settings.from_env()
+
+
+def test_offsets_are_committed_at_most_once_a_second_and_one_at_a_time(monkeypatch):
+    import collections
+
+    from pipeline import consumer as mod
+
+    clock = [100.0]
+    monkeypatch.setattr(mod.time, "monotonic", lambda: clock[0])
+    sent: list[dict[int, int]] = []
+
+    class Kafka:
+        def commit(self, offsets, asynchronous):
+            sent.append({tp.partition: tp.offset for tp in offsets})
+
+    c = mod.Consumer.__new__(mod.Consumer)
+    c.topic, c.kafka, c.assigned = "t", Kafka(), {0, 1}
+    c._durable, c._commit_delay = collections.deque(), 2.0
+    c._to_commit, c._committed_at, c._last_error_log = {}, {}, {}
+    c._commit_sent, c._commit_waiting = -mod.COMMIT_ANSWER_S, False
+
+    def turn(dt: float, offsets: dict[int, int]) -> None:  # a batch made durable, then _commit
+        clock[0] += dt
+        c._durable.append((clock[0], offsets))
+        c._commit()
+
+    turn(0.0, {0: 10})
+    turn(2.1, {1: 5})  # the first batch is past the 2 s delay: committed
+    assert sent == [{0: 10}]
+    for n in range(20):  # 20 turns in 0.2 s while the answer is awaited: nothing sent
+        turn(0.01, {0: 11 + n})
+    assert sent == [{0: 10}]
+    c._committed(None, [mod.TopicPartition("t", 0, 10)])  # the answer
+    turn(3.0, {0: 40})  # past the delay for the batches above
+    assert sent == [{0: 10}, {0: 30, 1: 5}]  # one request with the newest of each
+    turn(0.5, {1: 6})
+    assert len(sent) == 2  # answer still awaited and under a second
+    turn(mod.COMMIT_ANSWER_S, {1: 7})  # no answer for that long: send again anyway
+    assert sent[-1] == {0: 40, 1: 6}  # {1: 7} is not 2 s old yet
