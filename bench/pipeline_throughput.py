@@ -13,13 +13,12 @@ at every subscriber and p99 (t0 -> received) stayed under --p99-limit-ms.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.soak import soak
+from bench.soak import bench_stack, soak
 
 
 def _step(stack: Any, rate: int, seconds: float, subscribers: int) -> dict[str, Any]:
@@ -40,8 +39,6 @@ def _step(stack: Any, rate: int, seconds: float, subscribers: int) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.stack import Stack
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--rates", default="1000,2000,4000,6000,8000")
     p.add_argument("--seconds", type=float, default=60)
@@ -57,17 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--consumers", type=int, default=1, help="consumer processes (own stack)")
     p.add_argument("--state-dir", type=Path, help="use the stack recorded there instead")
     args = p.parse_args(argv)
-    own = args.state_dir is None
-    if own:
-        stack = Stack.with_ports(
-            auto=True,
-            state_dir=Path(tempfile.mkdtemp(prefix="bench-")),
-            consumers=args.consumers,
-        )
-        stack.start()
-    else:
-        stack = Stack.load(args.state_dir)
-    try:
+    with bench_stack(args.state_dir, args.consumers) as stack:
         print(
             f"{'offered/s':>10} {'published':>10} {'lost':>6} {'dup':>5} {'e2e p50':>8} "
             f"{'e2e p99':>8} {'kafka p99':>9} {'pub lag':>8}  verdict   CPU % of a core"
@@ -91,9 +78,6 @@ def main(argv: list[str] | None = None) -> int:
             f"sustained through the whole stack (QoS 1, {args.subscribers} WebSocket "
             f"subscriber(s), {args.seconds:g} s steps, p99 < {args.p99_limit_ms:g} ms): {best} msg/s"
         )
-    finally:
-        if own:
-            stack.stop(remove_data=True)
     return 0
 
 

@@ -22,11 +22,13 @@ within +-20 % after warm-up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -399,9 +401,26 @@ def _fault(text: str) -> Fault:
         ) from None
 
 
-def main(argv: list[str] | None = None) -> int:
+@contextlib.contextmanager
+def bench_stack(state_dir: Path | None, consumers: int = 1) -> Iterator[Any]:
+    """The stack recorded in ``state_dir``; without one, a stack of our own on free
+    ports (``consumers`` consumer processes), stopped and its data removed after."""
     from pipeline.stack import Stack
 
+    if state_dir is not None:
+        yield Stack.load(state_dir)
+        return
+    stack = Stack.with_ports(
+        auto=True, state_dir=Path(tempfile.mkdtemp(prefix="bench-")), consumers=consumers
+    )
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop(remove_data=True)
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--rate", type=float, default=480, help="msg/s in, all devices together")
     p.add_argument("--minutes", type=float, default=30)
@@ -418,23 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
-    own = args.state_dir is None
-    if own:
-        stack = Stack.with_ports(
-            auto=True,
-            state_dir=Path(tempfile.mkdtemp(prefix="soak-")),
-            consumers=args.consumers,
-        )
-        stack.start()
-    else:
-        stack = Stack.load(args.state_dir)
-    try:
+    with bench_stack(args.state_dir, args.consumers) as stack:
         result = soak(
             stack, args.rate, args.minutes, args.subscribers, args.devices, faults=args.fault
         )
-    finally:
-        if own:
-            stack.stop(remove_data=True)
     print_table(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=float))
