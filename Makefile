@@ -20,9 +20,11 @@ setup: $(VENV)/.installed
 	@$(PY) -c 'import sys; from pipeline import _kafka_server as k; sys.exit(0 if k.installed() else 1)' \
 	  || (echo "setup: fetching Apache Kafka with Maven"; $(PY) -m pipeline install-kafka)
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@# this checkout, editable, for the `pipeswarm` command (dependencies pinned above)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 # The embedded stack on free ports, a 60 s swarm with 2 worker processes
