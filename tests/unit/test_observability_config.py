@@ -67,7 +67,7 @@ def test_scrape_targets_are_compose_services():
                 jobs[job["job_name"]] = host
     assert jobs["pipeswarm"] == "locust-master"
     assert {"pipeline-bridge", "pipeline-consumer", "pipeline-gateway"} <= set(jobs)
-    assert "9646:9646" in services["locust-master"]["ports"]
+    assert "127.0.0.1:9646:9646" in services["locust-master"]["ports"]
 
 
 def test_grafana_provisioning_points_at_the_mounted_dashboards():
