@@ -40,6 +40,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from telemetry import results, run_info
 from telemetry.collector import Collector
+from telemetry.exceptions import OptionError
 from telemetry.ledger import Ledger
 from telemetry.looplag import LoopLagProbe
 from telemetry.options import E2E_DRAIN, E2E_GRACE, E2E_HOP_EVENTS, RESULTS_DIR, RUN_ID, TELEMETRY
@@ -407,5 +408,16 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     install(environment)
 
 
+def _check_results_dir(environment: Environment) -> None:
+    """An unwritable ``--results-dir`` is one sentence and exit 2 before the run, not a
+    traceback that loses the results after it (master/local; workers write nothing)."""
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    problem = results.check_writable(RESULTS_DIR.get(environment))
+    if problem:
+        raise OptionError(problem)
+
+
+TELEMETRY.validators.append(_check_results_dir)
 TELEMETRY.register()
 locust.events.init.add_listener(_on_init)

@@ -15,6 +15,7 @@ import platform
 import re
 import socket
 import sys
+import tempfile
 import tomllib
 from collections.abc import Iterable, Mapping
 from importlib import metadata
@@ -61,6 +62,25 @@ def results_dir(option: str | None, run_id: str) -> Path:
     if option:
         return Path(option.replace("{run_id}", run_id))
     return Path("results") / run_id
+
+
+def check_writable(option: str | None) -> str | None:
+    """Why the results of a run could not be written under ``--results-dir``, or None.
+
+    Checked before the run (a run's files are written at its end): the folder
+    above the first ``{run_id}`` part (``results/`` by default) is created if
+    missing and a file is written to it and removed."""
+    parts = Path(option or "results/{run_id}").parts
+    fixed = parts[: next((i for i, p in enumerate(parts) if "{run_id}" in p), len(parts))]
+    base = Path(*fixed) if fixed else Path(".")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".pipeswarm-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        return f"--results-dir {option or 'results/'}: cannot write to {base} ({err.strerror})"
+    return None
 
 
 def _atomic_write(path: Path, text: str) -> None:

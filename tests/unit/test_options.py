@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 
@@ -123,3 +124,19 @@ def test_every_users_error_is_defined_in_users_exceptions():
         obj = getattr(users, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert obj.__module__ == "users.exceptions", name
+
+
+def test_an_unwritable_results_dir_is_one_sentence_before_the_run(tmp_path, monkeypatch):
+    from telemetry.results import check_writable
+
+    monkeypatch.chdir(tmp_path)
+    assert check_writable(None) is None and (tmp_path / "results").is_dir()
+    assert check_writable(str(tmp_path / "runs/{run_id}/out")) is None
+    assert (tmp_path / "runs").is_dir() and not list((tmp_path / "runs").iterdir())
+    (tmp_path / "a-file").write_text("")
+    assert check_writable(str(tmp_path / "a-file/x")) == (
+        f"--results-dir {tmp_path}/a-file/x: cannot write to {tmp_path}/a-file/x (Not a directory)"
+    )
+    (tmp_path / "ro").mkdir(mode=0o500)
+    if os.geteuid() != 0:  # root writes anywhere
+        assert "cannot write to" in (check_writable(str(tmp_path / "ro")) or "")
