@@ -3,6 +3,7 @@
 Import what a locustfile needs from here::
 
     from users import MqttDevice, StompSubscriber, WsSubscriber, KafkaProducer, RestCommander
+    from users import RedisUser          # the pipeline's Redis operations
     from users import PresetShape        # --shape constant|stages|step|spike|soak
 
 Importing ``users`` registers the pipeswarm options (``users._config``: backend
@@ -36,6 +37,7 @@ from users.mqtt import (
     SubscribeRefused,
     Will,
 )
+from users.redis import RedisUser
 from users.rest import COMMANDS, RestCommander
 from users.shapes import PresetShape
 from users.stomp import (
@@ -66,6 +68,7 @@ __all__ = [
     "PresetShape",
     "ProducerEngine",
     "PublishRefused",
+    "RedisUser",
     "RestCommander",
     "Settings",
     "UsersError",
