@@ -77,6 +77,8 @@ class Run:
     batch_push: dict[str, Histogram]
     locust: LocustCsv | None = None
     locust_html: Path | None = None
+    #: ``faults.json`` of a ``--faults`` run (docs/results.md), else None
+    faults: dict[str, Any] | None = None
 
     @property
     def run_id(self) -> str:
@@ -359,4 +361,20 @@ def load_run(folder: str | Path) -> Run:
         },
         locust=_locust(folder, run),
         locust_html=_locust_html(folder, run),
+        faults=_faults(folder / "faults.json"),
     )
+
+
+def _faults(path: Path) -> dict[str, Any] | None:
+    """``faults.json`` when the run had ``--faults`` (optional; checked like the others)."""
+    if not path.exists():
+        return None
+    doc = _read_json(path, "pipeswarm-faults/1")
+    phases = _field(doc, "phases", (list,), str(path))
+    for i, phase in enumerate(phases):
+        where = f"{path} phases[{i}]"
+        if not isinstance(phase, dict):
+            raise UnusableInput(f"{where} is not an object.")
+        for key in ("spec", "action", "component"):
+            _field(phase, key, (str,), where)
+    return doc
