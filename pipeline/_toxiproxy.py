@@ -65,7 +65,9 @@ def install() -> str:
     """``go install`` the pinned Toxiproxy server into :func:`cache_dir` (skipped if there)."""
     if installed():
         return binary()
-    go = find_binary("go", "golang-go")
+    # the Go toolchain's own install puts go in /usr/local/go/bin, often not on PATH
+    local = Path("/usr/local/go/bin/go")
+    go = str(local) if os.access(local, os.X_OK) else find_binary("go", "golang-go")
     target = cache_dir()
     target.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
