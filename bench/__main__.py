@@ -11,6 +11,7 @@ Commands:
   bridge-cost          the bridge's CPU µs per message and drain rate, MQTT -> Kafka (bench/bridge_cost.py)
   analyze-speed        analyze.py on a synthetic one-hour run (bench/analyze_speed.py)
   telemetry-costs      µs per message of the envelope and the ledger (bench/telemetry_costs.py)
+  reconnect-storm      the broker restarted under 5,000 connected devices: time until all are back (bench/reconnect_storm.py)
 
 With no command, runs mqtt-ratio and idle-devices with their defaults. Figures: bench/README.md.
 """
@@ -31,6 +32,7 @@ COMMANDS = {
     "bridge-cost": "bench.bridge_cost",
     "analyze-speed": "bench.analyze_speed",
     "telemetry-costs": "bench.telemetry_costs",
+    "reconnect-storm": "bench.reconnect_storm",
 }
 DEFAULT = ("mqtt-ratio", "idle-devices")
 
