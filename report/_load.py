@@ -50,6 +50,8 @@ class TimeseriesRow:
     users: int
     workers: int
     cpu_by_worker: dict[str, float]
+    #: copies of already received messages in that second (absent in older files: 0)
+    duplicated: int = 0
 
 
 @dataclass(slots=True)
@@ -248,6 +250,7 @@ def _timeseries(path: Path) -> list[TimeseriesRow]:
             users=num("users") or 0,
             workers=num("workers") or 0,
             cpu_by_worker=cpu,
+            duplicated=num("duplicated") or 0,
         )
         prev = rows.get((epoch, row.path))
         if prev is None:
@@ -257,6 +260,7 @@ def _timeseries(path: Path) -> list[TimeseriesRow]:
         # (docs/results.md); counts add up, percentiles cannot be merged: keep the worse
         prev.published += row.published
         prev.delivered += row.delivered
+        prev.duplicated += row.duplicated
         for attr in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
             values = [v for v in (getattr(prev, attr), getattr(row, attr)) if v is not None]
             setattr(prev, attr, max(values) if values else None)

@@ -13,6 +13,8 @@ step returned — a started part is healthy by then):
 - ``lost`` — growth of the run's loss (gaps older than ``--e2e-grace``) from the
   start of the phase until the next phase starts (the last: until the end of the
   run, the final loss of ``e2e.json``);
+- ``duplicated`` — copies of messages already received, from the start of the
+  phase until the next one starts (redelivered after the part came back);
 - ``late`` — messages delivered from the start of the phase until the backlog
   drained, in seconds whose p99 was above the pre-fault p99;
 - ``first_delivery_s`` — from back to the first second with a delivery;
@@ -42,6 +44,7 @@ class Second:
     epoch_s: int
     published: int = 0
     delivered: int = 0
+    duplicated: int = 0
     p99_ms: float | None = None
     max_ms: float | None = None
     lost_so_far: int = 0
@@ -64,6 +67,7 @@ def seconds_of(rows: Iterable[Any]) -> list[Second]:
         s = out.setdefault(sec, Second(sec))
         s.published = max(s.published, int(get(row, "published") or 0))
         s.delivered += int(get(row, "delivered") or 0)
+        s.duplicated += int(get(row, "duplicated") or 0)
         s.lost_so_far += int(get(row, "lost_so_far") or 0)
         for attr, key, alt in (
             ("p99_ms", "e2e_p99_ms", "p99_ms"),
@@ -123,6 +127,7 @@ def phase_figures(
                 "component": phase.get("component", ""),
                 "published": sum(s.published for s in window if s.epoch_s <= back),
                 "lost": max(0, lost_end - lost_start),
+                "duplicated": sum(s.duplicated for s in window),
                 "late": sum(
                     s.delivered
                     for s in during
@@ -151,13 +156,14 @@ def format_table(figures: Sequence[dict[str, Any]], phases: Sequence[dict[str, A
     """The fault table printed at the end of a headless run."""
     ok = {p.get("spec"): p.get("ok", True) for p in phases}
     head = (
-        f"{'phase':<34} {'published':>9} {'lost':>6} {'late':>7} {'first s':>8} "
+        f"{'phase':<34} {'published':>9} {'lost':>6} {'dup':>6} {'late':>7} {'first s':>8} "
         f"{'drained s':>9} {'peak ms':>9}  ok"
     )
     lines = ["pipeswarm faults:", head]
     for f in figures:
         lines.append(
-            f"{f['phase'][:34]:<34} {f['published']:>9} {f['lost']:>6} {f['late']:>7} "
+            f"{f['phase'][:34]:<34} {f['published']:>9} {f['lost']:>6} {f['duplicated']:>6} "
+            f"{f['late']:>7} "
             f"{_cell(f['first_delivery_s']):>8} {_cell(f['recovery_s']):>9} "
             f"{_cell(f['peak_ms']):>9}  {'yes' if ok.get(f['phase'], True) else 'NO'}"
         )

@@ -174,7 +174,10 @@ def _scrape(registry: CollectorRegistry) -> str:
 
 
 def _secs(spec: list[tuple[int, int, int, float | None, float | None, int]]) -> list[Second]:
-    return [Second(t, pub, dlv, p99, mx, lost) for t, pub, dlv, p99, mx, lost in spec]
+    return [
+        Second(t, published=pub, delivered=dlv, p99_ms=p99, max_ms=mx, lost_so_far=lost)
+        for t, pub, dlv, p99, mx, lost in spec
+    ]
 
 
 def test_figures_of_a_phase_from_the_seconds():
@@ -188,6 +191,7 @@ def test_figures_of_a_phase_from_the_seconds():
              "started_epoch_s": 110.2, "ended_epoch_s": 115.5}  # fmt: skip
     (f,) = phase_figures([phase], _secs(seconds))
     assert f["published"] == 600 and f["lost"] == 3 and f["late"] == 800
+    assert f["duplicated"] == 0
     assert f["first_delivery_s"] == 0.5 and f["recovery_s"] == 2.5
     assert f["peak_ms"] == 6100.0 and f["baseline_p99_ms"] == 10.0
     # the final word on the last phase's loss is e2e.json's
@@ -221,3 +225,19 @@ def test_toxics_go_both_ways_and_loss_resets_a_share_of_connections():
     assert latency["attributes"] == {"latency": 200, "jitter": 20}
     assert next(t for t in toxics if t["type"] == "reset_peer")["toxicity"] == 0.05
     assert isinstance(Fault("partition", "mqtt", 1, 1).undo, type(None))
+
+
+def test_a_duplicate_is_counted_in_the_second_it_arrived():
+    from telemetry import envelope
+    from telemetry.ledger import Ledger
+
+    ledger = Ledger("r", grace_s=1.0)
+    sub = ledger.subscriber("ws")
+    t0 = 1_700_000_000 * 10**9
+    ledger.published("d1", 1, t0, t0)
+    body = envelope.build("d1", 1.0, 2.0, run="r", seq=1, t0=t0)
+    sub.received(body, t0 + 1_000_000)
+    sub.received(body, t0 + 2_000_000)  # redelivered
+    ((sec, _published, paths),) = ledger.windows.take_wire()
+    delivered, _hist, duplicated = paths["mqtt→ws"]
+    assert (sec, delivered, duplicated) == (1_700_000_000, 1, 1)
