@@ -20,11 +20,12 @@ from pipeline.stack import Stack
 from report.cli import main as analyze
 from telemetry._fault_actions import StackExecutor
 from telemetry._fault_spec import parse_faults
-from tests.swarm import ROOT, locust_command, locust_env
+from tests.integration.test_slo_locust import LOCUSTFILE as LOOPBACK
+from tests.swarm import ROOT, locust_command, locust_env, private_master
 
 pytestmark = pytest.mark.integration
 
-SCHEDULE = "kill:bridge@4s+2s, pause:consumer@10s+2s, partition:kafka@16s+2s, restart:mosquitto@22s"
+SCHEDULE = "kill:bridge@3s+2s, pause:consumer@8s+2s, partition:kafka@13s+2s, restart:mosquitto@18s"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def test_each_kind_of_fault_under_load_loses_nothing_and_is_reported(proxied, tm
     out = tmp_path / "results"
     cli = f"{sys.executable} -m pipeline --state-dir {proxied.state_dir} {{action}} {{component}}"
     cmd = locust_command(
-        proxied, out, "locustfiles/fault_tolerance.py", "-u", "23", "-r", "23", "-t", "30s",
+        proxied, out, "locustfiles/fault_tolerance.py", "-u", "23", "-r", "23", "-t", "26s",
         "--faults", SCHEDULE, "--fault-command", cli, "--toxiproxy-url", proxied.urls["toxiproxy"],
         "--e2e-drain", "4",
     )  # fmt: skip
@@ -74,13 +75,13 @@ def test_each_kind_of_fault_under_load_loses_nothing_and_is_reported(proxied, tm
     assert len(doc["figures"]) == 4
     for f in doc["figures"]:
         assert f["lost"] == 0 and f["published"] > 0 and f["first_delivery_s"] is not None, f
-    assert "pipeswarm faults:" in log and "partition:kafka@16s+2s" in log
+    assert "pipeswarm faults:" in log and "partition:kafka@13s+2s" in log
     # the stack is whole again
     assert set(Stack.load(proxied.state_dir).status(window=0).values()) == {"healthy"}
     # the report's Faults section
     assert analyze([str(out), "-q"]) == 0
     html = (out / "report.html").read_text()
-    assert 'id="faults"' in html and "restart:mosquitto@22s" in html
+    assert 'id="faults"' in html and "restart:mosquitto@18s" in html
 
 
 def test_the_embedded_stack_executor_pauses_and_resumes_a_part(proxied):
@@ -107,3 +108,24 @@ def test_a_schedule_past_the_end_of_the_run_stops_locust_with_one_sentence(tmp_p
         "at 10 s (-t); move it earlier or run longer."
     )
     assert "Traceback" not in done.stderr and not Path(tmp_path / "r").exists()
+
+
+def test_with_workers_the_master_alone_runs_the_schedule(tmp_path):
+    """Two worker processes, a self-contained locustfile: each action is run exactly once."""
+    (tmp_path / "loopback.py").write_text(LOOPBACK)
+    actions = tmp_path / "actions.log"
+    cmd = [sys.executable, "-m", "locust", "-f", "loopback.py", "--headless", "-u", "4", "-r", "4",
+           "-t", "5s", "--processes", "2", *private_master(), "--prometheus-port", "0",
+           "--results-dir", str(tmp_path / "r"), "--e2e-drain", "0.5",
+           "--faults", "kill:bridge@1s+1s, restart:gateway@2s",
+           "--fault-command", f"echo {{action}} {{component}} >> {actions}"]  # fmt: skip
+    env = {**locust_env(tmp_path), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert sorted(actions.read_text().splitlines()) == [
+        "kill bridge", "restart gateway", "start bridge",
+    ]  # fmt: skip
+    doc = json.loads((tmp_path / "r" / "faults.json").read_text())
+    assert [p["ok"] for p in doc["phases"]] == [True, True]
