@@ -56,7 +56,9 @@ def test_the_pom_fetches_the_release_the_launcher_expects():
 
 
 def test_server_properties_are_loopback_only_with_no_auto_created_topics(tmp_path):
-    text = _kafka_server.SERVER_PROPERTIES.format(port=1, controller_port=2, log_dir=tmp_path)
+    text = _kafka_server.SERVER_PROPERTIES.format(
+        port=1, controller_port=2, advertised_port=1, log_dir=tmp_path
+    )
     props = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#")
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:1,CONTROLLER://127.0.0.1:2"
     assert props["auto.create.topics.enable"] == "false"
