@@ -82,6 +82,7 @@ def test_each_kind_of_fault_under_load_loses_nothing_and_is_reported(proxied, tm
     assert analyze([str(out), "-q"]) == 0
     html = (out / "report.html").read_text()
     assert 'id="faults"' in html and "restart:mosquitto@18s" in html
+    assert "| `kill:bridge@3s+2s` |" in (out / "summary.md").read_text()
 
 
 def test_the_embedded_stack_executor_pauses_and_resumes_a_part(proxied):
