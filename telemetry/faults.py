@@ -8,9 +8,9 @@
 Each phase (grammar in ``telemetry._fault_spec``) is a greenlet started at
 ``test_start``: at ``AT`` seconds it does the action, after ``DURATION`` it
 undoes it (``kill``/``stop`` -> ``start``, ``pause`` -> ``resume``, a network
-toxic removed); ``test_stop`` kills what has not finished and heals what is
-still broken, so a run never leaves a part paused or a proxy cut. Workers run
-nothing. Who acts (``telemetry._fault_actions``):
+toxic removed); ``test_stop`` ends the schedule: a phase not begun never
+starts, an active one is healed at once (a step under way is waited for), so a
+run never leaves a part paused or a proxy cut. Workers run nothing. Who acts (``telemetry._fault_actions``):
 
 - the embedded stack (``python -m pipeline --state-dir $PIPESWARM_STATE_DIR ...``),
 - or ``--fault-command 'docker {action} {component}'`` for a pipeline of one's own,
@@ -43,10 +43,12 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 import locust
+from gevent.event import Event
 from locust.runners import WorkerRunner
 
 from telemetry import results
 from telemetry._fault_actions import (
+    COMMAND_TIMEOUT_S,
     CommandExecutor,
     Executor,
     Outcome,
@@ -246,6 +248,7 @@ class FaultSchedule:
         self.started_epoch_s = 0.0
         self.figures: list[dict[str, Any]] = []
         self._greenlets: list[gevent.Greenlet] = []
+        self._stopping = Event()
         self._stack: Executor | None = None
         self._proxy: ToxiproxyExecutor | None = None
         environment.events.test_start.add_listener(self.on_test_start)
@@ -271,11 +274,13 @@ class FaultSchedule:
         self.started_epoch_s = time.time()
         self.phases = [Phase(f) for f in faults]
         self.figures = []
+        self._stopping = Event()
         self._greenlets = [gevent.spawn(self._run, p) for p in self.phases]
 
     def _run(self, phase: Phase) -> None:
         fault = phase.fault
-        gevent.sleep(max(0.0, self.started_epoch_s + fault.at_s - time.time()))
+        if self._stopping.wait(max(0.0, self.started_epoch_s + fault.at_s - time.time())):
+            return  # the test ended first: never started
         executor = self.executor(fault)
         phase.started_epoch_s = time.time()
         log.info("fault %s: %s %s", fault.text, fault.action, fault.component)
@@ -284,8 +289,10 @@ class FaultSchedule:
         if not outcome.ok:
             log.warning("fault %s: %s failed (%d): %s", fault.text, outcome.command,
                         outcome.exit_code, outcome.output)  # fmt: skip
-        if fault.duration_s:
-            gevent.sleep(max(0.0, phase.started_epoch_s + fault.duration_s - time.time()))
+        if fault.duration_s and self._stopping.wait(
+            max(0.0, phase.started_epoch_s + fault.duration_s - time.time())
+        ):
+            phase.note = "ended early by the end of the test"
         self._end(phase, executor)
 
     def _end(self, phase: Phase, executor: Executor) -> None:
@@ -300,13 +307,15 @@ class FaultSchedule:
                  phase.ended_epoch_s - (phase.started_epoch_s or 0))  # fmt: skip
 
     def stop(self) -> None:
-        """Kill the phase greenlets; heal every phase that was left active."""
-        gevent.killall(self._greenlets, block=True, timeout=5)
+        """End the schedule: phases not begun never start, active ones are healed now.
+
+        A step under way is waited for, never killed: killing ``python -m pipeline
+        start kafka`` halfway would leave a broker running that no state file records.
+        """
+        self._stopping.set()
+        gevent.joinall(self._greenlets, timeout=2 * COMMAND_TIMEOUT_S + 5)
+        gevent.killall(self._greenlets, block=True, timeout=5)  # (a step that never returned)
         self._greenlets = []
-        for phase in self.phases:
-            if phase.active:
-                phase.note = "ended by the end of the test"
-                self._end(phase, self.executor(phase.fault))
 
     def active(self) -> list[Fault]:
         return [p.fault for p in self.phases if p.active]

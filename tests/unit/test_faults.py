@@ -134,7 +134,8 @@ def test_a_schedule_runs_on_the_test_clock_and_writes_faults_json(tmp_path):
         events=Events(),
         parsed_options=_options(
             tmp_path,
-            faults="kill:bridge@0.2s+0.3s, restart:kafka@0.3s, pause:consumer@5s+1s",
+            faults="kill:bridge@0.2s+0.3s, restart:kafka@0.3s, pause:consumer@5s+1s, "
+            "stop:redis@0.1s+30s",
             fault_command="echo {action} {component}",
         ),
     )
@@ -151,18 +152,30 @@ def test_a_schedule_runs_on_the_test_clock_and_writes_faults_json(tmp_path):
         if fam.name == "pipeswarm_fault_active"
         for s in fam.samples
     }
-    assert active == {("kill", "bridge"): 1, ("restart", "kafka"): 0, ("pause", "consumer"): 0}
+    assert active == {
+        ("kill", "bridge"): 1,
+        ("restart", "kafka"): 0,
+        ("pause", "consumer"): 0,
+        ("stop", "redis"): 1,
+    }
     gevent.sleep(0.4)
     env.events.test_stopping.fire(environment=env)
     env.events.test_stop.fire(environment=env)  # before the pause phase: it never ran
     doc = json.loads((tmp_path / "run-1" / "faults.json").read_text())
     assert doc["format"] == "pipeswarm-faults/1" and doc["executor"] == "command"
-    kill, restart, pause = doc["phases"]
+    stop, kill, restart, pause = doc["phases"]
+    # still active when the test stopped: healed at once
+    assert [s["output"] for s in stop["steps"]] == ["stop redis", "start redis"]
+    assert stop["note"] == "ended early by the end of the test" and stop["ended_s"] < 1.5
     assert [s["output"] for s in kill["steps"]] == ["kill bridge", "start bridge"]
     assert kill["ok"] and 0.2 <= kill["started_s"] < 0.3 and kill["ended_s"] >= 0.5
     assert [s["command"] for s in restart["steps"]] == ["echo restart kafka"]
     assert pause["started_s"] is None and pause["steps"] == []
-    assert [f["phase"] for f in doc["figures"]] == ["kill:bridge@0.2s+0.3s", "restart:kafka@0.3s"]
+    assert [f["phase"] for f in doc["figures"]] == [
+        "stop:redis@0.1s+30s",
+        "kill:bridge@0.2s+0.3s",
+        "restart:kafka@0.3s",
+    ]
     assert schedule.active() == []
     env.runner.quit()
 
