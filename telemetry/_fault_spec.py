@@ -148,8 +148,8 @@ def _bad(phase: str, why: str) -> FaultError:
 def parse_faults(text: str, *, free_components: bool = False) -> list[Fault]:
     """Parse ``--faults``; ``free_components``: any name is a component (``--fault-command``).
 
-    Network actions take any proxy name when ``free_components`` (a Toxiproxy
-    of the user's own), else one of :data:`PROXIES`.
+    Network actions take any proxy name (a Toxiproxy of the user's own has its
+    own names; ``telemetry.faults`` checks them against the server before the run).
     """
     out: list[Fault] = []
     for phase in _split(text or ""):
@@ -166,7 +166,7 @@ def parse_faults(text: str, *, free_components: bool = False) -> list[Fault]:
         network = action in NETWORK_ACTIONS
         if network:
             component = _PROXY_ALIASES.get(component, component)
-            allowed: tuple[str, ...] = () if free_components else PROXIES
+            allowed: tuple[str, ...] = ()
         else:
             component = _PROCESS_ALIASES.get(component, component)
             allowed = () if free_components else STACK_COMPONENTS

@@ -56,7 +56,7 @@ def test_times_and_aliases():
     [
         ("explode:bridge@1s+1s", "unknown action 'explode'; use kill, stop, pause, restart"),
         ("kill:toaster@1s+1s", "unknown component 'toaster'; use mosquitto, redis, kafka"),
-        ("latency:bridge@1s+1s:delay=1s", "unknown proxy 'bridge'; use mqtt, kafka or redis"),
+        ("latency:a/b@1s+1s:delay=1s", "unknown proxy 'a/b'"),
         ("kill:bridge@1s", "kill needs a duration, e.g. kill:bridge@1s+10s"),
         ("restart:kafka@1s+5s", "restart is instant"),
         ("kill:bridge@soon+1s", "times are like 30s"),
