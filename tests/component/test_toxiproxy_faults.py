@@ -81,3 +81,23 @@ def test_netem_and_bandwidth_toxics_are_accepted_and_a_missing_proxy_is_reported
     (fault,) = parse_faults("partition:nowhere@0s+1s", free_components=True)
     outcome = executor.do(fault)
     assert outcome.exit_code == 404 and not outcome.ok
+
+
+def test_a_proxy_the_server_does_not_have_stops_the_run_before_it_starts(toxiproxy, tmp_path):
+    import argparse
+
+    from locust.env import Environment
+    from locust.event import Events
+
+    from telemetry import faults
+    from telemetry.exceptions import FaultError
+
+    url, _ = toxiproxy
+    options = argparse.Namespace(
+        faults="partition:kafka@1s+1s", fault_command="", toxiproxy_url=url, run_time=None
+    )
+    env = Environment(events=Events(), parsed_options=options)
+    with pytest.raises(FaultError, match=r"Toxiproxy at .* has no proxy 'kafka' \(it has mqtt\)"):
+        faults.load_schedule(env)
+    options.faults = "latency:mqtt@1s+1s:delay=5ms"
+    assert [f.component for f in faults.load_schedule(env)] == ["mqtt"]
