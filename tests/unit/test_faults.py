@@ -254,3 +254,21 @@ def test_a_duplicate_is_counted_in_the_second_it_arrived():
     ((sec, _published, paths),) = ledger.windows.take_wire()
     delivered, _hist, duplicated = paths["mqtt→ws"]
     assert (sec, delivered, duplicated) == (1_700_000_000, 1, 1)
+
+
+def test_the_slo_keys_check_the_worst_phase(tmp_path):
+    from telemetry import slo
+
+    path = tmp_path / "slo.yaml"
+    path.write_text("fault_loss_max: 0\nrecovery_s_max: 15\n")
+    objectives = slo.load(str(path))
+    figures = Figures()
+    assert [c.passed for c in slo.evaluate(objectives, figures)] == [False, False]  # no faults
+    figures.add_faults([{"lost": 0, "recovery_s": 3.5}, {"lost": 0, "recovery_s": 14.0}])
+    assert [c.passed for c in slo.evaluate(objectives, figures)] == [True, True]
+    figures.add_faults([{"lost": 2, "recovery_s": None}])  # never drained in its window
+    checks = slo.evaluate(objectives, figures)
+    assert [(c.key, c.actual, c.passed) for c in checks] == [
+        ("fault_loss_max", 2.0, False),
+        ("recovery_s_max", float("inf"), False),
+    ]
