@@ -21,14 +21,12 @@ step returned — a started part is healthy by then):
 - ``recovery_s`` — from back to the first second whose p99 is at or under the
   pre-fault p99 again (the backlog drained); ``None``: not within the window;
 - ``peak_ms`` — the highest end-to-end latency from the start until drained;
-- ``baseline_p99_ms`` — the pre-fault p99: the median of the per-second p99s of
-  the 10 s before the phase (a median, so the tail of an earlier phase's backlog
-  in those seconds does not raise it).
+- ``baseline_p99_ms`` — the pre-fault p99: the highest per-second p99 of the
+  10 s before the phase, seconds during an earlier phase left out.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,9 +94,17 @@ def phase_figures(
         back_at = float(phase.get("ended_epoch_s") or phase["started_epoch_s"])
         back = int(back_at)
         nxt = int(ran[i + 1]["started_epoch_s"]) if i + 1 < len(ran) else last_sec + 1
-        before = [by_sec[t] for t in range(start - BASELINE_S, start) if t in by_sec]
+        earlier = [
+            (int(p["started_epoch_s"]), int(float(p.get("ended_epoch_s") or p["started_epoch_s"])))
+            for p in ran[:i]
+        ]
+        before = [
+            by_sec[t]
+            for t in range(start - BASELINE_S, start)
+            if t in by_sec and not any(a <= t <= b for a, b in earlier)
+        ]
         p99s = [s.p99_ms for s in before if s.delivered and s.p99_ms is not None]
-        baseline = statistics.median(p99s) if p99s else None
+        baseline = max(p99s) if p99s else None
         window = [by_sec[t] for t in range(start, nxt) if t in by_sec]
         after = [s for s in window if s.epoch_s >= back]
         first = next((s.epoch_s for s in after if s.delivered), None)
