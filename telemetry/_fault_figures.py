@@ -22,7 +22,8 @@ step returned — a started part is healthy by then):
   pre-fault p99 again (the backlog drained); ``None``: not within the window;
 - ``peak_ms`` — the highest end-to-end latency from the start until drained;
 - ``baseline_p99_ms`` — the pre-fault p99: the highest per-second p99 of the
-  10 s before the phase, seconds during an earlier phase left out.
+  10 s before the phase, leaving out the seconds of an earlier phase (from its
+  start until its backlog drained).
 """
 
 from __future__ import annotations
@@ -89,19 +90,16 @@ def phase_figures(
     by_sec = {s.epoch_s: s for s in seconds}
     last_sec = seconds[-1].epoch_s if seconds else 0
     out = []
+    disturbed: list[tuple[int, int]] = []  # (start, end) seconds of each earlier phase
     for i, phase in enumerate(ran):
         start = int(phase["started_epoch_s"])
         back_at = float(phase.get("ended_epoch_s") or phase["started_epoch_s"])
         back = int(back_at)
         nxt = int(ran[i + 1]["started_epoch_s"]) if i + 1 < len(ran) else last_sec + 1
-        earlier = [
-            (int(p["started_epoch_s"]), int(float(p.get("ended_epoch_s") or p["started_epoch_s"])))
-            for p in ran[:i]
-        ]
         before = [
             by_sec[t]
             for t in range(start - BASELINE_S, start)
-            if t in by_sec and not any(a <= t <= b for a, b in earlier)
+            if t in by_sec and not any(a <= t < b for a, b in disturbed)
         ]
         p99s = [s.p99_ms for s in before if s.delivered and s.p99_ms is not None]
         baseline = max(p99s) if p99s else None
@@ -119,6 +117,7 @@ def phase_figures(
                 None,
             )
         until = drained if drained is not None else nxt
+        disturbed.append((start, until + 1))  # not "normal" for a later phase's baseline
         during = [s for s in window if s.epoch_s < until]
         lost_start = by_sec[start - 1].lost_so_far if start - 1 in by_sec else 0
         if i + 1 == len(ran) and final_lost is not None:

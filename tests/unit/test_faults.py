@@ -272,3 +272,22 @@ def test_the_slo_keys_check_the_worst_phase(tmp_path):
         ("fault_loss_max", 2.0, False),
         ("recovery_s_max", float("inf"), False),
     ]
+
+
+def test_an_earlier_phase_s_backlog_is_not_the_next_phase_s_normal():
+    # phase 1 away 100-105, its backlog arrives slow until 107; phase 2 at 112 (back 114)
+    seconds = [(t, 100, 100, 10.0, 12.0, 0) for t in range(90, 100)]
+    seconds += [(t, 100, 0, None, None, 0) for t in range(100, 106)]
+    seconds += [(106, 100, 500, 9000.0, 9500.0, 0), (107, 100, 150, 9.0, 25.0, 0)]
+    seconds += [(t, 100, 100, 10.0, 12.0, 0) for t in range(108, 112)]
+    seconds += [(t, 100, 0, None, None, 0) for t in range(112, 114)]
+    seconds += [(114, 100, 300, 3000.0, 3100.0, 0)]
+    seconds += [(t, 100, 100, 10.0, 12.0, 0) for t in range(115, 120)]
+    phases = [
+        {"spec": "a", "started_epoch_s": 100.0, "ended_epoch_s": 105.5},
+        {"spec": "b", "started_epoch_s": 112.0, "ended_epoch_s": 114.0},
+    ]
+    first, second = phase_figures(phases, _secs(seconds))
+    assert first["recovery_s"] == 1.5 and first["baseline_p99_ms"] == 10.0
+    # 106-107 (phase 1 until drained) are not phase 2's normal: its baseline stays 10 ms
+    assert second["baseline_p99_ms"] == 10.0 and second["recovery_s"] == 1.0
