@@ -12,6 +12,7 @@ Commands:
   analyze-speed        analyze.py on a synthetic one-hour run (bench/analyze_speed.py)
   telemetry-costs      µs per message of the envelope and the ledger (bench/telemetry_costs.py)
   redis                RedisUser (Locust) vs redis-benchmark on the same server (bench/redis_bench.py)
+  reconnect-storm      the broker restarted under 5,000 connected devices: time until all are back (bench/reconnect_storm.py)
 
 With no command, runs mqtt-ratio and idle-devices with their defaults. Figures: bench/README.md.
 """
@@ -33,6 +34,7 @@ COMMANDS = {
     "analyze-speed": "bench.analyze_speed",
     "telemetry-costs": "bench.telemetry_costs",
     "redis": "bench.redis_bench",
+    "reconnect-storm": "bench.reconnect_storm",
 }
 DEFAULT = ("mqtt-ratio", "idle-devices")
 

@@ -2,6 +2,7 @@
 
     python -m bench._workload ratio --impl ours|theirs --qos 1 --port P --users 100 --seconds 15
     python -m bench._workload idle --port P --devices 19000
+    python -m bench._workload storm --port P --devices 5000
 
 ``ratio`` prints ``START <epoch s>`` and ``END <epoch s>`` lines around the
 measured window (so the parent can read its subscriber's count at those
@@ -252,6 +253,54 @@ def idle(args: argparse.Namespace) -> None:
     _say(json.dumps(result))
 
 
+def storm(args: argparse.Namespace) -> None:
+    """N idle devices; ``READY`` once all are connected; then every loss and reconnect,
+    timed, until each device that lost its connection has it back (or the timeout)."""
+    sources = [f"127.0.0.{i}" for i in range(2, 2 + args.sources)] if args.sources else []
+
+    class Stormy(MqttDevice):
+        url = f"mqtt://127.0.0.1:{args.port}"
+        interval = 0
+        keepalive = 60
+        device_id_prefix = "storm-"
+        source_addresses = sources
+        connect_timeout = 30.0
+        reconnect_max = args.reconnect_max
+
+    env = Environment(user_classes=[Stormy])
+    runner = env.create_local_runner()
+    telemetry.install(env)
+    lost: list[float] = []
+    back: list[float] = []
+    failed: list[float] = []
+
+    def on_request(name: str, exception: Any, **_kw: Any) -> None:
+        if name == "connection lost":
+            lost.append(time.time())
+        elif name == "reconnect":
+            back.append(time.time())
+        elif name == "connect" and exception is not None and lost:
+            failed.append(time.time())
+
+    env.events.request.add_listener(on_request)
+
+    def connected() -> int:
+        entry = env.stats.entries.get(("connect", "MQTT"))
+        return 0 if entry is None else entry.num_requests - entry.num_failures
+
+    t0 = time.time()
+    runner.start(args.devices, spawn_rate=args.spawn_rate)
+    if not _wait(lambda: connected() >= args.devices, args.timeout):
+        _say(json.dumps({"error": f"only {connected()} of {args.devices} connected"}))
+        runner.quit()
+        return
+    _say(f"READY {time.time():.6f} {time.time() - t0:.3f}")
+    _wait(lambda: len(lost) >= args.devices, args.timeout)
+    _wait(lambda: len(back) >= len(lost) > 0, args.timeout)
+    _say(json.dumps({"lost": lost, "back": back, "failed_attempts": len(failed)}))
+    runner.quit()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench._workload")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -277,8 +326,15 @@ def main(argv: list[str] | None = None) -> None:
     lt.add_argument("--devices", type=int, default=100)
     lt.add_argument("--interval", type=float, default=0.1)
     lt.add_argument("--seconds", type=float, default=10.0)
+    st = sub.add_parser("storm")
+    st.add_argument("--port", type=int, required=True)
+    st.add_argument("--devices", type=int, default=5000)
+    st.add_argument("--sources", type=int, default=0)
+    st.add_argument("--spawn-rate", type=float, default=20000.0)
+    st.add_argument("--timeout", type=float, default=120.0)
+    st.add_argument("--reconnect-max", type=float, default=10.0)
     args = p.parse_args(argv)
-    {"ratio": ratio, "idle": idle, "latency": latency}[args.cmd](args)
+    {"ratio": ratio, "idle": idle, "latency": latency, "storm": storm}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`python -m pipeline up|down|status|kill|stop|start|restart|pause|resume|install-kafka`.
+"""`python -m pipeline up|down|status|kill|stop|start|restart|pause|resume|install-kafka|install-toxiproxy`.
 
 The embedded stack from the command line: start it, look at it, and act on one
 part of it while it runs (what the fault tests and fault scenarios do).
@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from pipeline import _kafka_server
+from pipeline import _kafka_server, _toxiproxy
 from pipeline.config import DEFAULTS, SETTINGS
 from pipeline.exceptions import exit_on_error
 from pipeline.stack import COMPONENTS, PORTS, STALL_WINDOW_S, Stack
@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="consumer processes in one group (at most --partitions do work)",
     )
+    up.add_argument(
+        "--fault-proxies",
+        action="store_true",
+        help="put Toxiproxy in front of Mosquitto, Kafka and Redis (for network faults: "
+        "locust --faults 'partition:kafka@30s+10s'; its API URL goes into stack.json)",
+    )
     down = sub.add_parser("down", help="stop the stack and remove its data")
     down.add_argument(
         "--keep-data",
@@ -85,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
             help=f"one of {', '.join(COMPONENTS)}",
         )
     sub.add_parser("install-kafka", help="fetch the pinned Apache Kafka jars with Maven")
+    sub.add_parser("install-toxiproxy", help="build the pinned Toxiproxy with `go install`")
     p.add_argument(
         "--state-dir",
         type=Path,
@@ -115,6 +122,8 @@ def _print_endpoints(stack: Stack) -> None:
     print(f"  STOMP      {u['gateway'].replace('http', 'ws')}/ws   (/topic/coordinates)")
     print(f"  metrics    {u['bridge_metrics']}  {u['consumer_metrics']}  {u['gateway_metrics']}")
     print(f"  push mode  {stack.push_mode}")
+    if stack.fault_proxies:
+        print(f"  Toxiproxy  {u['toxiproxy']}   (proxies mqtt, kafka, redis on the ports above)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             return _up(args)
         if args.command == "install-kafka":
             print(f"Apache Kafka {_kafka_server.KAFKA_VERSION}: {_kafka_server.install()}")
+            return 0
+        if args.command == "install-toxiproxy":
+            print(f"Toxiproxy {_toxiproxy.VERSION}: {_toxiproxy.install()}")
             return 0
         if args.command == "down":
             Stack.load(args.state_dir).stop(remove_data=not args.keep_data)
@@ -171,6 +183,7 @@ def _up(args: argparse.Namespace) -> int:
         partitions=mirrored["kafka_partitions"],
         redis_ttl_s=mirrored["redis_ttl_s"],
         consumers=args.consumers,
+        fault_proxies=args.fault_proxies,
     )
     stack.start()
     _print_endpoints(stack)

@@ -44,7 +44,7 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{advertised_port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
@@ -143,14 +143,25 @@ def require() -> None:
         )
 
 
-def prepare(state_dir: Path, port: int, controller_port: int) -> tuple[list[str], Path]:
-    """Write the config, format the log dir on first use; return (argv, log dir)."""
+def prepare(
+    state_dir: Path, port: int, controller_port: int, advertised_port: int | None = None
+) -> tuple[list[str], Path]:
+    """Write the config, format the log dir on first use; return (argv, log dir).
+
+    ``advertised_port``: the port clients are told to use (a proxy's in front of
+    ``port``, or clients would learn the broker's own address and go around it).
+    """
     state_dir = state_dir.resolve()
     log_dir = state_dir / "kafka-data"
     conf = state_dir / "kafka-server.properties"
     log4j = state_dir / "kafka-log4j2.properties"
     conf.write_text(
-        SERVER_PROPERTIES.format(port=port, controller_port=controller_port, log_dir=log_dir)
+        SERVER_PROPERTIES.format(
+            port=port,
+            controller_port=controller_port,
+            advertised_port=advertised_port or port,
+            log_dir=log_dir,
+        )
     )
     log4j.write_text(LOG4J2)
     base = [java(), *JVM_OPTS, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs()}/*"]

@@ -13,9 +13,9 @@ the stack loses nothing: that is what the fault tests exercise.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
+import pwd
 import shutil
 import signal
 import sys
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import _health, _kafka_server
+from pipeline import _health, _kafka_server, _toxiproxy
 from pipeline._health import STALL_WINDOW_S, accepts_hostport, kafka_answers, redis_loaded
 from pipeline._kafka import ensure_topics
 from pipeline._procs import (
@@ -70,9 +70,11 @@ MOSQUITTO_CONF = """\
 # are unbounded; in-flight is raised so the bridge's window is not 20.
 # Persistence: sessions and queued messages are written every second and on a
 # graceful stop, so a restart keeps the bridge's session and what it had not
-# yet taken; a SIGKILL loses at most the last second. Mosquitto started as root
-# drops to the `mosquitto` user unless told otherwise, and that user cannot write
-# the state dir: it runs as whoever started the stack, like every other part.
+# yet taken; a SIGKILL loses at most the last second.
+# Started as root, Mosquitto drops to the user `mosquitto`, which cannot write the
+# persistence file into our state dir: every autosave failed ("Permission denied")
+# and a graceful restart came back without the bridge's session or its queue (~600
+# messages lost at 200 msg/s). So it stays the user that started it.
 user {user}
 listener {port} 127.0.0.1
 allow_anonymous true
@@ -102,6 +104,8 @@ class Stack:
     partitions: int = DEFAULTS.kafka_partitions
     redis_ttl_s: int = DEFAULTS.redis_ttl_s
     consumers: int = 1  # consumer processes in one group (Kafka's own way to scale)
+    #: Toxiproxy in front of Mosquitto, Kafka and Redis (``pipeline._toxiproxy``)
+    fault_proxies: bool = False
     procs: dict[str, Proc] = field(default_factory=dict)
     paused: set[str] = field(default_factory=set)
 
@@ -113,6 +117,9 @@ class Stack:
             for name, (default, _, _) in PORTS.items()
         }
         stack = cls(ports=ports, **kwargs)
+        if stack.fault_proxies:  # the servers' own ports behind the proxies, and the API
+            for key in ("toxiproxy", *(f"{p}_direct" for p in _toxiproxy.PROXIED.values())):
+                ports[key] = given.get(key) or free_port()
         for i in range(2, stack.consumers + 1):  # consumer 1 has consumer_metrics
             key = f"consumer_metrics_{i}"
             ports[key] = given.get(key) or (
@@ -121,10 +128,17 @@ class Stack:
         return stack
 
     # -- URLs --------------------------------------------------------------
+    def listen_port(self, name: str) -> int:
+        """The port the server ``name`` (mqtt, kafka, redis) itself listens on: behind
+        its proxy with ``fault_proxies``, else the public one."""
+        return self.ports.get(f"{name}_direct") or self.ports[name]
+
     @property
     def urls(self) -> dict[str, str]:
         p = self.ports
+        extra = {"toxiproxy": f"http://127.0.0.1:{p['toxiproxy']}"} if self.fault_proxies else {}
         return {
+            **extra,
             "mqtt": f"mqtt://127.0.0.1:{p['mqtt']}",
             "kafka": self.kafka_bootstrap or f"127.0.0.1:{p['kafka']}",
             "redis": f"redis://127.0.0.1:{p['redis']}/0",
@@ -176,6 +190,8 @@ class Stack:
         """Start every part in order; on any failure stop what was started."""
         self._preflight()
         try:
+            if self.fault_proxies:
+                self.procs["toxiproxy"] = self._start_toxiproxy()
             for name in ORDER:
                 self.start_service(name)
         except BaseException:
@@ -188,6 +204,8 @@ class Stack:
         """Fail before starting anything: missing binaries, taken ports."""
         find_binary("mosquitto", "mosquitto")
         find_binary("redis-server", "redis-server")
+        if self.fault_proxies:
+            _toxiproxy.binary()
         if self.kafka_bootstrap is None:
             _kafka_server.require()
         elif not any(accepts_hostport(hp) for hp in self.kafka_bootstrap.split(",")):
@@ -283,6 +301,7 @@ class Stack:
             "partitions": self.partitions,
             "redis_ttl_s": self.redis_ttl_s,
             "consumers": self.consumers,
+            "fault_proxies": self.fault_proxies,
             "services": {n: p.as_dict() for n, p in self.procs.items()},
             "paused": sorted(self.paused),
             "started_at": time.time(),
@@ -309,6 +328,7 @@ class Stack:
             partitions=doc["partitions"],
             redis_ttl_s=doc.get("redis_ttl_s", DEFAULTS.redis_ttl_s),
             consumers=doc.get("consumers", 1),
+            fault_proxies=doc.get("fault_proxies", False),
             procs={n: Proc(**p) for n, p in doc["services"].items()},
             paused=set(doc.get("paused", [])),
         )
@@ -326,20 +346,37 @@ class Stack:
     def _logs(self) -> Path:
         return self.state_dir / "logs"
 
+    def _start_toxiproxy(self) -> Proc:
+        api = self.ports["toxiproxy"]
+        routes = {
+            proxy: (self.ports[name], self.ports[f"{name}_direct"])
+            for proxy, name in _toxiproxy.PROXIED.items()
+            if not (name == "kafka" and self.kafka_bootstrap is not None)
+        }
+        conf = self.state_dir / f"toxiproxy-{api}.json"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        conf.write_text(_toxiproxy.config(routes))
+        argv = [_toxiproxy.binary(), "-host", "127.0.0.1", "-port", str(api), "-config", str(conf)]
+        proc, popen = spawn("toxiproxy", argv, self._logs)
+        names = list(routes)
+        wait_until(lambda: _toxiproxy.proxies_up(api, names), 10, f"Toxiproxy on {api}", popen)
+        return proc
+
     def _start_mosquitto(self) -> Proc:
-        port = self.ports["mqtt"]
+        port = self.listen_port("mqtt")
         conf = self.state_dir / f"mosquitto-{port}.conf"
         data = (self.state_dir / "mosquitto-data").resolve()
         data.mkdir(parents=True, exist_ok=True)
-        conf.write_text(MOSQUITTO_CONF.format(port=port, data=data, user=getpass.getuser()))
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        conf.write_text(MOSQUITTO_CONF.format(port=port, data=data, user=user))
         argv = [find_binary("mosquitto", "mosquitto"), "-c", str(conf)]
         proc, popen = spawn("mosquitto", argv, self._logs)
         wait_until(lambda: accepts(port), 10, f"Mosquitto on port {port}", popen)
         return proc
 
     def _start_redis(self) -> Proc:
-        port = self.ports["redis"]
-        data = self.state_dir / f"redis-{port}"
+        port = self.listen_port("redis")
+        data = self.state_dir / f"redis-{self.ports['redis']}"
         data.mkdir(parents=True, exist_ok=True)
         # AOF (fsync every second, written on SIGTERM) so a restarted Redis keeps the
         # latest state, counters and the update stream, as a production Redis would.
@@ -366,7 +403,9 @@ class Stack:
             return None
         port = self.ports["kafka"]
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        argv, _ = _kafka_server.prepare(self.state_dir, port, self.ports["kafka_controller"])
+        argv, _ = _kafka_server.prepare(
+            self.state_dir, self.listen_port("kafka"), self.ports["kafka_controller"], port
+        )
         proc, popen = spawn("kafka", argv, self._logs)
         wait_until(lambda: kafka_answers(self.urls["kafka"]), 90, f"Apache Kafka on {port}", popen)
         topics = {DEFAULTS.kafka_topic: self.partitions, DEFAULTS.kafka_dlq_topic: 1}

@@ -22,9 +22,10 @@ from report._tables import (
     path_tables,
     request_rows,
 )
+from telemetry._fault_figures import phase_figures, seconds_of
 from telemetry.slo import E2E_TYPE, Check, Figures, RequestFigures, Slo, e2e_figures, evaluate
 
-__all__ = ["Report", "build_report", "figures_of"]
+__all__ = ["Report", "build_report", "fault_rows", "figures_of"]
 
 #: Subscriber rows shown in the report (a fleet run can have thousands).
 SUBSCRIBERS_SHOWN = 50
@@ -61,6 +62,8 @@ class Report:
     tolerance_pct: float = DEFAULT_TOLERANCE_PCT
     tolerance_ms: float = 0.0
     charts: dict[str, Chart] = field(default_factory=dict)
+    #: ``--faults`` phases, each with its figures (``telemetry._fault_figures``)
+    faults: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def failed_checks(self) -> list[Check]:
@@ -89,7 +92,23 @@ def figures_of(run: Run, requests: list[RequestFigures]) -> Figures:
     totals = {path: h for (path, hop), h in run.hist.items() if hop == "total"}
     figures = e2e_figures(run.e2e, series, float(run.run.get("duration_s") or 0), totals)
     figures.requests = requests
+    figures.add_faults([f["figures"] for f in fault_rows(run) if f["figures"]])
     return figures
+
+
+def fault_rows(run: Run) -> list[dict[str, Any]]:
+    """Each phase of ``faults.json`` with its ``figures`` (None for one that never ran),
+    recomputed from the time series as the run's console table was."""
+    if not run.faults:
+        return []
+    phases = run.faults.get("phases", [])
+    final_lost = sum(int(p["totals"].get("lost", 0)) for p in run.e2e["paths"].values())
+    figures = phase_figures(phases, seconds_of(run.timeseries), final_lost)
+    by_spec = {f["phase"]: f for f in figures}
+    return [
+        {**p, "figures": by_spec.get(p["spec"]) if p.get("started_epoch_s") else None}
+        for p in phases
+    ]
 
 
 def _worker_labels(health: list[WorkerHealth], run: Run) -> dict[str, str]:
@@ -167,6 +186,7 @@ def build_report(
         subscribers_total=len(run.e2e.get("subscribers", [])),
         tolerance_pct=tolerance_pct,
         tolerance_ms=tolerance_ms,
+        faults=fault_rows(run),
     )
     if slo is not None:
         report.checks = evaluate(slo, figures)

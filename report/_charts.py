@@ -129,6 +129,19 @@ def _paths(rows: list[TimeseriesRow]) -> list[str]:
     return list(dict.fromkeys(r.path for r in rows if r.path))
 
 
+def _shade_faults(ax: Any, run: Run, clock: _Clock) -> None:
+    """The ``--faults`` phases as shaded spans (from the action until the part was back)."""
+    for phase in (run.faults or {}).get("phases", []):
+        start, end = phase.get("started_epoch_s"), phase.get("ended_epoch_s")
+        if start is None:
+            continue
+        end = max(float(end or start), float(start) + 0.5)  # an instant restart stays visible
+        x0, x1 = clock.x([float(start) - clock.start, end - clock.start])
+        ax.axvspan(x0, x1, color="#e8a33d", alpha=0.25, linewidth=0)
+        ax.annotate(phase.get("spec", "").split("@")[0], (x0, 1), xycoords=("data", "axes fraction"),
+                    fontsize=7, va="top", ha="left", rotation=90, color="#8a5a12")  # fmt: skip
+
+
 # --- charts ----------------------------------------------------------------------------------
 def _throughput(run: Run, clock: _Clock, paths: list[str], colour: _Colour) -> Figure | None:
     rows = run.timeseries
@@ -168,6 +181,7 @@ def _throughput(run: Run, clock: _Clock, paths: list[str], colour: _Colour) -> F
         )
     ax.set_ylabel("messages / s")
     ax.set_ylim(bottom=0)
+    _shade_faults(ax, run, clock)
     fig.suptitle("Throughput and users", fontweight="bold", fontsize=10)
     fig.legend(loc="outside lower center", ncols=min(4, len(paths) + 2))
     ax = axes[1]
@@ -243,6 +257,7 @@ def _latency_over_time(run: Run, clock: _Clock, paths: list[str], colour: _Colou
     else:
         ax.set_ylim(bottom=0)
     ax.set_ylabel("end-to-end latency, ms")
+    _shade_faults(ax, run, clock)
     ax.set_xlabel(clock.label)
     fig.suptitle("End-to-end latency per second (exact, HDR)", fontweight="bold", fontsize=10)
     fig.legend(loc="outside lower center", ncols=4)

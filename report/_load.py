@@ -50,6 +50,8 @@ class TimeseriesRow:
     users: int
     workers: int
     cpu_by_worker: dict[str, float]
+    #: copies of already received messages in that second (absent in older files: 0)
+    duplicated: int = 0
 
 
 @dataclass(slots=True)
@@ -77,6 +79,8 @@ class Run:
     batch_push: dict[str, Histogram]
     locust: LocustCsv | None = None
     locust_html: Path | None = None
+    #: ``faults.json`` of a ``--faults`` run (docs/results.md), else None
+    faults: dict[str, Any] | None = None
 
     @property
     def run_id(self) -> str:
@@ -246,6 +250,7 @@ def _timeseries(path: Path) -> list[TimeseriesRow]:
             users=num("users") or 0,
             workers=num("workers") or 0,
             cpu_by_worker=cpu,
+            duplicated=num("duplicated") or 0,
         )
         prev = rows.get((epoch, row.path))
         if prev is None:
@@ -255,6 +260,7 @@ def _timeseries(path: Path) -> list[TimeseriesRow]:
         # (docs/results.md); counts add up, percentiles cannot be merged: keep the worse
         prev.published += row.published
         prev.delivered += row.delivered
+        prev.duplicated += row.duplicated
         for attr in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
             values = [v for v in (getattr(prev, attr), getattr(row, attr)) if v is not None]
             setattr(prev, attr, max(values) if values else None)
@@ -359,4 +365,20 @@ def load_run(folder: str | Path) -> Run:
         },
         locust=_locust(folder, run),
         locust_html=_locust_html(folder, run),
+        faults=_faults(folder / "faults.json"),
     )
+
+
+def _faults(path: Path) -> dict[str, Any] | None:
+    """``faults.json`` when the run had ``--faults`` (optional; checked like the others)."""
+    if not path.exists():
+        return None
+    doc = _read_json(path, "pipeswarm-faults/1")
+    phases = _field(doc, "phases", (list,), str(path))
+    for i, phase in enumerate(phases):
+        where = f"{path} phases[{i}]"
+        if not isinstance(phase, dict):
+            raise UnusableInput(f"{where} is not an object.")
+        for key in ("spec", "action", "component"):
+            _field(phase, key, (str,), where)
+    return doc

@@ -17,8 +17,10 @@ See ``telemetry.ledger`` for the contract and ``docs/results.md`` for the files.
 
 from __future__ import annotations
 
-# slo registers --slo (checked at quit); exporter and webui --prometheus-port and the web UI tab
-from telemetry import envelope, exporter, options, slo, webui
+# slo registers --slo (checked at quit); exporter and webui --prometheus-port and the web UI
+# tab; faults --faults (imported after exporter, which installs the plugin first: the
+# results the schedule reads at test_stop are written by then)
+from telemetry import envelope, exporter, faults, options, slo, webui
 from telemetry.collector import Collector
 from telemetry.envelope import Snapshot, Trace
 from telemetry.hdr import Histogram, HistogramSet
@@ -46,6 +48,7 @@ __all__ = [
     "Trace",
     "envelope",
     "exporter",
+    "faults",
     "get_ledger",
     "get_plugin",
     "install",

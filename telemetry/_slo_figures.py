@@ -82,6 +82,18 @@ class Figures:
     loop_lag_p99_ms: float | None = None
     #: why e2e figures are absent, when they are (shown with failed checks)
     e2e_note: str = ""
+    #: ``--faults``: most messages lost in one phase, longest recovery (inf: one never
+    #: recovered within its window); None when the run had no faults
+    fault_loss: float | None = None
+    recovery_s: float | None = None
+
+    def add_faults(self, figures: list[dict[str, Any]]) -> None:
+        """Take the fault figures of ``faults.json`` (``telemetry._fault_figures``)."""
+        if not figures:
+            return
+        self.fault_loss = float(max(int(f.get("lost") or 0) for f in figures))
+        recoveries = [f.get("recovery_s") for f in figures]
+        self.recovery_s = max(float("inf") if r is None else float(r) for r in recoveries)
 
     @property
     def delivered(self) -> int:

@@ -46,6 +46,9 @@ TOP_KEYS: dict[str, Objective] = {
     "min_delivered_per_s": ("delivered_per_s", ">=", "/s"),
     "schedule_lag_p99_ms": ("schedule_lag_p99_ms", "<=", "ms"),
     "loop_lag_p99_ms": ("loop_lag_p99_ms", "<=", "ms"),
+    # --faults: the most messages one phase lost, the longest recovery (backlog drained)
+    "fault_loss_max": ("fault_loss", "<=", ""),
+    "recovery_s_max": ("recovery_s", "<=", " s"),
 }
 REQUEST_KEYS: dict[str, Objective] = {
     **{k: (k, "<=", "ms") for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")},

@@ -2,7 +2,8 @@
 
     TelemetryError
      └── OptionError (ValueError)   a bad option value or file: one sentence, exit 2 at start
-          └── SloError              an ``--slo`` file that cannot be used
+          ├── SloError              an ``--slo`` file that cannot be used
+          └── FaultError            a ``--faults`` schedule (or its tools) that cannot be run
 
 ``users.exceptions.ConfigError`` is an :class:`OptionError` too, so every
 load-side option mistake ends the same way: :func:`exit_on_option_error` writes
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 
 __all__ = [
     "EXIT_USAGE",
+    "FaultError",
     "OptionError",
     "SloError",
     "TelemetryError",
@@ -39,6 +41,10 @@ class OptionError(TelemetryError, ValueError):
 
 class SloError(OptionError):
     """An SLO file that cannot be used; ``str(err)`` is one sentence naming the problem."""
+
+
+class FaultError(OptionError):
+    """A ``--faults`` schedule, ``--fault-command`` or Toxiproxy that cannot be used."""
 
 
 def exit_code(err: BaseException) -> int:

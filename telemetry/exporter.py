@@ -18,7 +18,7 @@ Families (``docs/metrics.md`` lists each with its labels):
 - ``pipeswarm_*`` — ours: e2e latency histograms by path and hop (from the
   merged HDR histograms), published/delivered/duplicated/reordered/late
   counters, lost messages, schedule lag, command latency, generator CPU and
-  event-loop lag per worker, run info.
+  event-loop lag per worker, run info, the ``--faults`` phase in effect.
 
 Every sample carries ``run`` (the run id); Prometheus adds ``instance``. Names
 are Locust's templated names, and at most ``max_names`` (request_type, name)
@@ -122,6 +122,7 @@ class LoadCollector(_PromCollector):
         yield from self._e2e(plugin, run)
         yield from self._generators(plugin, run)
         yield from self._loop_lag(plugin, run, runner)
+        yield from self._faults(env, run)
 
     # --- pipeswarm_ ---------------------------------------------------------------------------
     def _run_info(self, env: Environment, run: str) -> Iterator[Metric]:
@@ -248,6 +249,25 @@ class LoadCollector(_PromCollector):
         for worker, h in sorted(sources.items()):
             buckets, total = hdr_buckets(h.hdr)
             family.add_metric([run, worker], buckets, total)
+        yield family
+
+    def _faults(self, env: Environment, run: str) -> Iterator[Metric]:
+        from telemetry.faults import get_schedule  # faults imports this package's plugin
+
+        family = GaugeMetricFamily(
+            "pipeswarm_fault_active",
+            "1 while a --faults phase is in effect (from its action until the part is back), "
+            "0 for every other phase of the schedule: Grafana draws the 1s as annotations.",
+            labels=["run", "action", "component"],
+        )
+        schedule = get_schedule(env)
+        if schedule is not None:
+            state: dict[tuple[str, str], int] = {}
+            for phase in schedule.phases:
+                key = (phase.fault.action, phase.fault.component)
+                state[key] = max(state.get(key, 0), int(phase.active))
+            for (action, component), value in sorted(state.items()):
+                family.add_metric([run, action, component], value)
         yield family
 
 

@@ -179,6 +179,7 @@ class Subscriber:
             outcome = st.add(tr.seq, recv_ns, ledger.grace_ns)
             if outcome == DUPLICATE:
                 c[_DUPLICATED] += 1
+                ledger.windows.duplicated(path, recv_ns)
                 return
             if outcome == REORDERED:
                 c[_REORDERED] += 1

@@ -51,6 +51,7 @@ TIMESERIES_COLUMNS: tuple[str, ...] = (
     "cpu_max_percent",
     "cpu_mean_percent",
     "cpu_by_worker",
+    "duplicated",
 )
 
 _SECRET_NAME = re.compile(r"pass|secret|token|(^|_)key$", re.IGNORECASE)

@@ -140,6 +140,11 @@ def check_at_quit(environment: Environment) -> list[Check] | None:
     figures = e2e_figures(e2e, rows, duration)
     figures.e2e_note = note
     figures.requests = request_figures(environment.stats)
+    from telemetry.faults import get_schedule
+
+    schedule = get_schedule(environment)
+    if schedule is not None:
+        figures.add_faults(schedule.figures)
     checks = evaluate(slo, figures)
     failed = [c for c in checks if not c.passed]
     verdict = f"FAIL ({len(failed)} of {len(checks)} failed)" if failed else "PASS"

@@ -97,18 +97,21 @@ class Timeseries:
             "cpu_by_worker": ";".join(f"{k}:{v:.1f}" for k, v in sorted(s.cpu.items())),
         }
         if not self._paths:
-            row = dict(common, path="", published=sum(published.values()), delivered=0)
+            row = dict(
+                common, path="", published=sum(published.values()), delivered=0, duplicated=0
+            )
             row["lost_so_far"] = sum(s.lost.values())
             self.rows.append(row)
             return
         for path in self._paths:
             src = split_path(path)[0]
-            delivered, hist = paths.get(path, (0, None))
+            delivered, hist, duplicated = paths.get(path, (0, None, 0))
             row = dict(
                 common,
                 path=path,
                 published=published.get(src, 0),
                 delivered=delivered,
+                duplicated=duplicated,
                 lost_so_far=s.lost.get(path, 0),
             )
             if hist is not None and hist.count:

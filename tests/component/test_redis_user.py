@@ -22,9 +22,12 @@ def test_every_operation_is_a_request_and_leaves_what_the_pipeline_would(redis_u
 
     with LocustRun([Ops], "--redis-url", redis_url, results=tmp_path) as run:
         run.start(3)
-        added = lambda: (
-            run.count("XADD stream", REQUEST_TYPE) + 5 * run.count("MULTI batch", REQUEST_TYPE)
-        )  # noqa: E731
+
+        def added() -> int:
+            return run.count("XADD stream", REQUEST_TYPE) + 5 * run.count(
+                "MULTI batch", REQUEST_TYPE
+            )
+
         run.wait(lambda: all(run.count(n, REQUEST_TYPE) >= 20 for n in NAMES), 20, "20 of each")
         run.wait(lambda: added() > 1500, 30, "3x the stream's MAXLEN added")
         run.stop()

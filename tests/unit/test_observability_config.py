@@ -156,3 +156,16 @@ def test_variable_queries_are_label_values():
 )
 def test_metric_names_of_promql(expr, names):
     assert metric_names(expr) == names
+
+
+def test_every_dashboard_shows_fault_phases_as_annotations():
+    docs = documented()
+    for name, doc in dashboards().items():
+        (faults,) = [a for a in doc["annotations"]["list"] if a["name"] == "Faults"]
+        assert faults["enable"] and faults["datasource"] == {
+            "type": "prometheus",
+            "uid": "${datasource}",
+        }, name
+        assert metric_names(faults["expr"]) == {"pipeswarm_fault_active"}, name
+        assert 'pipeswarm_fault_active{run=~"$run"}' in faults["expr"], name
+        assert "pipeswarm_fault_active" in docs

@@ -56,7 +56,9 @@ def test_the_pom_fetches_the_release_the_launcher_expects():
 
 
 def test_server_properties_are_loopback_only_with_no_auto_created_topics(tmp_path):
-    text = _kafka_server.SERVER_PROPERTIES.format(port=1, controller_port=2, log_dir=tmp_path)
+    text = _kafka_server.SERVER_PROPERTIES.format(
+        port=1, controller_port=2, advertised_port=1, log_dir=tmp_path
+    )
     props = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#")
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:1,CONTROLLER://127.0.0.1:2"
     assert props["auto.create.topics.enable"] == "false"
@@ -74,3 +76,23 @@ def test_a_start_that_never_becomes_healthy_leaves_no_process_behind():
     with pytest.raises(StartupFailed, match="did not become healthy within 1 s"):
         wait_until(lambda: False, 1, "the sleeper", child)
     assert child.poll() is not None  # killed and reaped, not left running
+
+
+def test_fault_proxies_put_the_servers_behind_private_ports_and_kafka_advertises_the_proxy(
+    tmp_path,
+):
+    s = Stack.with_ports(auto=True, state_dir=tmp_path, fault_proxies=True)
+    for name in ("mqtt", "kafka", "redis"):
+        assert s.listen_port(name) == s.ports[f"{name}_direct"] != s.ports[name]
+    assert s.urls["mqtt"].endswith(f":{s.ports['mqtt']}")  # clients use the proxy's port
+    assert s.urls["toxiproxy"] == f"http://127.0.0.1:{s.ports['toxiproxy']}"
+    s.save()
+    back = Stack.load(tmp_path)
+    assert back.fault_proxies and back.urls == s.urls
+    plain = Stack.with_ports(auto=True)
+    assert plain.listen_port("mqtt") == plain.ports["mqtt"] and "toxiproxy" not in plain.urls
+    conf = _kafka_server.SERVER_PROPERTIES.format(
+        port=1, controller_port=2, advertised_port=3, log_dir="d"
+    )
+    assert "listeners=PLAINTEXT://127.0.0.1:1," in conf
+    assert "advertised.listeners=PLAINTEXT://127.0.0.1:3\n" in conf
