@@ -119,7 +119,8 @@ class Option(Generic[T]):
         kwargs: dict[str, Any] = {
             "default": default,
             "env_var": self.env,
-            "help": f"{self.help}. Default {shown}{where}",
+            # argparse %-formats help texts: a literal % (e.g. loss=5%) must be %%
+            "help": f"{self.help}. Default {shown}{where}".replace("%", "%%"),
         }
         if self.kind is not str:
             kwargs["type"] = self.kind

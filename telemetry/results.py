@@ -68,19 +68,23 @@ def results_dir(option: str | None, run_id: str) -> Path:
 def check_writable(option: str | None) -> str | None:
     """Why the results of a run could not be written under ``--results-dir``, or None.
 
-    Checked before the run (a run's files are written at its end): the folder
-    above the first ``{run_id}`` part (``results/`` by default) is created if
-    missing and a file is written to it and removed."""
+    Checked before the run (a run's files are written at its end) and without
+    creating anything: the nearest existing folder on the way to the one above
+    the first ``{run_id}`` part (``results/`` by default) must be a directory
+    that takes a file (one is written there and removed)."""
     parts = Path(option or "results/{run_id}").parts
     fixed = parts[: next((i for i, p in enumerate(parts) if "{run_id}" in p), len(parts))]
-    base = Path(*fixed) if fixed else Path(".")
+    base = Path(*fixed).absolute() if fixed else Path.cwd()
+    existing = next(p for p in (base, *base.parents) if p.exists())
+    shown = option or "results/"
+    if not existing.is_dir():
+        return f"--results-dir {shown}: {existing} is not a directory"
     try:
-        base.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=base, prefix=".pipeswarm-probe-")
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".pipeswarm-probe-")
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        return f"--results-dir {option or 'results/'}: cannot write to {base} ({err.strerror})"
+        return f"--results-dir {shown}: cannot write to {existing} ({err.strerror})"
     return None
 
 
