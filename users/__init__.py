@@ -40,6 +40,7 @@ from users.rest import COMMANDS, RestCommander
 from users.shapes import PresetShape
 from users.stomp import (
     StompClient,
+    StompPyClient,
     StompConnectFailed,
     StompConnectionLost,
     StompError,
@@ -70,6 +71,7 @@ __all__ = [
     "Settings",
     "UsersError",
     "StompClient",
+    "StompPyClient",
     "StompConnectFailed",
     "StompConnectionLost",
     "StompError",
