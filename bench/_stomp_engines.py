@@ -70,7 +70,9 @@ class WsprotoClient:
         self.sock = sock
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.stomp = FrameReader()
-        sock.sendall(self.ws.send(Request(host=self.host, target="/ws", subprotocols=["v12.stomp"])))
+        sock.sendall(
+            self.ws.send(Request(host=self.host, target="/ws", subprotocols=["v12.stomp"]))
+        )
         self.reader = gevent.spawn(self._read)
         return (self._connected.get(timeout=10) - start) / 1e6
 

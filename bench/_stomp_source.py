@@ -152,9 +152,13 @@ class Source(asyncio.Protocol):
             body = envelope.build(self.device, 1.5, 2.5, run=self.run, seq=self.seq, t0=now, tp=now)
             body = body[:-3] + b'"gateway":' + str(now).encode() + b"}}}"  # hops: {} -> stamped
             stomp = (
-                f"{head}content-type:application/json\nmessage-id:{self.seq}\n"
-                f"stream-id:{now // 1_000_000}-{self.seq}\ncontent-length:{len(body)}\n\n"
-            ).encode() + body + b"\x00"
+                (
+                    f"{head}content-type:application/json\nmessage-id:{self.seq}\n"
+                    f"stream-id:{now // 1_000_000}-{self.seq}\ncontent-length:{len(body)}\n\n"
+                ).encode()
+                + body
+                + b"\x00"
+            )
             frames.append(ws_frame(stomp))
         self.transport.write(b"".join(frames))
         asyncio.get_running_loop().call_soon(self._pump)

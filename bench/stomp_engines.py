@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                     ],
                     timeout=args.seconds + 120,
                 )
-                runs.append((r["frames"] / r["cpu_s"], r["frames"] / r["wall_s"], r["cpu_s"] / r["wall_s"]))
+                runs.append(
+                    (r["frames"] / r["cpu_s"], r["frames"] / r["wall_s"], r["cpu_s"] / r["wall_s"])
+                )
             per_core = statistics.median(x[0] for x in runs)
             rate = statistics.median(x[1] for x in runs)
             cpu = statistics.median(x[2] for x in runs)

@@ -40,10 +40,10 @@ from users.rest import COMMANDS, RestCommander
 from users.shapes import PresetShape
 from users.stomp import (
     StompClient,
-    StompPyClient,
     StompConnectFailed,
     StompConnectionLost,
     StompError,
+    StompPyClient,
     StompSubscribeFailed,
     StompSubscriber,
 )

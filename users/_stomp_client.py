@@ -332,4 +332,3 @@ def _heartbeat(value: str) -> tuple[int, int]:
         return int(sx), int(sy)
     except ValueError:
         return 0, 0
-
