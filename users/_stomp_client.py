@@ -32,7 +32,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -163,11 +162,6 @@ class StompClient(WsTransport):
     def session(self) -> bool:
         """A session was opened and not closed by us (it may have been lost since)."""
         return self._session
-
-    @property
-    def socket(self) -> Any:
-        """The socket of the current connection, or None."""
-        return self._sock
 
     @property
     def up(self) -> bool:

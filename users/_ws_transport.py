@@ -24,6 +24,7 @@ import os
 import ssl
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from users._mqtt_loop import Pump
 from users._mqtt_transport import (
@@ -126,6 +127,11 @@ class WsTransport(Transport):
     @property
     def connected(self) -> bool:
         return self.state == CONNECTED
+
+    @property
+    def socket(self) -> Any:
+        """The socket of the current connection, or None."""
+        return self._sock
 
     # --- what a subclass implements ----------------------------------------------------------
     def _ws_open(self) -> None:
