@@ -159,6 +159,7 @@ def _env() -> tuple[Environment, Any]:
 
 def _client(engine: str, env: Environment, port: int, ledger: Any) -> Any:
     sub = ledger.subscriber("stomp")
+    # (0, 0): no heart-beats either way, so only MESSAGE frames are on the wire
     kwargs: dict[str, Any] = {"on_message": sub.received, "heartbeats": (0, 0)}
     if engine == "ours":
         return StompClient("127.0.0.1", port, "/ws", pump=get_pump(env), **kwargs)
@@ -174,8 +175,11 @@ def throughput(args: argparse.Namespace) -> None:
     clients = [_client(args.engine, env, args.port, ledger) for _ in range(args.clients)]
     for c in clients:
         c.connect()
-        c.subscribe("/topic/stream")
-    gevent.sleep(args.warmup)
+        c.subscribe(args.destination)
+    if args.start_at:  # the parent's clock: every engine measures the same window
+        gevent.sleep(max(0.0, args.start_at - time.time()))
+    else:
+        gevent.sleep(args.warmup)
     n0, cpu0, t0 = sum(c.messages for c in clients), _cpu(proc), time.monotonic()
     gevent.sleep(args.seconds)
     n1, cpu1, t1 = sum(c.messages for c in clients), _cpu(proc), time.monotonic()
@@ -310,8 +314,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=200)
     p.add_argument("--spawn-rate", type=float, default=2000.0)
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--destination", default="/topic/stream")
+    p.add_argument("--start-at", type=float, default=0.0, help="epoch s the window starts")
+    p.add_argument("--fair-yield", action="store_true", help="stomp.py yields per read")
     args = p.parse_args(argv)
-    if args.engine == "stomppy":
+    if args.engine == "stomppy" and args.fair_yield:
         _yielding_stomppy()
     throughput(args) if args.mode == "throughput" else idle(args)
     sys.stdout.flush()

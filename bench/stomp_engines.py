@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                         str(args.clients),
                         "--seconds",
                         str(args.seconds),
+                        "--fair-yield",
                     ],
                     timeout=args.seconds + 120,
                 )
