@@ -247,6 +247,25 @@ class StompClient(WsTransport):
         self.send_message(encode("CONNECT", headers))
 
     def _ws_message(self, opcode: int, payload: bytes, recv_ns: int) -> None:
+        # Fast path, what the gateway sends: one whole MESSAGE per WebSocket message,
+        # with content-length. Only its body and stream-id are needed; anything
+        # else (or any doubt) goes through the full codec below.
+        if payload[:8] == b"MESSAGE\n" and payload[-1:] == b"\x00" and not self._stomp.pending:
+            head_end = payload.find(b"\n\n")
+            at = payload.find(b"\ncontent-length:", 7, head_end)
+            if head_end > 0 and at > 0 and payload.find(b"\r", 0, head_end) < 0:
+                eol = payload.find(b"\n", at + 16, head_end + 1)
+                length = payload[at + 16 : eol]
+                if length.isdigit() and head_end + 2 + int(length) == len(payload) - 1:
+                    self.messages += 1
+                    at = payload.find(b"\nstream-id:", 7, head_end)
+                    if at > 0:
+                        eol = payload.find(b"\n", at + 11, head_end + 1)
+                        stream_id = payload[at + 11 : eol]
+                        if stream_id and b"\\" not in stream_id:
+                            self.last_stream_id = stream_id.decode()
+                    self.on_message(payload[head_end + 2 : -1], recv_ns)
+                    return
         try:
             frames = self._stomp.feed(payload)
         except (StompProtocolError, UnicodeDecodeError) as err:
