@@ -261,9 +261,9 @@ class StompClient(WsTransport):
                     at = payload.find(b"\nstream-id:", 7, head_end)
                     if at > 0:
                         eol = payload.find(b"\n", at + 11, head_end + 1)
-                        stream_id = payload[at + 11 : eol]
-                        if stream_id and b"\\" not in stream_id:
-                            self.last_stream_id = stream_id.decode()
+                        sid = payload[at + 11 : eol]
+                        if sid and b"\\" not in sid:
+                            self.last_stream_id = sid.decode()
                     self.on_message(payload[head_end + 2 : -1], recv_ns)
                     return
         try:
