@@ -9,6 +9,7 @@ ERROR frames, heart-beats, a dropped connection. The real gateway is in
 
 from __future__ import annotations
 
+import csv
 import json
 import socket
 import time
@@ -261,3 +262,10 @@ def test_a_dropped_subscriber_reconnects_and_resumes_after_the_last_stream_id(fa
         assert run.env.stats.total.num_failures == 1  # the loss, nothing else
     assert "since" not in sessions[0].headers
     assert sessions[1].headers["since"] == "9-3"
+    # the run's metric,value,unit summary (the Go STOMP load tool's load_test_result.csv)
+    (summary,) = tmp_path.glob("*/summary.csv")
+    rows = {m: (v, u) for m, v, u in csv.reader(summary.read_text().splitlines()[1:])}
+    assert rows["stomp_connect_count"] == ("2", "requests")
+    assert rows["mqtt_to_stomp_delivered"] == ("5", "messages")
+    assert rows["mqtt_to_stomp_lost"] == ("0", "messages")
+    assert float(rows["mqtt_to_stomp_latency_p99"][0]) >= 0 and "stomp_connect_p95" in rows
