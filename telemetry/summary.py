@@ -40,10 +40,10 @@ def summary_rows(e2e: Mapping[str, Any], stats: Any, duration_s: float) -> list[
             value = entry.get_response_time_percentile(p / 100) if entry.num_requests else 0
             rows.append((f"{key}_p{p}", value, "ms"))
     rows.append(("published", e2e.get("published", {}).get("messages", 0), "messages"))
+    rows.append(("ledger_subscribers", len(e2e.get("subscribers", ())), "subscribers"))
     for path, entry in e2e.get("paths", {}).items():
         key = _slug(path.replace("→", " to "))
         totals = entry.get("totals", {})
-        rows.append((f"{key}_subscribers", entry.get("subscribers", 0), "subscribers"))
         for counter in ("delivered", "lost", "duplicated", "reordered", "late"):
             rows.append((f"{key}_{counter}", totals.get(counter, 0), "messages"))
         if duration_s > 0:
