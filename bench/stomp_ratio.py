@@ -99,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subscribers", type=int, default=20, help="connections per engine")
     p.add_argument("--rates", default="100,200,400", help="updates/s, one step each")
     p.add_argument("--seconds", type=float, default=10.0, help="measured window per step")
+    p.add_argument(
+        "--gateway-from",
+        type=Path,
+        help="run the gateway of another checkout (e.g. the main branch, for a before/after)",
+    )
     args = p.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r]
     if args.seconds > 60 or args.subscribers > 2000 or len(rates) > 8 or max(rates) > 20000:
@@ -108,18 +113,57 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} cores  {args.subscribers} subscribers per engine on /topic/coordinates"
     )
     stack = Stack.with_ports(auto=True, state_dir=Path(tempfile.mkdtemp(prefix="bench-ratio-")))
+    other: subprocess.Popen[bytes] | None = None
     try:
-        for name in ("mosquitto", "redis", "gateway"):
+        for name in (
+            ("mosquitto", "redis") if args.gateway_from else ("mosquitto", "redis", "gateway")
+        ):
             stack.start_service(name)
-        gw_pid = stack.procs["gateway"].pid
         port = stack.ports["gateway"]
+        if args.gateway_from:
+            other = _other_gateway(args.gateway_from, stack.service_env(), port)
+            gw_pid = other.pid
+            print(f"# gateway from {args.gateway_from}")
+        else:
+            gw_pid = stack.procs["gateway"].pid
         print("| updates/s | engine | frames/s | CPU | **frames/s per core** | received / sent |")
         print("|---|---|---|---|---|---|")
         for rate in rates:
             _step(stack.urls["redis"], gw_pid, port, rate, args)
     finally:
+        if other is not None:
+            other.terminate()
+            try:
+                other.wait(10)
+            except subprocess.TimeoutExpired:
+                other.kill()
+                other.wait()
         stack.stop(remove_data=True)
     return 0
+
+
+def _other_gateway(repo: Path, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    """``python -m pipeline.gateway`` of another checkout, healthy, on ``port``."""
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.gateway"],
+        cwd=repo,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=open(Path(tempfile.gettempdir()) / f"bench-gateway-{port}.log", "wb"),  # noqa: SIM115
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    raise SystemExit(f"bench: the gateway from {repo} did not become healthy")
 
 
 def _step(redis_url: str, gw_pid: int, port: int, rate: float, args: argparse.Namespace) -> None:
