@@ -157,10 +157,14 @@ def _env() -> tuple[Environment, Any]:
     return env, plugin
 
 
-def _client(engine: str, env: Environment, port: int, ledger: Any) -> Any:
-    sub = ledger.subscriber("stomp")
+def _discard(body: bytes, recv_ns: int) -> None:
+    pass
+
+
+def _client(engine: str, env: Environment, port: int, ledger: Any, no_ledger: bool = False) -> Any:
+    on_message = _discard if no_ledger else ledger.subscriber("stomp").received
     # (0, 0): no heart-beats either way, so only MESSAGE frames are on the wire
-    kwargs: dict[str, Any] = {"on_message": sub.received, "heartbeats": (0, 0)}
+    kwargs: dict[str, Any] = {"on_message": on_message, "heartbeats": (0, 0)}
     if engine == "ours":
         return StompClient("127.0.0.1", port, "/ws", pump=get_pump(env), **kwargs)
     if engine == "stomppy":
@@ -172,7 +176,9 @@ def throughput(args: argparse.Namespace) -> None:
     proc = psutil.Process()
     env, plugin = _env()
     ledger = telemetry.get_ledger(env)
-    clients = [_client(args.engine, env, args.port, ledger) for _ in range(args.clients)]
+    clients = [
+        _client(args.engine, env, args.port, ledger, args.no_ledger) for _ in range(args.clients)
+    ]
     for c in clients:
         c.connect()
         c.subscribe(args.destination)
@@ -317,6 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--destination", default="/topic/stream")
     p.add_argument("--start-at", type=float, default=0.0, help="epoch s the window starts")
     p.add_argument("--fair-yield", action="store_true", help="stomp.py yields per read")
+    p.add_argument("--no-ledger", action="store_true", help="drop the bodies: the engine alone")
     args = p.parse_args(argv)
     if args.engine == "stomppy" and args.fair_yield:
         _yielding_stomppy()

@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1, help="runs per engine (median reported)")
     p.add_argument("--idle-clients", type=int, default=2000)
     p.add_argument("--engines", default=",".join(ENGINES))
+    p.add_argument("--no-ledger", action="store_true", help="bodies dropped: the engines alone")
     args = p.parse_args(argv)
     if args.seconds > 60 or args.clients > 1000 or args.idle_clients > 19000 or args.repeat > 5:
         p.error("keep runs bounded: --seconds <= 60, --clients <= 1000, --idle-clients <= 19000")
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                         "--seconds",
                         str(args.seconds),
                         "--fair-yield",
+                        *(["--no-ledger"] if args.no_ledger else []),
                     ],
                     timeout=args.seconds + 120,
                 )
