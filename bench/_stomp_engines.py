@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--concurrency", type=int, default=200)
-    p.add_argument("--spawn-rate", type=float, default=2000.0)
+    p.add_argument("--spawn-rate", type=float, default=20000.0)
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--destination", default="/topic/stream")
     p.add_argument("--start-at", type=float, default=0.0, help="epoch s the window starts")
