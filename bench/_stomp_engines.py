@@ -149,8 +149,10 @@ def _yielding_stomppy() -> None:
     _stomp_stomppy._StampingTransport.receive = yielding  # type: ignore[method-assign]
 
 
-def _env() -> tuple[Environment, Any]:
-    env = Environment()
+def _env(hop_events: str = "true") -> tuple[Environment, Any]:
+    # --e2e-hop-events false: one E2E request event per message instead of one per hop
+    # (the ledger's HDR histograms keep every hop either way)
+    env = Environment(parsed_options=argparse.Namespace(e2e_hop_events=hop_events))
     env.create_local_runner()  # its stats listen to the E2E request events
     plugin = telemetry.install(env)
     plugin.start_run(RUN)
@@ -174,7 +176,7 @@ def _client(engine: str, env: Environment, port: int, ledger: Any, no_ledger: bo
 
 def throughput(args: argparse.Namespace) -> None:
     proc = psutil.Process()
-    env, plugin = _env()
+    env, plugin = _env(args.hop_events)
     ledger = telemetry.get_ledger(env)
     clients = [
         _client(args.engine, env, args.port, ledger, args.no_ledger) for _ in range(args.clients)
@@ -324,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--start-at", type=float, default=0.0, help="epoch s the window starts")
     p.add_argument("--fair-yield", action="store_true", help="stomp.py yields per read")
     p.add_argument("--no-ledger", action="store_true", help="drop the bodies: the engine alone")
+    p.add_argument("--hop-events", choices=("true", "false"), default="true")
     args = p.parse_args(argv)
     if args.engine == "stomppy" and args.fair_yield:
         _yielding_stomppy()

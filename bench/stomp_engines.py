@@ -82,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle-clients", type=int, default=2000)
     p.add_argument("--engines", default=",".join(ENGINES))
     p.add_argument("--no-ledger", action="store_true", help="bodies dropped: the engines alone")
+    p.add_argument(
+        "--e2e-hop-events",
+        choices=("true", "false"),
+        default="true",
+        help="false: one E2E request event per message, not one per hop (as the Locust option)",
+    )
     args = p.parse_args(argv)
     if args.seconds > 60 or args.clients > 1000 or args.idle_clients > 19000 or args.repeat > 5:
         p.error("keep runs bounded: --seconds <= 60, --clients <= 1000, --idle-clients <= 19000")
@@ -113,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                         str(args.seconds),
                         "--fair-yield",
                         *(["--no-ledger"] if args.no_ledger else []),
+                        "--hop-events",
+                        args.e2e_hop_events,
                     ],
                     timeout=args.seconds + 120,
                 )

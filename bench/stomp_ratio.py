@@ -100,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", default="100,200,400", help="updates/s, one step each")
     p.add_argument("--seconds", type=float, default=10.0, help="measured window per step")
     p.add_argument(
+        "--e2e-hop-events",
+        choices=("true", "false"),
+        default="true",
+        help="false: one E2E request event per message, not one per hop (as the Locust option)",
+    )
+    p.add_argument(
         "--gateway-from",
         type=Path,
         help="run the gateway of another checkout (e.g. the main branch, for a before/after)",
@@ -173,7 +179,7 @@ def _step(redis_url: str, gw_pid: int, port: int, rate: float, args: argparse.Na
         cmd = [sys.executable, "-m", "bench._stomp_engines", "--engine", engine]
         cmd += ["--mode", "throughput", "--port", str(port), "--clients", str(args.subscribers)]
         cmd += ["--destination", "/topic/coordinates", "--seconds", str(args.seconds)]
-        cmd += ["--start-at", str(start_at)]
+        cmd += ["--start-at", str(start_at), "--hop-events", args.e2e_hop_events]
         children[engine] = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     stop = threading.Event()
     fed: list[int] = []
