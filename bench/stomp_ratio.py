@@ -12,6 +12,8 @@ the gateway (psutil on its PID), whose frames out = updates x subscribers.
 
     PATH=$PATH:/usr/sbin .venv/bin/python -m bench stomp-ratio
     .venv/bin/python -m bench stomp-ratio --subscribers 50 --rates 100,200,400 --seconds 10
+    .venv/bin/python -m bench stomp-ratio --engines ours --no-ledger --subscribers 200 \
+        --rates 100,200,400,800                                # the gateway's ceiling
 
 Per core = frames / CPU seconds. The gateway's ceiling is its frames out per
 core (what one fully used core would push at this fan-out); a step where the
@@ -79,6 +81,14 @@ def _feed(redis_url: str, rate: float, seconds: float, stop: threading.Event) ->
     return sent
 
 
+def _gateway_stats(port: int) -> dict[str, Any]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/stats", timeout=5) as r:
+        doc: dict[str, Any] = json.load(r)
+    return doc
+
+
 def _cpu(pid: int) -> float:
     import psutil
 
@@ -99,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subscribers", type=int, default=20, help="connections per engine")
     p.add_argument("--rates", default="100,200,400", help="updates/s, one step each")
     p.add_argument("--seconds", type=float, default=10.0, help="measured window per step")
+    p.add_argument("--engines", default="ours,stomppy", help="subscriber processes, one per engine")
+    p.add_argument(
+        "--no-ledger",
+        action="store_true",
+        help="subscribers drop the bodies: cheap clients, so the gateway is the limit (its ceiling)",
+    )
     p.add_argument(
         "--e2e-hop-events",
         choices=("true", "false"),
@@ -117,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"# stomp-ratio  {time.strftime('%Y-%m-%d %H:%M')}  {platform.node()}  "
         f"{os.cpu_count()} cores  {args.subscribers} subscribers per engine on /topic/coordinates"
+        f"{'  (bodies dropped: no ledger)' if args.no_ledger else ''}"
     )
     stack = Stack.with_ports(auto=True, state_dir=Path(tempfile.mkdtemp(prefix="bench-ratio-")))
     other: subprocess.Popen[bytes] | None = None
@@ -175,11 +192,12 @@ def _other_gateway(repo: Path, env: dict[str, str], port: int) -> subprocess.Pop
 def _step(redis_url: str, gw_pid: int, port: int, rate: float, args: argparse.Namespace) -> None:
     start_at = time.time() + 4.0 + args.subscribers / 200  # connected and warm by then
     children = {}
-    for engine in ("ours", "stomppy"):
+    for engine in args.engines.split(","):
         cmd = [sys.executable, "-m", "bench._stomp_engines", "--engine", engine]
         cmd += ["--mode", "throughput", "--port", str(port), "--clients", str(args.subscribers)]
         cmd += ["--destination", "/topic/coordinates", "--seconds", str(args.seconds)]
         cmd += ["--start-at", str(start_at), "--hop-events", args.e2e_hop_events]
+        cmd += ["--no-ledger"] if args.no_ledger else []
         children[engine] = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     stop = threading.Event()
     fed: list[int] = []
@@ -190,9 +208,12 @@ def _step(redis_url: str, gw_pid: int, port: int, rate: float, args: argparse.Na
     )
     feeder.start()
     time.sleep(max(0.0, start_at - time.time()))
-    gw0 = _cpu(gw_pid)
+    gw0, st0 = _cpu(gw_pid), _gateway_stats(port)
     time.sleep(args.seconds)
-    gw_cpu = _cpu(gw_pid) - gw0
+    gw_cpu, st1 = _cpu(gw_pid) - gw0, _gateway_stats(port)
+    updates = st1["updates_received"] - st0["updates_received"]
+    pushed = st1["pushed"]["stomp"] - st0["pushed"]["stomp"]
+    dropped = sum(st1["dropped"].values()) - sum(st0["dropped"].values())
     results: dict[str, dict[str, Any]] = {}
     try:
         for engine, proc in children.items():
@@ -208,23 +229,22 @@ def _step(redis_url: str, gw_pid: int, port: int, rate: float, args: argparse.Na
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
     expected = rate * args.seconds * args.subscribers
-    total = 0.0
     per_core = {}
     for engine, r in results.items():
         per_core[engine] = r["frames"] / r["cpu_s"] if r["cpu_s"] else 0.0
-        total += r["frames"]
         print(
             f"| {rate:,.0f} | {engine} | {r['frames'] / r['wall_s']:,.0f} | "
             f"{r['cpu_s'] / r['wall_s'] * 100:.0f} % | **{per_core[engine]:,.0f}** | "
             f"{r['frames'] / expected:.2f} |",
             flush=True,
         )
-    ratio = per_core["ours"] / per_core["stomppy"] if per_core["stomppy"] else 0.0
-    gw_rate = total / args.seconds
+    ratio = ""
+    if per_core.get("ours") and per_core.get("stomppy"):
+        ratio = f"ratio ours/stomp.py per core **{per_core['ours'] / per_core['stomppy']:.1f}×**"
     print(
-        f"| {rate:,.0f} | gateway (frames out) | {gw_rate:,.0f} | {gw_cpu / args.seconds * 100:.0f} % "
-        f"| **{gw_rate * args.seconds / gw_cpu if gw_cpu else 0:,.0f}** | ratio ours/stomp.py "
-        f"per core **{ratio:.1f}×** |",
+        f"| {rate:,.0f} | gateway: {updates / args.seconds:,.0f} updates/s read, "
+        f"{dropped} frames dropped | {pushed / args.seconds:,.0f} | "
+        f"{gw_cpu / args.seconds * 100:.0f} % | **{pushed / gw_cpu if gw_cpu else 0:,.0f}** | {ratio} |",
         flush=True,
     )
 
