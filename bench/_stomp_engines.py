@@ -189,8 +189,10 @@ def throughput(args: argparse.Namespace) -> None:
     else:
         gevent.sleep(args.warmup)
     n0, cpu0, t0 = sum(c.messages for c in clients), _cpu(proc), time.monotonic()
+    up0 = sum(1 for c in clients if not c.lost.is_set())
     gevent.sleep(args.seconds)
     n1, cpu1, t1 = sum(c.messages for c in clients), _cpu(proc), time.monotonic()
+    up1 = sum(1 for c in clients if not c.lost.is_set())
     plugin.probe.stop()
     print(
         json.dumps(
@@ -200,6 +202,8 @@ def throughput(args: argparse.Namespace) -> None:
                 "wall_s": t1 - t0,
                 "cpu_s": cpu1 - cpu0,
                 "clients": len(clients),
+                "up": [up0, up1],
+                "before": n0,
             }
         ),
         flush=True,

@@ -138,31 +138,42 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack.with_ports(auto=True, state_dir=Path(tempfile.mkdtemp(prefix="bench-ratio-")))
     other: subprocess.Popen[bytes] | None = None
     try:
-        for name in (
-            ("mosquitto", "redis") if args.gateway_from else ("mosquitto", "redis", "gateway")
-        ):
+        for name in ("mosquitto", "redis"):
             stack.start_service(name)
         port = stack.ports["gateway"]
         if args.gateway_from:
-            other = _other_gateway(args.gateway_from, stack.service_env(), port)
-            gw_pid = other.pid
             print(f"# gateway from {args.gateway_from}")
-        else:
-            gw_pid = stack.procs["gateway"].pid
         print("| updates/s | engine | frames/s | CPU | **frames/s per core** | received / sent |")
         print("|---|---|---|---|---|---|")
         for rate in rates:
-            _step(stack.urls["redis"], gw_pid, port, rate, args)
+            # a fresh gateway per step: nothing of the last step's connections left in it
+            if args.gateway_from:
+                other = _other_gateway(args.gateway_from, stack.service_env(), port)
+                gw_pid = other.pid
+            else:
+                stack.start_service("gateway")
+                gw_pid = stack.procs["gateway"].pid
+            try:
+                _step(stack.urls["redis"], gw_pid, port, rate, args)
+            finally:
+                if other is not None:
+                    _stop(other)
+                    other = None
+                stack.stop_service("gateway")
     finally:
         if other is not None:
-            other.terminate()
-            try:
-                other.wait(10)
-            except subprocess.TimeoutExpired:
-                other.kill()
-                other.wait()
+            _stop(other)
         stack.stop(remove_data=True)
     return 0
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _other_gateway(repo: Path, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
@@ -222,6 +233,8 @@ def _step(redis_url: str, gw_pid: int, port: int, rate: float, args: argparse.Na
             if proc.returncode or not lines:
                 raise SystemExit(f"bench: the {engine} subscriber process failed")
             results[engine] = json.loads(lines[-1])
+            if results[engine]["up"][1] < args.subscribers:
+                print(f"# {engine}: only {results[engine]['up']} connections up", flush=True)
     finally:
         stop.set()
         feeder.join()
