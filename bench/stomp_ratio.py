@@ -154,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
                 stack.start_service("gateway")
                 gw_pid = stack.procs["gateway"].pid
             try:
-                _step(stack.urls["redis"], gw_pid, port, rate, args)
+                if not _step(stack.urls["redis"], gw_pid, port, rate, args) and not other:
+                    log = stack._logs / "gateway.log"  # a step that delivered nothing: say why
+                    tail = log.read_text(errors="replace").splitlines()[-15:]
+                    print("# the gateway's log:\n#   " + "\n#   ".join(tail), flush=True)
             finally:
                 if other is not None:
                     _stop(other)
@@ -200,7 +203,8 @@ def _other_gateway(repo: Path, env: dict[str, str], port: int) -> subprocess.Pop
     raise SystemExit(f"bench: the gateway from {repo} did not become healthy")
 
 
-def _step(redis_url: str, gw_pid: int, port: int, rate: float, args: argparse.Namespace) -> None:
+def _step(redis_url: str, gw_pid: int, port: int, rate: float, args: argparse.Namespace) -> bool:
+    """One measured window at ``rate``; False when a subscriber process received nothing."""
     start_at = time.time() + 4.0 + args.subscribers / 200  # connected and warm by then
     children = {}
     for engine in args.engines.split(","):
@@ -260,6 +264,7 @@ def _step(redis_url: str, gw_pid: int, port: int, rate: float, args: argparse.Na
         f"{gw_cpu / args.seconds * 100:.0f} % | **{pushed / gw_cpu if gw_cpu else 0:,.0f}** | {ratio} |",
         flush=True,
     )
+    return all(r["frames"] for r in results.values())
 
 
 if __name__ == "__main__":
