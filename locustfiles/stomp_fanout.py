@@ -21,8 +21,8 @@ At full size (10,000 subscribers over two worker processes, 2,000 more every
         --stomp-destination '/topic/devices/{device_id}' --stomp-device-count 10 \
         --device-interval 1
 
-Each subscriber costs ~17 KB and ~35 µs of a generator core per MESSAGE with the
-ledger on (``bench/README.md``); the frames a run asks for are subscribers x
+Each subscriber costs ~16 KB and 35–68 µs of a generator core per MESSAGE with
+the ledger on (``bench/README.md``); the frames a run asks for are subscribers x
 their device's rate (10,000 x 1 msg/s here; at the Go tool's 10 msg/s per
 device that is 100,000 frames/s, about five cores of subscribers plus the
 gateway's). The end-of-run summary (``summary.csv`` in the results folder, and
