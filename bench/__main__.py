@@ -4,6 +4,8 @@ Commands:
   mqtt-ratio           MqttDevice vs Locust's own MqttUser, msg/s per generator core (bench/mqtt_ratio.py)
   idle-devices         N idle MqttDevice connections in one process: RSS each, connects/s (bench/idle_devices.py)
   mqtt-engines         paho on gevent's hub vs the lean client: msg/s per core, KB per connection (bench/mqtt_engines.py)
+  stomp-engines        StompSubscriber's engine vs wsproto and stomp.py: frames/s per core, KB per subscription (bench/stomp_engines.py)
+  stomp-ratio          StompSubscriber's engine vs plain stomp.py, same gateway and run; the gateway's frames/s per core (bench/stomp_ratio.py)
   mqtt-latency         PUBACK time and schedule lag well below capacity (bench/mqtt_latency.py)
   pipeline-throughput  sustained msg/s through the whole embedded stack (bench/pipeline_throughput.py)
   soak                 the whole stack at a steady rate for minutes: per-minute hop p50/p99, loss, RSS, CPU (bench/soak.py)
@@ -26,6 +28,8 @@ COMMANDS = {
     "mqtt-ratio": "bench.mqtt_ratio",
     "idle-devices": "bench.idle_devices",
     "mqtt-engines": "bench.mqtt_engines",
+    "stomp-engines": "bench.stomp_engines",
+    "stomp-ratio": "bench.stomp_ratio",
     "mqtt-latency": "bench.mqtt_latency",
     "pipeline-throughput": "bench.pipeline_throughput",
     "soak": "bench.soak",

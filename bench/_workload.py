@@ -190,7 +190,7 @@ def idle(args: argparse.Namespace) -> None:
         class Idle(MqttDevice):
             url = f"mqtt://127.0.0.1:{args.port}"
             interval = 0
-            keepalive = 60
+            keepalive = args.keepalive
             device_id_prefix = "idle-"
             source_addresses = sources
             connect_timeout = 30.0
@@ -321,6 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     i.add_argument("--spawn-rate", type=float, default=20000.0)
     i.add_argument("--timeout", type=float, default=120.0)
     i.add_argument("--idle-seconds", type=float, default=5.0)
+    i.add_argument("--keepalive", type=int, default=60)
     lt = sub.add_parser("latency")
     lt.add_argument("--port", type=int, required=True)
     lt.add_argument("--devices", type=int, default=100)

@@ -18,11 +18,19 @@ devices over 127.0.0.2 .. 127.0.0.(K+1) (``MqttDevice.source_addresses``).
 
     .venv/bin/python -m bench idle-devices                      # 19,000 devices
     .venv/bin/python -m bench idle-devices --devices 5000 --bare
+    .venv/bin/python -m bench idle-devices --devices 50000 --processes 3 --sources 4
+
+Past one process: ``--processes P`` runs P children at once, each with its
+own Mosquitto (a process holds under 20,000 sockets here, the broker as much
+as the generator: the open-files hard limit, which root cannot raise), and
+sums them; ``--keepalive`` and ``--idle-seconds`` make the idle window span
+keepalives, and the brokers' own RSS and CPU are reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -36,8 +44,8 @@ from bench._broker import Mosquitto
 __all__ = ["main"]
 
 
-def _child(args: argparse.Namespace, impl: str, port: int) -> dict[str, object]:
-    cmd = [
+def _command(args: argparse.Namespace, impl: str, port: int, devices: int) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "bench._workload",
@@ -47,15 +55,24 @@ def _child(args: argparse.Namespace, impl: str, port: int) -> dict[str, object]:
         "--port",
         str(port),
         "--devices",
-        str(args.devices),
+        str(devices),
         "--sources",
         str(args.sources),
         "--spawn-rate",
         str(args.spawn_rate),
         "--timeout",
         str(args.timeout),
+        "--idle-seconds",
+        str(args.idle_seconds),
+        "--keepalive",
+        str(args.keepalive),
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout + 120)
+
+
+def _child(args: argparse.Namespace, impl: str, port: int) -> dict[str, object]:
+    cmd = _command(args, impl, port, args.devices)
+    timeout = args.timeout + args.idle_seconds + 120
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode != 0 or not lines:
         sys.stderr.write(out.stderr[-3000:])
@@ -79,8 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--bare", action="store_true", help="also measure a bare Locust user, for comparison"
     )
+    p.add_argument("--processes", type=int, default=1, help="children, each with its own broker")
+    p.add_argument("--keepalive", type=int, default=60, help="MQTT keepalive of the devices (s)")
+    p.add_argument("--idle-seconds", type=float, default=5.0, help="the idle window measured")
     args = p.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if args.processes > 1:
+        return _many(args, hard)
     if args.devices + 200 > hard:
         p.error(f"{args.devices} devices need more open files than this process may have ({hard})")
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by both children
@@ -110,6 +132,64 @@ def main(argv: list[str] | None = None) -> int:
         )
     ok = res["connected"] == args.devices and float(res["kb_per_device"]) <= 20.0  # type: ignore[arg-type]
     print("target: all connected at <= 20 KB each:", "met" if ok else "NOT met")
+    return 0
+
+
+def _many(args: argparse.Namespace, hard: int) -> int:
+    """``--processes P``: P children at once, each against a Mosquitto of its own."""
+    import psutil
+
+    per = -(-args.devices // args.processes)
+    if per + 200 > hard or args.processes > 8 or args.idle_seconds > 300:
+        raise SystemExit(
+            f"bench: {per} devices per process exceed the open-files limit ({hard}); "
+            "use more --processes (at most 8, --idle-seconds <= 300)"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    print(
+        f"# idle-devices  {time.strftime('%Y-%m-%d %H:%M')}  {platform.node()}  {os.cpu_count()} cores  "
+        f"devices={args.devices} processes={args.processes} ({per} each, one Mosquitto each) "
+        f"sources={args.sources or 1}  keepalive={args.keepalive}s  open-files limit {hard}"
+    )
+    with contextlib.ExitStack() as stack:
+        brokers = [stack.enter_context(Mosquitto(nofile=hard)) for _ in range(args.processes)]
+        procs = [
+            subprocess.Popen(_command(args, "ours", b.port, per), stdout=subprocess.PIPE, text=True)
+            for b in brokers
+        ]
+        watched = [psutil.Process(b.pid) for b in brokers]
+        results = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=args.timeout + args.idle_seconds + 120)
+            lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+            if proc.returncode or not lines:
+                raise SystemExit(f"bench: an idle-devices child failed (exit {proc.returncode})")
+            results.append(json.loads(lines[-1]))
+        broker_rss = sum(w.memory_info().rss for w in watched)
+    connected = sum(r["connected"] for r in results)
+    failures = sum(r["failures"] for r in results)
+    rss = sum(r["rss_delta_mb"] for r in results) * 2**20
+    slowest = max(r["seconds_to_connect"] for r in results)
+    print(
+        f"  MqttDevice: {connected:,} connected, {sum(r['subscribed'] for r in results):,} subscribed, "
+        f"{failures} failures (connection lost or refused) over a {args.idle_seconds:g} s idle window; "
+        f"{rss / max(connected, 1) / 1024:.1f} KB per device; {connected / slowest:,.0f} connects/s "
+        f"({slowest:.1f} s); generator idle CPU {sum(r['idle_cpu_pct'] for r in results):.1f} % "
+        f"over {args.processes} processes"
+    )
+    print(
+        f"  Mosquitto x{args.processes}: RSS {broker_rss / 2**20:.0f} MB "
+        f"({broker_rss / max(connected, 1) / 1024:.1f} KB per connection)"
+    )
+    for r in results:
+        print(
+            f"    child: {json.dumps({k: r[k] for k in ('connected', 'failures', 'kb_per_device', 'connects_per_s', 'idle_cpu_pct', 'connect_ms')})}"
+        )
+    ok = connected >= args.devices and failures == 0
+    print(
+        "target: all connected, none lost, at <= 16 KB each:",
+        "met" if ok and rss / max(connected, 1) / 1024 <= 16 else "NOT met",
+    )
     return 0
 
 

@@ -38,7 +38,7 @@ import locust
 import psutil
 from locust.runners import MasterRunner, WorkerRunner
 
-from telemetry import results, run_info
+from telemetry import results, run_info, summary
 from telemetry.collector import Collector
 from telemetry.exceptions import OptionError
 from telemetry.ledger import Ledger
@@ -351,7 +351,7 @@ class E2EPlugin:
 
     # --- results -------------------------------------------------------------------
     def write_results(self) -> None:
-        """Write ``run.json``, ``e2e.json``, ``timeseries.csv`` into the results dir."""
+        """Write ``run.json``, ``e2e.json``, ``timeseries.csv``, ``summary.csv`` into the results dir."""
         assert self.collector is not None and self.timeseries is not None
         ended = time.time()
         self.timeseries.tick(ended)
@@ -361,6 +361,9 @@ class E2EPlugin:
         results.write_json(out / "e2e.json", e2e)
         results.write_timeseries(out / "timeseries.csv", self.timeseries.rows)
         results.write_json(out / "run.json", self.run_info(ended, e2e))
+        rows = summary.summary_rows(e2e, self.environment.stats, ended - self.started_s)
+        summary.write_summary(out / "summary.csv", rows)
+        log.info("%s", summary.format_summary(rows))
         log.info("pipeswarm results written to %s", out)
 
     def run_info(self, ended_s: float, e2e: dict[str, Any]) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from users.stomp import (
     StompConnectFailed,
     StompConnectionLost,
     StompError,
+    StompPyClient,
     StompSubscribeFailed,
     StompSubscriber,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "Settings",
     "UsersError",
     "StompClient",
+    "StompPyClient",
     "StompConnectFailed",
     "StompConnectionLost",
     "StompError",

@@ -1,40 +1,45 @@
-"""One STOMP 1.2 connection over WebSocket, on stomp.py's ``WSStompConnection``, timed.
+"""One STOMP 1.2 connection over WebSocket, on the process pump, timed.
 
-Under Locust, gevent has monkey-patched ``threading`` and ``socket``: stomp.py's
-receiver "thread" is a greenlet (we hand it ``gevent.spawn`` explicitly through
-``override_threading``; its heart-beat thread is a greenlet by the patch), its
-locks and conditions are gevent's, and websocket-client reads a gevent socket.
-The transport opens the WebSocket itself (one attempt, the real error raised,
-UTF-8 validation off); websocket-client sets TCP_NODELAY on every socket it
-opens (``websocket._socket.DEFAULT_SOCKET_OPTION``), so no Nagle delay.
+The engine of :class:`users.stomp.StompSubscriber`: ``users._ws_transport``
+(a non-blocking socket read by the process's pump greenlet, RFC 6455 sans-IO)
+plus ``users._stomp_codec`` (STOMP 1.2 frames). Chosen by measurement against
+stomp.py on websocket-client, which is kept as :class:`users.stomp.StompPyClient`
+(the reference in the tests): ``python -m bench stomp-engines``.
 
-Receive time: the transport stamps ``time.time_ns()`` the moment a WebSocket
-message has been read, before stomp.py parses it; every frame of that message
-(the gateway sends one frame per message) carries that stamp to the listener.
+What it does on the wire: the upgrade offers ``v12.stomp``; CONNECT carries
+``accept-version:1.2``, ``host``, ``heart-beat`` and, with a token,
+``Authorization: Bearer <token>`` (the Go STOMP load tool sends its JWT so);
+SUBSCRIBE asks for a receipt (and sends ``since`` to resume); DISCONNECT asks
+for one too and then waits for the server to close first.
 
-Timings (ms) are wall-clock differences of those stamps:
+Heart-beats (spec, "Heart-beating"): each direction runs at the slower of what
+one side can do and the other wants, and not at all if either says 0. The
+pump's one-second ticker sends an EOL when nothing else went out for the send
+interval (less one tick, so it is never late) and ends a connection that was
+silent for twice the receive interval.
 
-- ``connect``: TCP connect start -> CONNECTED (WebSocket upgrade included);
+Receive time: ``time.time_ns()`` the moment the socket read returned, before
+any parsing; every frame in those bytes carries it to ``on_message``.
+
+Timings (ms), for the subscriber's request events:
+
+- ``connect``: TCP connect start -> CONNECTED (the WebSocket upgrade included);
 - ``subscribe``: SUBSCRIBE sent -> its RECEIPT.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import gevent
-import websocket
 from gevent.event import AsyncResult, Event
-from stomp.adapter.ws import WSStompConnection, WSTransport
-from stomp.connect import BaseConnection
-from stomp.listener import ConnectionListener
-from stomp.protocol import Protocol12
-from stomp.utils import Frame
 
+from users._mqtt_loop import TICK_S, Pump
+from users._mqtt_transport import CONNECTED
+from users._stomp_codec import Frame, FrameReader, StompProtocolError, encode
+from users._ws_transport import WsTransport
 from users.exceptions import (
     StompConnectFailed,
     StompConnectionLost,
@@ -48,147 +53,52 @@ __all__ = [
     "StompSubscribeFailed",
     "StompConnectionLost",
     "StompClient",
+    "MessageFn",
 ]
 
-log = logging.getLogger(__name__)
-
 MessageFn = Callable[[bytes, int], None]
-"""``on_message(body, recv_ns)`` — called in the receiver greenlet for every MESSAGE."""
+"""``on_message(body, recv_ns)`` — called in the pump greenlet for every MESSAGE."""
+
+#: What the client offers in the upgrade (stomp.js offers the same, newest first).
+SUBPROTOCOLS = ("v12.stomp",)
+_HEARTBEAT = b"\n"
 
 
-def _spawn(callback: Callable[[], Any]) -> gevent.Greenlet:
-    return gevent.spawn(callback)
-
-
-class _StampingTransport(WSTransport):
-    """``WSTransport`` that opens its WebSocket itself and stamps each message's read time."""
-
-    recv_ns = 0
-
-    def __init__(self, url: str, host_and_port: tuple[str, int], **kwargs: Any) -> None:
-        super().__init__([host_and_port], **kwargs)
-        self.url = url
-        self.host_and_port = host_and_port
-        self.ws_options: dict[str, Any] = {}
-
-    def attempt_connection(self) -> None:
-        # One attempt, its error raised as it is (stomp.py's own loop retries with
-        # sleeps, logs a warning each time and ends in a ConnectFailedException
-        # without the reason): the user reconnects with its own backoff.
-        self.connection_error = False
-        self.current_host_and_port = self.host_and_port
-        self.socket = websocket.create_connection(
-            self.url,
-            # None: a socket timeout would end stomp.py's receive loop on a quiet
-            # subscription; the connect is bounded with gevent.Timeout instead
-            timeout=None,
-            header=self.header,
-            # websocket-client validates the UTF-8 of every text frame in pure
-            # Python (~35 µs for a 300-byte MESSAGE); the JSON parser checks it anyway
-            skip_utf8_validation=True,
-            **self.ws_options,
-        )
-
-    def receive(self) -> bytes:
-        data: bytes = super().receive()
-        self.recv_ns = time.time_ns()
-        return data
-
-
-class _Connection(WSStompConnection):
-    """``WSStompConnection`` built on :class:`_StampingTransport` (its ``__init__``, reduced)."""
-
-    def __init__(
-        self,
-        url: str,
-        host_and_port: tuple[str, int],
-        heartbeats: tuple[int, int],
-        header: Mapping[str, str] | None,
-        ws_options: Mapping[str, Any] | None = None,
-    ) -> None:
-        transport = _StampingTransport(
-            url,
-            host_and_port,
-            auto_decode=False,  # bodies stay bytes: the ledger parses bytes
-            header=dict(header) if header else None,
-        )
-        transport.ws_options = dict(ws_options or {})
-        transport.override_threading(_spawn)
-        BaseConnection.__init__(self, transport)
-        Protocol12.__init__(self, transport, heartbeats, True, heart_beat_receive_scale=2.0)
-
-
-class _Listener(ConnectionListener):
-    """Routes one connection's stomp.py callbacks (receiver greenlet) to its client.
-
-    Callbacks of a connection the client has already replaced are ignored.
-    """
-
-    def __init__(self, client: StompClient, conn: _Connection) -> None:
-        self.client = client
-        self.conn = conn
-        self.transport: _StampingTransport = conn.transport
-
-    def on_connected(self, frame: Frame) -> None:
-        c = self.client
-        if c._conn is self.conn and c._connected is not None and not c._connected.ready():
-            c._connected.set(self.transport.recv_ns)
-
-    def on_message(self, frame: Frame) -> None:
-        c = self.client
-        if c._conn is self.conn:
-            c.messages += 1
-            stream_id = frame.headers.get("stream-id")
-            if stream_id:
-                c.last_stream_id = stream_id
-            c.on_message(frame.body, self.transport.recv_ns)
-
-    def on_receipt(self, frame: Frame) -> None:
-        c = self.client
-        waiter = c._receipts.pop(frame.headers.get("receipt-id", ""), None)
-        if waiter is not None and c._conn is self.conn:
-            # before any MESSAGE that follows is handled (same greenlet, in order)
-            if c.on_subscribed is not None:
-                c.on_subscribed()
-            waiter.set(self.transport.recv_ns)
-
-    def on_error(self, frame: Frame) -> None:
-        c = self.client
-        if c._conn is not self.conn:
-            return
-        headers = frame.headers
-        body = frame.body.decode(errors="replace") if isinstance(frame.body, bytes) else frame.body
-        text = headers.get("message", "ERROR")
-        if body:
-            text = f"{text}: {body.strip()}"
-        c.last_error = text
-        receipt = headers.get("receipt-id")
-        if c._connected is not None and not c._connected.ready():
-            c._connected.set_exception(StompConnectFailed(text))
-        elif receipt is not None and receipt in c._receipts:
-            c._receipts.pop(receipt).set_exception(StompSubscribeFailed(text))
-        # the server closes after an ERROR (spec); on_disconnected follows
-
-    def on_heartbeat_timeout(self) -> None:
-        if self.client._conn is self.conn:
-            self.client.last_error = "heart-beat timeout"
-
-    def on_disconnected(self) -> None:
-        if self.client._conn is self.conn:
-            self.client._ended()
-
-
-class StompClient:
+class StompClient(WsTransport):
     """A STOMP 1.2 subscriber connection over WebSocket (``ws://host:port{ws_path}``).
 
     ``connect()`` and ``subscribe()`` block the calling greenlet until CONNECTED /
-    RECEIPT and return the time they took in ms; frames arrive in stomp.py's
-    receiver greenlet, which calls ``on_message(body, recv_ns)`` for every
+    RECEIPT and return the time they took in ms; frames are read by the
+    process's pump greenlet, which calls ``on_message(body, recv_ns)`` for every
     MESSAGE. ``lost`` is set when the connection ends; :meth:`close` ends it.
 
     >>> c = StompClient("127.0.0.1", 8081, "/ws", on_message=print, token="jwt")
     >>> c.connect(); c.subscribe("/topic/coordinates")      # doctest: +SKIP
     """
+
+    __slots__ = (
+        "ws_path",
+        "on_message",
+        "token",
+        "heartbeats",
+        "tls",
+        "connect_timeout",
+        "receipt_timeout",
+        "close_timeout",
+        "header",
+        "on_subscribed",
+        "messages",
+        "last_stream_id",
+        "lost",
+        "negotiated",
+        "server_heartbeats",
+        "_stomp",
+        "_ids",
+        "_receipts",
+        "_connected",
+        "_session",
+        "_closed_ev",
+    )
 
     def __init__(
         self,
@@ -204,10 +114,20 @@ class StompClient:
         receipt_timeout: float = 10.0,
         close_timeout: float = 2.0,
         header: Mapping[str, str] | None = None,
-        ws_options: Mapping[str, Any] | None = None,
+        pump: Pump | None = None,
+        source_address: str | None = None,
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(
+            host,
+            port,
+            ws_path,
+            tls=tls,
+            subprotocols=SUBPROTOCOLS,
+            headers=tuple((header or {}).items()),
+            connect_timeout=connect_timeout,
+            pump=pump,
+            source_address=source_address,
+        )
         self.ws_path = ws_path
         self.on_message = on_message
         self.token = token
@@ -217,75 +137,61 @@ class StompClient:
         self.receipt_timeout = receipt_timeout
         self.close_timeout = close_timeout
         self.header = header
-        #: called in the receiver greenlet when a SUBSCRIBE's RECEIPT arrives, before
+        #: called in the pump greenlet when a SUBSCRIBE's RECEIPT arrives, before
         #: any MESSAGE read after it is handed to ``on_message``
         self.on_subscribed: Callable[[], None] | None = None
-        #: more ``websocket.create_connection`` arguments (``sslopt``, ``sockopt``, …)
-        self.ws_options = ws_options
         #: MESSAGE frames received over the client's lifetime (all connections)
         self.messages = 0
         #: the ``stream-id`` header of the last MESSAGE (the gateway's Redis Stream id)
         self.last_stream_id: str | None = None
-        #: the last ERROR / heart-beat problem, for the "connection lost" event
-        self.last_error = ""
         #: set when the current connection ended (or there is none)
         self.lost = Event()
         self.lost.set()
-        self._closing = False
+        #: (send, receive) heart-beat intervals in ms agreed with the server (0 = none)
+        self.negotiated = (0, 0)
+        #: the ``heart-beat`` the server sent in CONNECTED
+        self.server_heartbeats = (0, 0)
+        self._stomp = FrameReader()
         self._ids = itertools.count(1)
         self._receipts: dict[str, AsyncResult] = {}
         self._connected: AsyncResult | None = None
-        self._conn: _Connection | None = None
-        self._transport: _StampingTransport | None = None
+        self._session = False
+        self._closed_ev: Event | None = None
 
     @property
-    def connection(self) -> WSStompConnection | None:
-        """The underlying stomp.py connection (None before :meth:`connect`)."""
-        return self._conn
-
-    @property
-    def socket(self) -> Any:
-        """The ``websocket.WebSocket`` of the current connection, or None."""
-        return self._transport.socket if self._transport is not None else None
+    def session(self) -> bool:
+        """A session was opened and not closed by us (it may have been lost since)."""
+        return self._session
 
     @property
     def up(self) -> bool:
-        return self._conn is not None and not self.lost.is_set()
+        return self.state == CONNECTED and not self.lost.is_set()
 
+    # --- public API ------------------------------------------------------------------------
     def connect(self) -> float:
         """Open the WebSocket, send CONNECT, wait for CONNECTED; return the ms it took.
 
-        Raises :class:`StompConnectFailed` (refused, ERROR frame, or no CONNECTED
-        within ``connect_timeout``).
+        Raises :class:`StompConnectFailed` (refused, ERROR frame, a failed upgrade,
+        or no CONNECTED within ``connect_timeout``).
         """
-        self._teardown()
-        self._closing = False
-        self.last_error = ""
-        url = f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}{self.ws_path}"
-        conn = _Connection(
-            url, (self.host, self.port), self.heartbeats, self.header, self.ws_options
-        )
-        self._conn = conn
-        self._transport = conn.transport
-        self._connected = AsyncResult()
-        conn.set_listener("pipeswarm", _Listener(self, conn))
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._stomp = FrameReader()
+        self.negotiated = (0, 0)
+        waiter = self._connected = AsyncResult()
         self.lost.clear()
         start = time.time_ns()
         try:
             with gevent.Timeout(self.connect_timeout, StompConnectFailed("no CONNECTED in time")):
-                conn.connect(headers=headers, wait=False, with_connect_command=True)
-                connected_ns: int = self._connected.get()
-        except StompError:
-            self._teardown()
+                self.open()
+                connected_ns: int = waiter.get()
+        except StompError as exc:
+            if not self.last_error:
+                self.last_error = str(exc)
+            self._finish()
+            self.lost.set()
             raise
-        except Exception as exc:  # stomp.py / websocket-client / OS errors while connecting
-            self._teardown()
-            raise StompConnectFailed(
-                f"connect to {self.host}:{self.port}{self.ws_path} failed: {exc or type(exc).__name__}"
-            ) from exc
         finally:
             self._connected = None
+        self._session = True
         return (connected_ns - start) / 1e6
 
     def subscribe(
@@ -298,65 +204,144 @@ class StompClient:
 
         Raises :class:`StompSubscribeFailed` on an ERROR, a timeout or a lost connection.
         """
-        conn = self._conn
-        if conn is None or self.lost.is_set():
+        if not self.up:
             raise StompSubscribeFailed("not connected")
         n = next(self._ids)
         receipt = f"sub-{n}"
-        waiter = AsyncResult()
-        self._receipts[receipt] = waiter
+        waiter = self._receipts[receipt] = AsyncResult()
+        headers = {"id": sub_id or str(n), "destination": destination, "ack": "auto"}
+        headers["receipt"] = receipt
+        if since is not None:
+            headers["since"] = since
         start = time.time_ns()
         try:
-            headers = {"receipt": receipt}
-            if since is not None:
-                headers["since"] = since
-            conn.subscribe(destination, id=sub_id or str(n), ack="auto", headers=headers)
+            self.send_message(encode("SUBSCRIBE", headers))
             with gevent.Timeout(self.receipt_timeout, StompSubscribeFailed("no RECEIPT in time")):
                 done_ns: int = waiter.get()
-        except StompError:
-            raise
-        except Exception as exc:
-            raise StompSubscribeFailed(f"SUBSCRIBE {destination} failed: {exc}") from exc
         finally:
             self._receipts.pop(receipt, None)
         return (done_ns - start) / 1e6
 
     def close(self) -> None:
-        """DISCONNECT (waiting up to ``close_timeout`` for its receipt), then close the socket."""
-        self._closing = True
-        conn = self._conn
-        if conn is not None and not self.lost.is_set() and conn.is_connected():
-            try:
-                with gevent.Timeout(self.close_timeout, False):
-                    conn.disconnect(receipt=f"bye-{next(self._ids)}")
-            except Exception as exc:  # already gone: nothing left to close politely
-                log.debug("STOMP DISCONNECT failed: %s", exc)
-        self._teardown()
+        """DISCONNECT with a receipt, then wait (up to ``close_timeout``) for the server to close.
 
-    # --- internals -------------------------------------------------------------
-    def _ended(self) -> None:
-        """stomp.py says the connection is gone (receiver greenlet)."""
+        The server closing first keeps TIME_WAIT on its side, not on this host's ports.
+        """
+        self._session = False
+        if self.state == CONNECTED:
+            self.send_message(encode("DISCONNECT", {"receipt": f"bye-{next(self._ids)}"}))
+            self.shutdown()
+            if self._sock is not None and self.close_timeout > 0:
+                self._closed_ev = ev = Event()
+                ev.wait(self.close_timeout)
+                self._closed_ev = None
+        self._finish()
+        self.lost.set()
+
+    # --- WsTransport hooks (pump greenlet) ------------------------------------------------
+    def _ws_open(self) -> None:
+        cx, cy = self.heartbeats
+        headers = {"accept-version": "1.2", "host": self.cfg.host, "heart-beat": f"{cx},{cy}"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        self.send_message(encode("CONNECT", headers))
+
+    def _ws_message(self, opcode: int, payload: bytes, recv_ns: int) -> None:
+        # Fast path, what the gateway sends: one whole MESSAGE per WebSocket message,
+        # with content-length. Only its body and stream-id are needed; anything
+        # else (or any doubt) goes through the full codec below.
+        if payload[:8] == b"MESSAGE\n" and payload[-1:] == b"\x00" and not self._stomp.pending:
+            head_end = payload.find(b"\n\n")
+            at = payload.find(b"\ncontent-length:", 7, head_end)
+            if head_end > 0 and at > 0 and payload.find(b"\r", 0, head_end) < 0:
+                eol = payload.find(b"\n", at + 16, head_end + 1)
+                length = payload[at + 16 : eol]
+                if length.isdigit() and head_end + 2 + int(length) == len(payload) - 1:
+                    self.messages += 1
+                    at = payload.find(b"\nstream-id:", 7, head_end)
+                    if at > 0:
+                        eol = payload.find(b"\n", at + 11, head_end + 1)
+                        sid = payload[at + 11 : eol]
+                        if sid and b"\\" not in sid:
+                            self.last_stream_id = sid.decode()
+                    self.on_message(payload[head_end + 2 : -1], recv_ns)
+                    return
+        try:
+            frames = self._stomp.feed(payload)
+        except (StompProtocolError, UnicodeDecodeError) as err:
+            self._end(f"STOMP protocol error: {err}")
+            return
+        for frame in frames:
+            if frame.command == "MESSAGE":
+                self.messages += 1
+                stream_id = frame.headers.get("stream-id")
+                if stream_id:
+                    self.last_stream_id = stream_id
+                self.on_message(frame.body, recv_ns)
+            else:
+                self._control(frame, recv_ns)
+            if self._sock is None:
+                return
+
+    def _control(self, frame: Frame, recv_ns: int) -> None:
+        command = frame.command
+        headers = frame.headers
+        if command == "RECEIPT":
+            waiter = self._receipts.pop(headers.get("receipt-id", ""), None)
+            if waiter is not None:
+                # before any MESSAGE that follows is handled (same greenlet, in order)
+                if self.on_subscribed is not None:
+                    self.on_subscribed()
+                waiter.set(recv_ns)
+        elif command == "CONNECTED":
+            self._on_connected(headers, recv_ns)
+        elif command == "ERROR":
+            text = headers.get("message", "ERROR")
+            body = frame.body.decode(errors="replace").strip()
+            if body:
+                text = f"{text}: {body}"
+            self.last_error = text
+            receipt = headers.get("receipt-id")
+            if self._connected is not None and not self._connected.ready():
+                self._connected.set_exception(StompConnectFailed(text))
+            elif receipt is not None and receipt in self._receipts:
+                self._receipts.pop(receipt).set_exception(StompSubscribeFailed(text))
+            # the server closes after an ERROR (spec); the end follows
+
+    def _on_connected(self, headers: Mapping[str, str], recv_ns: int) -> None:
+        sx, sy = _heartbeat(headers.get("heart-beat", "0,0"))
+        cx, cy = self.heartbeats
+        self.server_heartbeats = (sx, sy)
+        self.negotiated = (max(cx, sy) if cx and sy else 0, max(cy, sx) if cy and sx else 0)
+        self.state = CONNECTED
+        if self._connected is not None and not self._connected.ready():
+            self._connected.set(recv_ns)
+
+    def _ws_ended(self, reason: str, connected: bool) -> None:
+        if self._connected is not None and not self._connected.ready():
+            self._connected.set_exception(StompConnectFailed(self.last_error or reason))
         for waiter in self._receipts.values():
             if not waiter.ready():
-                waiter.set_exception(StompSubscribeFailed("connection ended"))
-        if self._connected is not None and not self._connected.ready():
-            reason = self.last_error or "connection closed before CONNECTED"
-            self._connected.set_exception(StompConnectFailed(reason))
-        if not self.last_error and not self._closing:
-            self.last_error = "connection closed by the server"
+                waiter.set_exception(StompSubscribeFailed(self.last_error or "connection ended"))
+        if self._closed_ev is not None:
+            self._closed_ev.set()
         self.lost.set()
 
-    def _teardown(self) -> None:
-        conn = self._conn
-        if conn is None:
-            self.lost.set()
+    def _tick(self, now: float) -> None:
+        if self.state == CONNECTED:
+            send_ms, receive_ms = self.negotiated
+            if send_ms and now - self._last_tx >= send_ms / 1000 - TICK_S:
+                self.send_message(_HEARTBEAT)
+            if receive_ms and time.time_ns() - self.recv_ns > 2e6 * receive_ms:
+                self.last_error = "heart-beat timeout"
+                self._end(self.last_error)
             return
-        transport = conn.transport
-        transport.running = False
-        try:
-            transport.disconnect_socket()
-        except Exception as exc:  # a socket already half-closed by the peer
-            log.debug("STOMP socket close failed: %s", exc)
-        # the receiver greenlet ends by itself: its read fails on the closed socket
-        self._conn = None
-        self.lost.set()
+        super()._tick(now)
+
+
+def _heartbeat(value: str) -> tuple[int, int]:
+    sx, _, sy = value.partition(",")
+    try:
+        return int(sx), int(sy)
+    except ValueError:
+        return 0, 0

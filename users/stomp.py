@@ -32,8 +32,14 @@ many devices per-device subscribers spread over) and ``--stomp-token``
 (``PIPESWARM_STOMP_TOKEN``; checked by the gateway when it runs with
 ``GATEWAY_TOKEN``). The gateway URL is ``--gateway-url``.
 
-Engine: stomp.py's ``WSStompConnection`` (see ``users._stomp_client`` for how it
-runs under gevent, the receive timestamp and TCP_NODELAY).
+Engine: :class:`StompClient` (``users._stomp_client``): a non-blocking socket
+read by the process's one pump greenlet (MqttDevice's), a sans-IO WebSocket
+codec and a STOMP 1.2 frame codec; no greenlet or thread per connection.
+Chosen by ``python -m bench stomp-engines`` over stomp.py on websocket-client,
+which stays available as :class:`StompPyClient` (``client_cls = StompPyClient``)
+and is the reference in the tests. Measured on the 2-core dev machine
+(``bench/README.md``): see the README's user table for frames/s per core and
+KB per idle subscription.
 """
 
 from __future__ import annotations
@@ -45,7 +51,9 @@ from typing import TYPE_CHECKING
 from telemetry.options import Option, OptionGroup, at_least
 from users._config import settings
 from users._devices import DeviceIds
+from users._mqtt_loop import get_pump
 from users._stomp_client import StompClient
+from users._stomp_stomppy import StompPyClient
 from users._subscriber import PushSubscriber
 from users._ws_common import WsEndpoint, fire, ws_endpoint
 from users.exceptions import (
@@ -66,6 +74,7 @@ __all__ = [
     "TOPIC_DEVICE",
     "StompSubscriber",
     "StompClient",
+    "StompPyClient",
     "StompError",
     "StompConnectFailed",
     "StompSubscribeFailed",
@@ -167,8 +176,11 @@ class StompSubscriber(DeviceIds, PushSubscriber):
     numbering = "stomp"
     connect_timeout: float = 10.0
     receipt_timeout: float = 10.0
-    #: The engine; a subclass of :class:`StompClient` may replace it.
-    client_cls: type[StompClient] = StompClient
+    #: Source address of the connections (e.g. ``127.0.0.3``), None = the kernel's
+    #: choice; a list spreads the subscribers over several (more local ports).
+    source_addresses: Sequence[str] = ()
+    #: The engine: :class:`StompClient`, or :class:`StompPyClient` (stomp.py, the reference).
+    client_cls: type[StompClient] | type[StompPyClient] = StompClient
 
     request_type = REQUEST_TYPE
     ledger_kind = "stomp"
@@ -198,7 +210,8 @@ class StompSubscriber(DeviceIds, PushSubscriber):
         self.topic: str = dest
         self.subscribe_name: str = subscribe_name(dest)
         token = self.token if self.token is not None else TOKEN.get(environment)
-        self.client: StompClient = self.client_cls(
+        sources = self.source_addresses
+        self.client: StompClient | StompPyClient = self.client_cls(
             self.endpoint.host,
             self.endpoint.port,
             self.endpoint.path,
@@ -208,13 +221,15 @@ class StompSubscriber(DeviceIds, PushSubscriber):
             tls=self.endpoint.tls,
             connect_timeout=self.connect_timeout,
             receipt_timeout=self.receipt_timeout,
+            pump=get_pump(environment),
+            source_address=sources[(n - 1) % len(sources)] if sources else None,
         )
         # in the receiver greenlet, when the RECEIPT arrives: no MESSAGE behind it is missed
         self.client.on_subscribed = self.subscribed
 
     # --- PushSubscriber -------------------------------------------------------------
     def has_session(self) -> bool:
-        return self.client.connection is not None
+        return self.client.session
 
     def lost_event(self) -> Event:
         return self.client.lost

@@ -1,11 +1,13 @@
 """WsSubscriber: the gateway's raw WebSocket stream ``/coordinates``, every frame into the ledger.
 
-One Locust user = one ``websocket-client`` connection and one reader greenlet
-that blocks in ``recv`` on the (gevent) socket and hands each text frame, with
-the time it was read, to the end-to-end ledger as kind ``ws`` (paths
-``mqtt→ws``, ``kafka→ws``). In the gateway's ``snapshot`` push mode a frame is
-a batch (``{"type": "snapshot", "devices": [...]}``); the ledger accounts for it
-as staleness instead of sequence loss.
+One Locust user = one WebSocket connection on StompSubscriber's engine
+(``users._ws_transport``: a non-blocking socket read by the process's pump
+greenlet, the sans-IO codec ``users._ws_codec``; no reader greenlet per
+connection). Each text frame goes, with the time it was read, to the
+end-to-end ledger as kind ``ws`` (paths ``mqtt→ws``, ``kafka→ws``). In the
+gateway's ``snapshot`` push mode a frame is a batch (``{"type": "snapshot",
+"devices": [...]}``); the ledger accounts for it as staleness instead of
+sequence loss.
 
 Locust entries (``request_type="WS"``):
 
@@ -21,29 +23,28 @@ A lost connection is reopened with a jittered backoff and resumed after the
 last ``stream_id`` read (``?since=<id>``, ``users._subscriber``): what the
 gateway replays counts as late; what it cannot replay is this subscriber's loss.
 
-websocket-client sets TCP_NODELAY on its sockets
-(``websocket._socket.DEFAULT_SOCKET_OPTION``) and its UTF-8 check is switched off
-(``skip_utf8_validation``: ~35 µs per 300-byte frame in pure Python; the JSON
+Every socket has TCP_NODELAY; text frames are not UTF-8 checked here (the JSON
 parser rejects bad UTF-8 anyway, counted as ``untraced``).
 """
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import gevent
-import websocket
-from gevent.event import Event
+from gevent.event import AsyncResult, Event
 
-import telemetry
 from users._config import settings
+from users._mqtt_loop import Pump, get_pump
+from users._mqtt_transport import CONNECTED
 from users._subscriber import PushSubscriber
 from users._ws_common import WsEndpoint, fire, ws_endpoint
+from users._ws_transport import WsTransport
 from users.exceptions import WsConnectFailed, WsConnectionLost, WsError
 
 if TYPE_CHECKING:
@@ -53,11 +54,91 @@ __all__ = ["REQUEST_TYPE", "WsSubscriber", "WsError", "WsConnectFailed", "WsConn
 
 REQUEST_TYPE = "WS"
 
-_DATA = (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY)
-_CLOSE = websocket.ABNF.OPCODE_CLOSE
 #: The gateway's ``"stream_id": "<id>"`` in a pushed frame, found without decoding the JSON
 #: (the ledger decodes it once); an id is a Redis Stream id, ``<ms>-<n>``.
 _STREAM_ID = re.compile(rb'"stream_id"\s*:\s*"([^"\\]+)"')
+_numbers = itertools.count()
+
+
+class WsConnection(WsTransport):
+    """One raw WebSocket stream: each data frame to ``on_frame(data, recv_ns)`` (pump greenlet)."""
+
+    __slots__ = ("on_frame", "on_open", "frames", "last_stream_id", "lost", "_opened")
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: str,
+        *,
+        on_frame: Callable[[bytes, int], None],
+        tls: bool = False,
+        headers: Mapping[str, str] | None = None,
+        pump: Pump | None = None,
+        source_address: str | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(
+            host,
+            port,
+            path,
+            tls=tls,
+            headers=tuple((headers or {}).items()),
+            connect_timeout=connect_timeout,
+            pump=pump,
+            source_address=source_address,
+        )
+        self.on_frame = on_frame
+        #: called in the pump greenlet once the upgrade is done, before the first frame
+        self.on_open: Callable[[], None] | None = None
+        #: data frames received over the connection's lifetime (all connections)
+        self.frames = 0
+        #: the ``stream_id`` of the last frame that had one
+        self.last_stream_id: str | None = None
+        #: set when the current connection ended (or there is none)
+        self.lost = Event()
+        self.lost.set()
+        self._opened: AsyncResult | None = None
+
+    def connect(self, path: str, timeout: float) -> None:
+        """Open ``path`` (a query allowed) and wait for the upgrade; raise WsConnectFailed."""
+        self.path = path
+        waiter = self._opened = AsyncResult()
+        self.lost.clear()
+        try:
+            with gevent.Timeout(timeout, WsConnectFailed("no upgrade in time")):
+                self.open()
+                waiter.get()
+        except WsError:
+            self._finish()
+            self.lost.set()
+            raise
+        finally:
+            self._opened = None
+
+    def close(self) -> None:
+        """A close frame; the server closes first (no waiting here), or the ticker gives up."""
+        self.shutdown()
+        self.lost.set()
+
+    def _ws_open(self) -> None:
+        self.state = CONNECTED
+        if self.on_open is not None:
+            self.on_open()
+        if self._opened is not None:
+            self._opened.set(None)
+
+    def _ws_message(self, opcode: int, payload: bytes, recv_ns: int) -> None:
+        self.frames += 1
+        found = _STREAM_ID.search(payload)
+        if found is not None:
+            self.last_stream_id = found.group(1).decode()
+        self.on_frame(payload, recv_ns)
+
+    def _ws_ended(self, reason: str, connected: bool) -> None:
+        if self._opened is not None and not self._opened.ready():
+            self._opened.set_exception(WsConnectFailed(self.last_error or reason))
+        self.lost.set()
 
 
 class WsSubscriber(PushSubscriber):
@@ -76,6 +157,8 @@ class WsSubscriber(PushSubscriber):
     path: str = "/coordinates"
     #: Extra HTTP headers of the upgrade request (e.g. ``{"Authorization": "Bearer …"}``).
     headers: Mapping[str, str] = {}
+    #: Source addresses the connections spread over (e.g. 127.0.0.2-5); () = the kernel's choice.
+    source_addresses: Sequence[str] = ()
     connect_timeout: float = 10.0
 
     request_type = REQUEST_TYPE
@@ -87,89 +170,87 @@ class WsSubscriber(PushSubscriber):
             self.url or settings(environment).gateway_url, self.path
         )
         self.connect_name = f"connect:{self.path.partition('?')[0]}"
-        self.ws: websocket.WebSocket | None = None
-        #: frames received over the user's lifetime (all connections)
-        self.frames = 0
+        sources = self.source_addresses
+        #: the connection (None before the first session and after ours ended)
+        self.ws: WsConnection | None = None
+        self._conn = WsConnection(
+            self.endpoint.host,
+            self.endpoint.port,
+            self.endpoint.path,
+            on_frame=self._on_frame,
+            tls=self.endpoint.tls,
+            headers=self.headers,
+            pump=get_pump(environment),
+            source_address=sources[next(_numbers) % len(sources)] if sources else None,
+            connect_timeout=self.connect_timeout,
+        )
+        # in the pump greenlet, once upgraded: no frame (a replay follows at once) is missed
+        self._conn.on_open = self.subscribed
         #: the URL of the last connect attempt (with ``since`` when it resumed)
         self.last_url = ""
-        self.lost = Event()
-        self.lost.set()
-        self.last_error = ""
-        self._reader: gevent.Greenlet | None = None
+
+    @property
+    def frames(self) -> int:
+        """Data frames received over the user's lifetime (all connections)."""
+        return self._conn.frames
+
+    @property  # type: ignore[override]
+    def last_stream_id(self) -> str | None:
+        """The ``stream_id`` of the last frame that had one (where the next session resumes)."""
+        conn: WsConnection | None = self.__dict__.get("_conn")
+        return conn.last_stream_id if conn is not None else None
+
+    @last_stream_id.setter
+    def last_stream_id(self, value: str | None) -> None:
+        conn: WsConnection | None = self.__dict__.get("_conn")
+        if conn is not None:
+            conn.last_stream_id = value
+
+    @property
+    def lost(self) -> Event:
+        return self._conn.lost
+
+    @property
+    def last_error(self) -> str:
+        return self._conn.last_error
 
     # --- PushSubscriber -----------------------------------------------------------------
     def has_session(self) -> bool:
         return self.ws is not None
 
     def lost_event(self) -> Event:
-        return self.lost
+        return self._conn.lost
 
     def lost_error(self) -> Exception:
-        return WsConnectionLost(self.last_error or "connection closed")
+        return WsConnectionLost(self._conn.last_error or "connection closed")
 
     def open_session(self, since: str | None) -> bool:
-        url = self.endpoint.url
+        path = self.endpoint.path
+        query = ""
         if since is not None:
-            url += ("&" if "?" in url else "?") + urlencode({"since": since})
-        self.last_url = url
+            query = ("&" if "?" in path else "?") + urlencode({"since": since})
+        self.last_url = self.endpoint.url + query
         start = time.perf_counter()
         try:
-            with gevent.Timeout(self.connect_timeout, WsConnectFailed("no upgrade in time")):
-                ws = websocket.create_connection(
-                    url,
-                    header=dict(self.headers),
-                    skip_utf8_validation=True,
-                    # the handshake is bounded by the gevent.Timeout; a socket timeout
-                    # would end a quiet stream
-                    timeout=None,
-                )
-        except (WsError, websocket.WebSocketException, OSError) as exc:
-            err = exc if isinstance(exc, WsError) else WsConnectFailed(f"{url}: {exc}")
-            fire(self.environment, REQUEST_TYPE, self.connect_name, _ms(start), err)
+            self._conn.connect(path + query, self.connect_timeout)
+        except WsError as exc:
+            fire(self.environment, REQUEST_TYPE, self.connect_name, _ms(start), exc)
             return False
         fire(self.environment, REQUEST_TYPE, self.connect_name, _ms(start))
-        self.ws = ws
-        self.last_error = ""
-        self.lost.clear()
-        self.subscribed()
-        self._reader = gevent.spawn(self._read, ws, self.sub)
+        self.ws = self._conn
         return True
 
     def close_session(self) -> None:
         ws, self.ws = self.ws, None
-        reader, self._reader = self._reader, None
-        if reader is not None and reader is not gevent.getcurrent():
-            reader.kill(block=True, timeout=1)  # one reader per socket at a time
         if ws is not None:
-            # a close frame without waiting for the answer, then the socket
-            with contextlib.suppress(websocket.WebSocketException, OSError):
-                ws.send_close()
-            ws.shutdown()
-        self.lost.set()
+            ws.close()
+        self._conn.lost.set()
 
-    # --- the reader ---------------------------------------------------------------------
-    def _read(self, ws: websocket.WebSocket, sub: telemetry.Subscriber | None) -> None:
-        """The reader greenlet: one blocking ``recv`` per frame on the gevent socket."""
-        recv = ws.recv_data
-        try:
-            while True:
-                opcode, data = recv()
-                recv_ns = time.time_ns()
-                if opcode in _DATA:
-                    self.frames += 1
-                    found = _STREAM_ID.search(data)
-                    if found is not None:
-                        self.last_stream_id = found.group(1).decode()
-                    if sub is not None:
-                        sub.received(data, recv_ns)
-                elif opcode == _CLOSE:
-                    self.last_error = "closed by the server"
-                    return
-        except (websocket.WebSocketException, OSError) as exc:
-            self.last_error = str(exc) or type(exc).__name__
-        finally:
-            if self.ws is ws:
-                self.lost.set()
+    # --- frames (pump greenlet) ---------------------------------------------------------
+    def _on_frame(self, data: bytes, recv_ns: int) -> None:
+        sub = self.sub
+        if sub is not None:
+            sub.received(data, recv_ns)
 
 
 def _ms(start: float) -> float:

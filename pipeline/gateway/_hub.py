@@ -1,12 +1,19 @@
-"""Fan-out: one update in, one serialization per protocol, a bounded queue per client.
+"""Fan-out: one update in, its bytes encoded once, the same bytes to every subscriber.
 
 Per update (one entry of the Redis stream) the hub parses the JSON once, stamps
-the gateway hop, serializes once, builds the raw WebSocket text (the message plus
-``"stream_id"``) once and, for STOMP, the shared frame tail (``stream-id``,
-``content-length``, body, NUL) once; a client only adds its own short head
-(subscription id, message id). Each connection owns an :class:`Outbox` drained by
-exactly one sender task, so a slow client fills its own queue and loses frames
-(counted) without stalling anyone.
+the gateway hop, serializes once, and builds each frame it sends as a finished
+WebSocket frame (``bytes``: header + payload) once: the raw WebSocket text (the
+message plus ``"stream_id"``) for every ``/coordinates`` client, and one STOMP
+MESSAGE per distinct subscription head (destination + subscription id; every
+subscriber of one destination whose client numbers its subscriptions the same
+way, as stomp.js and our users do, shares one). So the cost per subscriber is
+a queue append, not a serialization. ``message-id`` is ``<subscription id>-<n>``
+with ``n`` the hub's number of the update: unique per connection.
+
+Each connection owns an :class:`Outbox` drained by exactly one sender task,
+which writes everything queued since it last ran with one socket write (a
+Redis read of many entries becomes one write per client), so a slow client
+fills its own queue and loses frames (counted) without stalling anyone.
 
 A client resuming with ``since`` is not in the live sets while its replay runs:
 it sits behind a gate (``pipeline.gateway._replay``) that the hub offers every
@@ -21,7 +28,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from pipeline._trace import stamp
@@ -41,8 +48,32 @@ TOPIC_ALL = "/topic/coordinates"
 TOPIC_DEVICE_PREFIX = "/topic/devices/"
 
 
+def ws_frame(payload: bytes) -> bytes:
+    """A final, unmasked server text frame (RFC 6455 section 5.2): written as is to a socket."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
+
+def ws_payload(frame: bytes) -> bytes:
+    """The payload of a frame made by :func:`ws_frame`."""
+    n = frame[1]
+    return frame[2 + (2 if n == 126 else 8 if n == 127 else 0) :]
+
+
+#: A STOMP heart-beat (one EOL) as a WebSocket frame.
+HEARTBEAT_FRAME = ws_frame(b"\n")
+
+
 class Outbox:
-    """A connection's bounded send queue; items are ``(text, t_received)``.
+    """A connection's bounded send queue; items are ``(frame, t_received)``.
+
+    A frame is ``bytes`` (a finished WebSocket frame, shared by every subscriber
+    of the update) or ``str`` (a control frame's text, or one built for this
+    client alone).
 
     Data frames beyond ``limit`` are dropped and counted; control frames
     (CONNECTED, RECEIPT, ERROR) still get in up to twice the limit, so a slow
@@ -66,7 +97,7 @@ class Outbox:
     def __init__(self, protocol: str, limit: int, stats: GatewayStats) -> None:
         self.protocol = protocol
         self.limit = max(1, limit)
-        self.items: deque[tuple[Any, float | None]] = deque()
+        self.items: deque[tuple[Any, float | None]] = deque()  # (str | bytes | _CLOSE, t)
         self.wake = asyncio.Event()
         self.closed = False
         self.stats = stats
@@ -80,7 +111,7 @@ class Outbox:
     def next_id(self) -> str:
         return str(next(self._ids))
 
-    def push(self, text: str, t_received: float) -> bool:
+    def push(self, text: str | bytes, t_received: float) -> bool:
         if self.closed:
             return False
         if len(self.items) >= self.limit:
@@ -136,8 +167,14 @@ async def run_sender(
     outbox: Outbox,
     send_text: Callable[[str], Awaitable[None]],
     close: Callable[[], Awaitable[None]],
+    write: Callable[[bytes], Awaitable[None]] | None = None,
 ) -> None:
-    """The one task that writes to a connection; ends on close or a send failure."""
+    """The one task that writes to a connection; ends on close or a send failure.
+
+    With ``write`` (raw bytes to the connection's socket, after its flow control)
+    everything queued goes out as one write of finished WebSocket frames;
+    without it each frame goes through ``send_text`` (any ASGI server).
+    """
     items = outbox.items
     stats = outbox.stats
     hist = stats.push_latency
@@ -153,24 +190,52 @@ async def run_sender(
                 try:
                     await asyncio.wait_for(outbox.wake.wait(), outbox.heartbeat_s)
                 except TimeoutError:
-                    await send_text("\n")  # STOMP heart-beat: one EOL
+                    # STOMP heart-beat: one EOL
+                    await (write(HEARTBEAT_FRAME) if write is not None else send_text("\n"))
             else:
                 await outbox.wake.wait()
             continue
-        text, t_received = items.popleft()
-        if outbox.room is not None and len(items) <= outbox.limit // 2:
+        if write is None:
+            text, t_received = items.popleft()
+            if outbox.room is not None and len(items) <= outbox.limit // 2:
+                outbox._release_room()
+            if text is _CLOSE:
+                await close()
+                return
+            await send_text(ws_payload(text).decode() if isinstance(text, bytes) else text)
+            if t_received is not None:
+                hist.observe(perf() - t_received)
+                pushed[protocol] += 1
+            continue
+        batch: list[bytes] = []
+        closing = False
+        sent = 0
+        now = perf()
+        while items:
+            data, t_received = items.popleft()
+            if data is _CLOSE:
+                closing = True
+                break
+            batch.append(data if isinstance(data, bytes) else ws_frame(data.encode()))
+            if t_received is not None:
+                hist.observe(now - t_received)
+                sent += 1
+        if outbox.room is not None:
             outbox._release_room()
-        if text is _CLOSE:
+        if batch:
+            await write(batch[0] if len(batch) == 1 else b"".join(batch))
+            pushed[protocol] += sent
+        if closing:
             await close()
             return
-        await send_text(text)
-        if t_received is not None:
-            hist.observe(perf() - t_received)
-            pushed[protocol] += 1
 
 
 class Subscription:
-    """One STOMP SUBSCRIBE: its connection and its pre-built MESSAGE head."""
+    """One STOMP SUBSCRIBE: its connection and its pre-built MESSAGE head.
+
+    Subscriptions with the same head (destination and subscription id) are sent
+    the very same bytes: :meth:`Encoded.stomp_frame` builds them once per head.
+    """
 
     __slots__ = ("outbox", "sub_id", "destination", "device_id", "head")
 
@@ -181,10 +246,11 @@ class Subscription:
         self.sub_id = sub_id
         self.destination = destination
         self.device_id = device_id
-        self.head = head  # "MESSAGE\n...message-id:" — the id and the tail follow
+        self.head = head  # "MESSAGE\n...message-id:<sub id>-" — the number and the tail follow
 
-    def push(self, tail: str, t_received: float) -> None:
-        self.outbox.push(self.head + self.outbox.next_id() + tail, t_received)
+    def push(self, tail: str, t_received: float, number: str) -> None:
+        """Queue one MESSAGE built for this subscription alone (replay marks)."""
+        self.outbox.push(self.head + number + tail, t_received)
 
 
 def stomp_tail(body: str, stream_id: str | None) -> str:
@@ -202,10 +268,50 @@ def ws_text(text: str, stream_id: str) -> str:
     return f'{text[:-1]},"stream_id":"{stream_id}"}}'  # text is a non-empty object
 
 
+_numbers = itertools.count(1)
+
+
+class SharedFrames:
+    """The STOMP MESSAGE frames of one body, one per subscription head, each built once."""
+
+    __slots__ = ("tail", "number", "_by_head")
+
+    def __init__(self, tail: str, number: str) -> None:
+        self.tail = tail
+        self.number = number
+        self._by_head: dict[str, bytes] = {}
+
+    def frame(self, head: str) -> bytes:
+        data = self._by_head.get(head)
+        if data is None:
+            data = self._by_head[head] = ws_frame((head + self.number + self.tail).encode())
+        return data
+
+    def push_to(self, subs: Iterable[Subscription], t_received: float) -> None:
+        by_head = self._by_head
+        for sub in subs:
+            data = by_head.get(sub.head)
+            if data is None:
+                data = self.frame(sub.head)
+            sub.outbox.push(data, t_received)
+
+
 class Encoded:
     """One update decoded and serialized once, for every subscriber (live or replayed)."""
 
-    __slots__ = ("device_id", "msg", "text", "stream_id", "key", "t_received", "_ws", "_tail")
+    __slots__ = (
+        "device_id",
+        "msg",
+        "text",
+        "stream_id",
+        "key",
+        "t_received",
+        "number",
+        "_ws",
+        "_ws_frame",
+        "_tail",
+        "_stomp",
+    )
 
     def __init__(
         self,
@@ -221,8 +327,12 @@ class Encoded:
         self.stream_id = stream_id
         self.key = key
         self.t_received = t_received
+        #: the hub's number of this update: the MESSAGE ids' second half
+        self.number = str(next(_numbers))
         self._ws: str | None = None
+        self._ws_frame: bytes | None = None
         self._tail: str | None = None
+        self._stomp: SharedFrames | None = None
 
     @property
     def ws(self) -> str:
@@ -231,10 +341,24 @@ class Encoded:
         return self._ws
 
     @property
+    def ws_frame(self) -> bytes:
+        """The raw WebSocket text as a finished frame, for every ``/coordinates`` client."""
+        if self._ws_frame is None:
+            self._ws_frame = ws_frame(self.ws.encode())
+        return self._ws_frame
+
+    @property
     def tail(self) -> str:
         if self._tail is None:
             self._tail = stomp_tail(self.text, self.stream_id)
         return self._tail
+
+    @property
+    def stomp(self) -> SharedFrames:
+        """The MESSAGE frames of this update, one per subscription head."""
+        if self._stomp is None:
+            self._stomp = SharedFrames(self.tail, self.number)
+        return self._stomp
 
 
 def decode_update(raw: bytes | None, max_bytes: int) -> tuple[str, dict[str, Any]] | None:
@@ -347,17 +471,16 @@ class Hub:
             return
         self.latest[device_id] = [enc.msg, enc.text, t_received]
         if self.ws_clients:
-            text = enc.ws
+            frame = enc.ws_frame
             for outbox in self.ws_clients:
-                outbox.push(text, t_received)
+                outbox.push(frame, t_received)
         device_subs = self.stomp_device.get(device_id)
         if self.stomp_all or device_subs:
-            tail = enc.tail
-            for sub in self.stomp_all:
-                sub.push(tail, t_received)
+            frames = enc.stomp
+            if self.stomp_all:
+                frames.push_to(self.stomp_all, t_received)
             if device_subs:
-                for sub in device_subs:
-                    sub.push(tail, t_received)
+                frames.push_to(device_subs, t_received)
         if self.gated:
             caught_up = [gate for gate in self.gated.values() if gate.offer(enc)]
             for gate in caught_up:
@@ -396,18 +519,18 @@ class Hub:
                 f'{{"type":"snapshot","sent_ns":{time.time_ns()},{sid_field}"devices":[{devices}]}}'
             )
             self.stats.snapshots += 1
-            for outbox in self.ws_clients:
-                outbox.push(text, t_built)
+            if self.ws_clients:
+                frame = ws_frame(text.encode())
+                for outbox in self.ws_clients:
+                    outbox.push(frame, t_built)
             if self.stomp_all:
-                tail = stomp_tail(text, sid)
-                for sub in self.stomp_all:
-                    sub.push(tail, t_built)
+                number = str(next(_numbers))
+                SharedFrames(stomp_tail(text, sid), number).push_to(self.stomp_all, t_built)
         for device_id, subs in self.stomp_device.items():
             entry = self.latest.get(device_id)
             if entry is not None:
-                tail = stomp_tail(self._json_of(entry), sid)
-                for sub in subs:
-                    sub.push(tail, t_built)
+                shared = SharedFrames(stomp_tail(self._json_of(entry), sid), str(next(_numbers)))
+                shared.push_to(subs, t_built)
 
     def _prune(self) -> None:
         # Redis expires a silent device's latest after the TTL; forget it here too.

@@ -113,17 +113,16 @@ class Gate:
     def deliver(self, enc: Encoded, t_received: float) -> None:
         target = self.target
         if isinstance(target, Outbox):
-            text = enc.ws
             if self.mark:
                 self.mark = False
-                text = text[:-1] + ',"replay_truncated":true}'
-            target.push(text, t_received)
+                target.push(enc.ws[:-1] + ',"replay_truncated":true}', t_received)
+            else:
+                target.push(enc.ws_frame, t_received)
         elif self.mark:
             self.mark = False
-            out = target.outbox
-            out.push(target.head + out.next_id() + "\nreplay-truncated:true" + enc.tail, t_received)
+            target.push("\nreplay-truncated:true" + enc.tail, t_received, enc.number)
         else:
-            target.push(enc.tail, t_received)
+            target.outbox.push(enc.stomp.frame(target.head), t_received)
 
 
 class Replayer:

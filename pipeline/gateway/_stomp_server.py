@@ -233,7 +233,7 @@ class StompSession:
         esc = escape if self.parser.escaped else str
         return (
             f"MESSAGE\ndestination:{esc(destination)}\nsubscription:{esc(sub_id)}\n"
-            "content-type:application/json\nmessage-id:"
+            f"content-type:application/json\nmessage-id:{esc(sub_id)}-"
         )
 
     def _unsubscribe(self, frame: Frame) -> bool:

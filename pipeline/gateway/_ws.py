@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 
@@ -35,12 +36,57 @@ CLOSE_TRY_AGAIN = 1013
 BAD_SINCE_REASON = "since must be a stream id such as 1700000000000-0"
 
 
+#: Where :class:`KeepServerSend` leaves the server's own ASGI ``send`` in a WebSocket scope.
+SERVER_SEND = "pipeswarm.server_send"
+
+
+class KeepServerSend:
+    """ASGI middleware: note the server's ``send`` of a WebSocket (Starlette wraps it later)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            scope[SERVER_SEND] = send
+        await self.app(scope, receive, send)
+
+
+def raw_writer(websocket: WebSocket) -> Callable[[bytes], Awaitable[None]] | None:
+    """Write finished WebSocket frames straight to the connection's transport, or None.
+
+    The hub encodes each frame once for every subscriber; sending it through
+    ASGI would frame it again per subscriber and per message. uvicorn's
+    ``websockets-sansio`` protocol (what ``python -m pipeline.gateway`` runs,
+    permessage-deflate off, so a frame on the wire is exactly these bytes) owns
+    the ASGI ``send`` that :class:`KeepServerSend` noted: its transport takes the bytes after its own flow
+    control (``writable``, cleared while the socket's buffer is full). Under any
+    other server this is None and frames go through ``send_text``.
+    """
+    proto: Any = getattr(websocket.scope.get(SERVER_SEND), "__self__", None)
+    transport = getattr(proto, "transport", None)
+    writable = getattr(proto, "writable", None)
+    if transport is None or not isinstance(writable, asyncio.Event):
+        return None
+    if not hasattr(proto, "close_sent") or not hasattr(proto, "disconnected"):
+        return None
+
+    async def write(data: bytes) -> None:
+        if not writable.is_set():
+            await writable.wait()
+        if proto.disconnected or proto.close_sent or transport.is_closing():
+            raise WebSocketDisconnect(1006)
+        transport.write(data)
+
+    return write
+
+
 async def _send_loop(outbox: Outbox, websocket: WebSocket) -> None:
     async def close() -> None:
         await websocket.close(outbox.close_code, outbox.close_reason or None)
 
     try:
-        await run_sender(outbox, websocket.send_text, close)
+        await run_sender(outbox, websocket.send_text, close, raw_writer(websocket))
     except (WebSocketDisconnect, OSError, RuntimeError):
         return  # the peer went away mid-send; the receive loop sees the close too
     except Exception:

@@ -123,6 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.add_middleware(_ws.KeepServerSend)  # the fan-out writes frames to the socket itself
     app.include_router(_rest.router)
 
     @app.exception_handler(RequestValidationError)

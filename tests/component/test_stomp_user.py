@@ -17,7 +17,13 @@ from gevent import monkey
 
 from tests.harness import Gateway, LocustRun, push
 from tests.helpers import closed_port, wait_for
-from users.stomp import TOPIC_ALL, StompClient, StompConnectFailed, StompSubscriber
+from users.stomp import (
+    TOPIC_ALL,
+    StompClient,
+    StompConnectFailed,
+    StompPyClient,
+    StompSubscriber,
+)
 
 TOKEN = "component-token"
 _os_thread = monkey.get_original("threading", "get_ident")
@@ -85,7 +91,7 @@ def test_a_wrong_or_missing_token_is_a_failed_connect_with_the_gateways_reason(g
         assert "authentication failed" in reason
 
 
-def test_the_receiver_is_a_greenlet_in_the_locust_thread_and_the_socket_has_nodelay(gateway, rds):
+def test_frames_are_read_in_the_locust_thread_and_the_socket_has_nodelay(gateway, rds):
     got: list[tuple[bytes, int, int]] = []
     client = StompClient(
         "127.0.0.1",
@@ -96,16 +102,14 @@ def test_the_receiver_is_a_greenlet_in_the_locust_thread_and_the_socket_has_node
     )
     try:
         assert client.connect() > 0
-        assert client.socket.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
-        conn = client.connection
-        assert isinstance(conn.transport.io_thread, gevent.Greenlet)
-        assert conn.heartbeats == (10_000, 10_000)  # negotiated with the gateway's CONNECTED
+        assert client.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert client.negotiated == (10_000, 10_000)  # agreed with the gateway's CONNECTED
         assert client.subscribe(TOPIC_ALL) > 0
         for seq in range(1, 21):
             push(rds, "any-run", "cmp-greenlet", seq)
             gevent.sleep(0.01)
         wait_for(lambda: len(got) == 20, 10, "20 updates over STOMP")
-        # stomp.py's receiver ran in this (the hub's) OS thread
+        # the pump greenlet read them, in this (the hub's) OS thread
         assert {thread for _b, _t, thread in got} == {_os_thread()}
         # the stamp is taken as the frame is read: gateway -> receive stays on loopback
         # scale (Nagle's 40 ms or a stalled loop would show)
@@ -116,29 +120,29 @@ def test_the_receiver_is_a_greenlet_in_the_locust_thread_and_the_socket_has_node
     assert client.lost.is_set() and not client.up
 
 
-def test_heart_beats_go_out_from_a_greenlet_at_the_negotiated_rate(gateway):
-    """The gateway wants one every 10 s (it drops a silent client after 20 s)."""
-    client = StompClient("127.0.0.1", gateway.port, "/ws", on_message=lambda *_: None, token=TOKEN)
-    beats: list[tuple[float, int]] = []
+def test_the_reference_engine_stomp_py_reads_the_same_frames(gateway, rds):
+    """StompPyClient (stomp.py on websocket-client) and StompClient, side by side."""
+    seen: dict[str, list[tuple[int, str | None]]] = {"ours": [], "stomp.py": []}
+    clients = {
+        "ours": StompClient("127.0.0.1", gateway.port, "/ws", on_message=print, token=TOKEN),
+        "stomp.py": StompPyClient("127.0.0.1", gateway.port, "/ws", on_message=print, token=TOKEN),
+    }
+    for name, client in clients.items():
+
+        def record(body: bytes, _ns: int, name: str = name, client=client) -> None:
+            seen[name].append((json.loads(body)["trace"]["seq"], client.last_stream_id))
+
+        client.on_message = record
     try:
-        client.connect()
-        transport = client.connection.transport
-        send = transport.send
-
-        def recording_send(frame: bytes) -> None:
-            if frame == b"\n":
-                beats.append((time.monotonic(), _os_thread()))
-            send(frame)
-
-        transport.send = recording_send
-        start = time.monotonic()
-        wait_for(lambda: beats, 15, "a heart-beat")
-        assert 8 < beats[0][0] - start < 12
-        # stomp.py's heart-beat thread is a greenlet in this OS thread (gevent's patch)
-        assert beats[0][1] == _os_thread()
-        assert client.up
+        for client in clients.values():
+            client.connect()
+            client.subscribe("/topic/devices/cmp-reference")
+        ids = [push(rds, "any-run", "cmp-reference", seq) for seq in range(1, 11)]
+        wait_for(lambda: all(len(v) == 10 for v in seen.values()), 10, "10 frames each")
+        assert seen["ours"] == seen["stomp.py"] == list(zip(range(1, 11), ids, strict=True))
     finally:
-        client.close()
+        for client in clients.values():
+            client.close()
 
 
 def test_connect_to_nothing_fails_fast_with_one_sentence():

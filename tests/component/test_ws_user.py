@@ -43,9 +43,9 @@ def test_subscribers_count_every_streamed_update(gateway, rds, tmp_path):
         assert run.count("mqtt→ws", "E2E") == 200
         assert run.count("mqtt→ws:push", "E2E") == 200
         user = next(iter(run.runner.user_greenlets)).args[0]
-        sock = user.ws.sock
+        sock = user.ws.socket
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
-        assert isinstance(user._reader, gevent.Greenlet) and not user._reader.dead
+        assert user.ws.connected and not user.lost.is_set()
         assert user.frames == 100  # 2 devices x 50 updates, nothing else on the stream
     totals = run.e2e["paths"]["mqtt→ws"]["totals"]
     assert (totals["delivered"], totals["lost"], totals["duplicated"]) == (200, 0, 0)
@@ -105,15 +105,17 @@ def test_a_restarted_gateway_is_reconnected(redis_url, mqtt_url, rds, tmp_path):
         assert (totals["delivered"], totals["lost"]) == (10, 0)
 
 
-def test_the_reader_runs_in_the_locust_thread(gateway, rds, tmp_path):
-    seen: list[int] = []
+def test_frames_are_read_in_the_locust_thread(gateway, rds, tmp_path):
+    seen: list[tuple[int, bool]] = []
 
     class Probe(WsSubscriber):
-        def _read(self, ws, sub):  # record the OS thread the reader greenlet runs in
-            seen.append(_os_thread())
-            super()._read(ws, sub)
+        def _on_frame(self, data, recv_ns):  # record the OS thread the pump greenlet runs in
+            seen.append((_os_thread(), isinstance(gevent.getcurrent(), gevent.Greenlet)))
+            super()._on_frame(data, recv_ns)
 
     with LocustRun([Probe], "--gateway-url", gateway.url, results=tmp_path) as run:
         run.start(1)
-        run.wait(lambda: seen, 10, "the reader greenlet")
-    assert seen == [_os_thread()]
+        run.wait(lambda: run.ledger.subscribers, 10, "the WS subscriber")
+        push(rds, run.ledger.run_id, "cmp-ws-thread", 1, run.ledger)
+        run.wait(lambda: seen, 10, "a frame")
+    assert seen == [(_os_thread(), True)]  # a greenlet (the pump), not the hub
