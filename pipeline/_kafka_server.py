@@ -166,7 +166,9 @@ def prepare(
     log4j.write_text(LOG4J2)
     base = [java(), *JVM_OPTS, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs()}/*"]
     if not (log_dir / "meta.properties").exists():
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cid = "-"
+        while cid.startswith("-"):  # as Kafka's Uuid.randomUuid: "-x…" reads as an option
+            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         fmt = [
             java(), "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xshare:auto",
             f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs()}/*",

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 LOCUSTFILE = """
+import os
 import time
 from locust import User, constant, task
 import telemetry
@@ -33,7 +34,9 @@ class Loopback(User):
 
     def on_start(self):
         self.ledger = telemetry.get_ledger(self.environment)
-        self.device = "dev-%d" % id(self)
+        # id() alone repeats across forked worker processes: two workers' users would
+        # share a device id and the master would count one's sequence as the other's loss
+        self.device = "dev-%d-%d" % (os.getpid(), id(self))
         self.sub = self.ledger.subscriber("loop", [self.device])
         self.seq = 0
 
