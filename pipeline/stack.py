@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import _health, _kafka_server, _toxiproxy
+from pipeline import _health, _kafka_server, _toxiproxy, auth
 from pipeline._health import STALL_WINDOW_S, accepts_hostport, kafka_answers, redis_loaded
 from pipeline._kafka import ensure_topics
 from pipeline._procs import (
@@ -189,6 +189,7 @@ class Stack:
     def start(self) -> Stack:
         """Start every part in order; on any failure stop what was started."""
         self._preflight()
+        auth.create_secret(self.state_dir)
         try:
             if self.fault_proxies:
                 self.procs["toxiproxy"] = self._start_toxiproxy()
@@ -280,6 +281,7 @@ class Stack:
         if remove_data:
             for data in self.data_dirs():
                 shutil.rmtree(data, ignore_errors=True)
+            self.secret_file.unlink(missing_ok=True)
 
     def data_dirs(self) -> list[Path]:
         return [
@@ -287,6 +289,11 @@ class Stack:
             self.state_dir / "mosquitto-data",
             self.state_dir / f"redis-{self.ports['redis']}",
         ]
+
+    @property
+    def secret_file(self) -> Path:
+        """The stack secret every credential derives from (:mod:`pipeline.auth`)."""
+        return (self.state_dir / auth.SECRET_FILE).resolve()
 
     # -- state file --------------------------------------------------------
     def save(self) -> Path:
@@ -302,6 +309,7 @@ class Stack:
             "redis_ttl_s": self.redis_ttl_s,
             "consumers": self.consumers,
             "fault_proxies": self.fault_proxies,
+            "secret_file": str(self.secret_file),
             "services": {n: p.as_dict() for n, p in self.procs.items()},
             "paused": sorted(self.paused),
             "started_at": time.time(),
