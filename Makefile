@@ -56,7 +56,7 @@ test: setup
 	@export PATH="$$PATH:/usr/sbin:/sbin"; log=$$(mktemp); \
 	$(PY) -m pytest -q -p no:cacheprovider $(HOLDS) >$$log 2>&1 & holds=$$!; \
 	trap "kill $$holds 2>/dev/null" INT TERM; \
-	nice -n 10 $(PY) -m pytest -q tests --ignore $(HOLDS); rest=$$?; \
+	nice -n 10 $(PY) -m pytest -q --durations=25 tests --ignore $(HOLDS); rest=$$?; \
 	wait $$holds; held=$$?; echo "--- $(HOLDS)"; cat $$log; rm -f $$log; \
 	test $$rest -eq 0 && test $$held -eq 0
 
