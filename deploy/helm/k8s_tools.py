@@ -189,9 +189,10 @@ def main(argv: list[str]) -> int:
         install()
         return 0
     if command == "env":
-        print(f"HELM={binary('helm') or ''}")
-        print(f"KUBECONFORM={binary('kubeconform') or ''}")
-        print(f"KUBECONFORM_ARGS={shlex.join(kubeconform_args())}")
+        # shell assignments, for eval "$(python deploy/helm/k8s_tools.py env)"
+        print(f"HELM={shlex.quote(binary('helm') or '')}")
+        print(f"KUBECONFORM={shlex.quote(binary('kubeconform') or '')}")
+        print(f"KUBECONFORM_ARGS={shlex.quote(shlex.join(kubeconform_args()))}")
         return 0
     print(f"k8s_tools: unknown command {command!r}; use install, installed or env.")
     return 2

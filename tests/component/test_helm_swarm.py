@@ -14,11 +14,15 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline._procs import free_port
 from tests.helpers import wait_for
 from tests.unit.test_helm import CHART, container, helm, objects, tools  # noqa: F401 - a fixture
+
+# the tools fixture builds helm and kubeconform when `make setup` has not
+pytestmark = pytest.mark.timeout(1200)
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = """

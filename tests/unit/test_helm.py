@@ -18,6 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
+# the first test builds helm and kubeconform when `make setup` has not (minutes on 2 cores)
+pytestmark = pytest.mark.timeout(1200)
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "pipeswarm"
 CONF_PATH = "/etc/pipeswarm/locust.conf"
