@@ -198,6 +198,13 @@ def test_the_pipeline_services_point_the_load_and_each_other_at_the_cluster(
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "swarm-pipeswarm-kafka:9092"
     assert env["REDIS_URL"] == "redis://swarm-pipeswarm-redis:6379/0"
     assert container(objs, "bridge")["command"] == ["python", "-m", "pipeline.bridge"]
+
+    # the broker's settings are docker-compose's (deploy/mosquitto.conf), not a drifting copy
+    def directives(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+    in_chart = objs[("ConfigMap", "swarm-pipeswarm-mosquitto")]["data"]["mosquitto.conf"]
+    assert directives(in_chart) == directives((ROOT / "deploy" / "mosquitto.conf").read_text())
     kafka_env = {e["name"]: e["value"] for e in container(objs, "kafka")["env"]}
     assert kafka_env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://swarm-pipeswarm-kafka:9092"
 
