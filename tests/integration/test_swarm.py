@@ -83,7 +83,9 @@ def test_locusts_request_rate_is_what_the_devices_really_sent(stack, tmp_path):
     assert not [key for key in stats if key[0] == "E2E"]  # ... but none is a Locust request
     aggregated = stats[("", "Aggregated")]
     requests = int(aggregated["Request Count"])
-    assert requests == sum(int(r["Request Count"]) for k, r in stats.items() if k[1] != "Aggregated")
+    assert requests == sum(
+        int(r["Request Count"]) for k, r in stats.items() if k[1] != "Aggregated"
+    )
     # real requests: one per publish (to PUBACK) plus 23 connects and 3 subscribes
     assert _near(requests, published), (requests, published)
     publishes = int(stats[("MQTT", "publish:1:sensors/+/coordinates")]["Request Count"])
