@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from locust import events
 
 from telemetry.exceptions import OptionError, exit_on_option_error
+from telemetry.results import mask_url_passwords
 
 if TYPE_CHECKING:
     from argparse import Namespace
@@ -117,6 +118,8 @@ class Option(Generic[T]):
         default = self.current_default()
         where = " (from .pipeswarm/stack.json)" if default != self.default else ""
         shown = self.doc_default or (repr(default) if default == "" else str(default))
+        if self.secret:  # the stack's URLs carry a password: not in --help, not in the web UI
+            shown = mask_url_passwords(shown)
         kwargs: dict[str, Any] = {
             "default": default,
             "env_var": self.env,

@@ -100,10 +100,13 @@ def test_locusts_request_rate_is_what_the_devices_really_sent(stack, tmp_path):
 
 def test_master_and_two_workers_merge_one_exact_histogram(stack, tmp_path):
     out = tmp_path / "run"
-    run_locust(stack, out, *SCENARIO, "-t", "20s", "--processes", "2", *private_master())
+    run_locust(stack, out, *SCENARIO, "-t", "20s", "--processes", "2", *private_master(),
+               "--e2e-in-stats", "true", "--e2e-hop-events", "false")  # fmt: skip
     result = e2e(out)
     _assert_every_message_accounted(result)
     assert len(result["workers_reported"]) == 2
+    stats = locust_stats(out)  # the option reached the workers: their E2E entries are back
+    assert not [key for key in stats if key[0] == "E2E" and ":" in key[1]]  # no hop entries
     for path in PATHS:
         subs = [s for s in result["subscribers"] if path in s["counters"]]
         by_worker: dict[str, int] = {}
@@ -113,6 +116,7 @@ def test_master_and_two_workers_merge_one_exact_histogram(stack, tmp_path):
             )
         merged = Histogram.decode(result["paths"][path]["latency"]["total"]["hdr"])
         assert merged.count == sum(by_worker.values()) > 0
+        assert int(stats[("E2E", path)]["Request Count"]) == merged.count
     # The 3 STOMP subscribers were spread over both workers, and both halves were merged.
     stomp_workers = {s["worker"] for s in result["subscribers"] if s["kind"] == "stomp"}
     assert len(stomp_workers) == 2
