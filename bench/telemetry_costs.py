@@ -1,8 +1,9 @@
 """Per-message costs of the telemetry hot paths: ``python -m bench telemetry-costs``.
 
 Prints µs per call (best of 5 runs) for building an envelope, reading one, and a
-subscriber's ``received`` with and without Locust's own request listener (what a
-real run pays: the ``E2E`` entries go through ``events.request``). Not a test:
+subscriber's ``received`` without Locust request events (what a run pays by default)
+and with them through Locust's own stats listener (what ``--e2e-in-stats true``
+adds: the ``E2E`` entries go through ``events.request``). Not a test:
 figures depend on the machine; ``bench/`` owns comparisons.
 """
 
@@ -60,7 +61,7 @@ def measure(number: int = 50_000) -> dict[str, float]:
             * 1e6
         )
 
-    out["ledger.received, no listener (6 histograms)"] = run_received(Ledger(RUN))
+    out["ledger.received, default (6 histograms, no events)"] = run_received(Ledger(RUN))
     env = Environment(events=Events())
     runner = env.create_local_runner()  # Locust's stats listener, as in a real run
     try:
@@ -75,8 +76,10 @@ def measure(number: int = 50_000) -> dict[str, float]:
                 context={},
             )
 
-        out["ledger.received + 6 E2E request events"] = run_received(Ledger(RUN, fire=fire))
-        out["ledger.received + 1 E2E event (--e2e-hop-events false)"] = run_received(
+        out["ledger.received + 6 E2E events (--e2e-in-stats true)"] = run_received(
+            Ledger(RUN, fire=fire)
+        )
+        out["ledger.received + 1 E2E event (... --e2e-hop-events false)"] = run_received(
             Ledger(RUN, fire=fire, hop_events=False)
         )
     finally:

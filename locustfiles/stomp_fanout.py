@@ -1,8 +1,8 @@
 """STOMP fan-out: subscribers arrive in stages while a small fleet keeps publishing.
 
 The Go STOMP load tool's scenario: 300 more connections every 10 s, reporting
-P50/P90/P95/P99 of message latency (the ``E2E`` entries ``mqtt→stomp``) and of
-connect time (``STOMP connect``)::
+P50/P90/P95/P99 of message latency (path ``mqtt→stomp`` in the End to end tab and
+``summary.csv``) and of connect time (``STOMP connect``)::
 
     locust -f locustfiles/stomp_fanout.py --headless --shape stages \
         --shape-stages 10:310,10:610,10:910 -t 30s

@@ -86,18 +86,17 @@ PROMETHEUS_PORT = Option(
     int,
     DEFAULT_PORT,
     "PIPESWARM_PROMETHEUS_PORT",
-    "Port of the master's (or local process's) /metrics for Prometheus; 0 = off",
+    "Port of the master's (or local process's) /metrics for Prometheus; 0 = off. "
+    "Read once at start-up (the web UI shows it; changing it there has no effect)",
     check=lambda port: None if 0 <= port < 65536 else "must be 0 (off) to 65535",
-    web_ui=False,
 )
 PROMETHEUS_HOST = Option(
     "--prometheus-host",
     str,
     "",
     "PIPESWARM_PROMETHEUS_HOST",
-    "Address the exporter binds to",
+    "Address the exporter binds to; read once at start-up",
     doc_default="all interfaces (like --web-host)",
-    web_ui=False,
 )
 OPTIONS = OptionGroup("pipeswarm Prometheus exporter", PROMETHEUS_PORT, PROMETHEUS_HOST)
 

@@ -104,7 +104,6 @@ FAULTS = Option(
     "restart:kafka@90s, netem:mqtt@150s+20s:delay=200ms,loss=5%'. Actions kill, stop, "
     "pause, restart (processes) and latency, netem, partition, bandwidth (Toxiproxy)",
     doc_default="none",
-    web_ui=False,
     error=FaultError,
 )
 FAULT_COMMAND = Option(
@@ -116,6 +115,8 @@ FAULT_COMMAND = Option(
     "(kill, stop, start, restart, pause, resume) and {component} filled in, e.g. "
     "'docker {action} {component}'; empty = the embedded stack's `python -m pipeline`",
     doc_default="the embedded stack",
+    # the one option kept out of the web UI's form: a browser must not choose a shell
+    # command for the master to run (Locust's web UI has no login by default)
     web_ui=False,
     error=FaultError,
 )
@@ -126,10 +127,9 @@ TOXIPROXY_URL = Option(
     "PIPESWARM_TOXIPROXY_URL",
     "Toxiproxy REST API for the network actions; its proxy names are the components",
     default_from=_stack_toxiproxy,
-    web_ui=False,
     error=FaultError,
 )
-OPTIONS = OptionGroup("pipeswarm faults", FAULTS, FAULT_COMMAND, TOXIPROXY_URL, web_ui=False)
+OPTIONS = OptionGroup("pipeswarm faults", FAULTS, FAULT_COMMAND, TOXIPROXY_URL)
 
 
 # --- checking the options ----------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Publishers (device users) and subscribers (STOMP/WS users) call it; it keeps
 per-subscriber, per-device sequence accounting (``_sequence``), records every
-latency into exact histograms (``hdr``) and per-second windows, and fires each
-sample as a Locust request event through the ``fire`` callable it was given.
+latency into exact histograms (``hdr``) and per-second windows, and, when it was
+given a ``fire`` callable (``--e2e-in-stats true``), fires each sample as a
+Locust request event too.
 
 It knows nothing about Locust: ``telemetry.plugin`` creates one per
 ``Environment`` and ships :meth:`Ledger.report` / :meth:`Ledger.final` to the

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from locust import events
 
 from telemetry.exceptions import OptionError, exit_on_option_error
+from telemetry.results import mask_url_passwords
 
 if TYPE_CHECKING:
     from argparse import Namespace
@@ -54,6 +55,7 @@ __all__ = [
     "E2E_GRACE",
     "E2E_DRAIN",
     "E2E_HOP_EVENTS",
+    "E2E_IN_STATS",
     "TELEMETRY",
 ]
 
@@ -116,6 +118,8 @@ class Option(Generic[T]):
         default = self.current_default()
         where = " (from .pipeswarm/stack.json)" if default != self.default else ""
         shown = self.doc_default or (repr(default) if default == "" else str(default))
+        if self.secret:  # the stack's URLs carry a password: not in --help, not in the web UI
+            shown = mask_url_passwords(shown)
         kwargs: dict[str, Any] = {
             "default": default,
             "env_var": self.env,
@@ -230,7 +234,6 @@ RESULTS_DIR = Option(
     "PIPESWARM_RESULTS_DIR",
     "Directory for run.json, e2e.json, timeseries.csv; '{run_id}' is replaced",
     doc_default="`results/<run id>/`",
-    web_ui=False,  # only LocustArgumentParser's own add_argument understands it
 )
 RUN_ID = Option(
     "--run-id",
@@ -256,15 +259,32 @@ E2E_DRAIN = Option(
     "Seconds subscribers keep reading after publishers stop, at the end of a test",
     check=at_least(0, "must be 0 or more seconds"),
 )
+E2E_IN_STATS = Option(
+    "--e2e-in-stats",
+    str,
+    "false",
+    "PIPESWARM_E2E_IN_STATS",
+    "Also fire every delivery as a Locust request of type E2E (one per path, and per hop "
+    "with --e2e-hop-events), the old behaviour: Locust's RPS, Aggregated row, --csv and --html "
+    "then count measurements, not requests. Off: end-to-end figures are in the End to end "
+    "tab, e2e.json, timeseries.csv and the pipeswarm_* metrics only",
+    choices=("true", "false"),
+)
 E2E_HOP_EVENTS = Option(
     "--e2e-hop-events",
     str,
     "true",
     "PIPESWARM_E2E_HOP_EVENTS",
-    "Also show each hop (path:service, path:kafka, ...) as an E2E request entry; "
-    "'false' keeps only the total (cheaper; e2e.json keeps every hop either way)",
+    "With --e2e-in-stats true: also fire each hop (path:service, path:kafka, ...) as an "
+    "E2E request entry; 'false' fires only the total (e2e.json keeps every hop either way)",
     choices=("true", "false"),
 )
 TELEMETRY = OptionGroup(
-    "pipeswarm telemetry", RESULTS_DIR, RUN_ID, E2E_GRACE, E2E_DRAIN, E2E_HOP_EVENTS
+    "pipeswarm telemetry",
+    RESULTS_DIR,
+    RUN_ID,
+    E2E_GRACE,
+    E2E_DRAIN,
+    E2E_IN_STATS,
+    E2E_HOP_EVENTS,
 )

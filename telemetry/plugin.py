@@ -22,6 +22,10 @@ Lifecycle (``Runner`` types from ``locust.runners``):
   are still alive while draining). Local: the same, in process.
 - ``test_stop`` — master/local: wait for the finals (bounded), compute loss and
   write ``run.json``, ``e2e.json``, ``timeseries.csv`` (docs/results.md).
+
+Deliveries are measurements, not requests: they stay out of Locust's request
+statistics (RPS, Aggregated, ``--csv``, ``--html``) unless ``--e2e-in-stats true``
+makes the ledger fire each one as a request of type :data:`E2E_REQUEST_TYPE`.
 """
 
 from __future__ import annotations
@@ -43,7 +47,15 @@ from telemetry.collector import Collector
 from telemetry.exceptions import OptionError
 from telemetry.ledger import Ledger
 from telemetry.looplag import LoopLagProbe
-from telemetry.options import E2E_DRAIN, E2E_GRACE, E2E_HOP_EVENTS, RESULTS_DIR, RUN_ID, TELEMETRY
+from telemetry.options import (
+    E2E_DRAIN,
+    E2E_GRACE,
+    E2E_HOP_EVENTS,
+    E2E_IN_STATS,
+    RESULTS_DIR,
+    RUN_ID,
+    TELEMETRY,
+)
 from telemetry.timeseries import Sample, Timeseries
 
 if TYPE_CHECKING:
@@ -85,7 +97,7 @@ class E2EPlugin:
         self.environment = environment
         self.run_id = ""
         self._generated_ids: set[str] = set()
-        self.ledger = Ledger("", fire=self._fire, source=self._source())
+        self.ledger = Ledger("", source=self._source())
         self.probe = LoopLagProbe()
         self.collector: Collector | None = None
         self.timeseries: Timeseries | None = None
@@ -173,8 +185,11 @@ class E2EPlugin:
         self._stopping = False
         self.final_e2e = None
         hop_events = E2E_HOP_EVENTS.get(env) == "true"
+        # Locust's request statistics count requests the users made; deliveries are
+        # measurements and stay in the ledger unless --e2e-in-stats asks for the old entries
+        fire = self._fire if E2E_IN_STATS.get(env) == "true" else None
         self.ledger = Ledger(
-            run_id, grace_s=grace, fire=self._fire, source=self._source(), hop_events=hop_events
+            run_id, grace_s=grace, fire=fire, source=self._source(), hop_events=hop_events
         )
         self.probe.stop()
         self.probe = LoopLagProbe()

@@ -30,6 +30,7 @@ __all__ = [
     "write_timeseries",
     "versions",
     "safe_options",
+    "mask_url_passwords",
 ]
 
 RUN_FORMAT = "pipeswarm-run/1"
@@ -152,6 +153,11 @@ def safe_options(options: Any) -> dict[str, Any]:
             value = _URL_PASSWORD.sub(r"\g<head>***@", value)
         out[name] = value
     return out
+
+
+def mask_url_passwords(text: str) -> str:
+    """``mqtt://dev:s3cret@h:1883`` -> ``mqtt://dev:***@h:1883`` (anywhere in ``text``)."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", text)
 
 
 def safe_argv(argv: list[str]) -> list[str]:

@@ -94,7 +94,6 @@ SLO = Option(
     "YAML file of service-level objectives (docs/slo.example.yaml), checked when "
     "Locust quits; a failed objective sets the exit code to 1",
     doc_default="none",
-    web_ui=False,
 )
 OPTIONS = OptionGroup("pipeswarm SLO check", SLO)
 

@@ -11,6 +11,17 @@ percentiles over all workers, in milliseconds): one row per (path, hop), the
 ``total`` row of a path carrying its lost/duplicated/reordered counts. The same
 rows are served as JSON at ``/pipeswarm/e2e`` and as CSV at
 ``/pipeswarm/e2e.csv`` (linked from the UI's download list).
+
+Charts: an extended tab renders a table only, so ``/pipeswarm/e2e/charts`` is a
+self-contained page (``static/e2e_charts.html``, inline SVG, no external script)
+drawing per-path p50/p99, delivered/s and loss over time from
+``/pipeswarm/e2e/series`` (the per-second rows of ``timeseries.csv``, as they
+close) and the per-hop breakdown from ``/pipeswarm/e2e``; ``static/e2e_tab.js``,
+added to Locust's index page, shows that page above the tab's table.
+
+Custom parameters: the form lists the pipeswarm options group by group, each
+help text starting with its group (Flask's ``before_render_template`` signal on
+the index page; its ``tojson`` keeps that order instead of sorting keys).
 """
 
 from __future__ import annotations
@@ -18,13 +29,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import locust
-from flask import Response, jsonify, request
+from flask import Flask, Response, before_render_template, jsonify, request, send_from_directory
 from locust.runners import WorkerRunner
 
 from telemetry._live import lost_by_path, path_counters
+from telemetry.options import GROUPS
 from telemetry.plugin import get_plugin
 from telemetry.stages import LEGS
 
@@ -33,7 +46,9 @@ if TYPE_CHECKING:
 
     from telemetry.plugin import E2EPlugin
 
-__all__ = ["TAB_KEY", "COLUMNS", "rows", "install"]
+__all__ = ["TAB_KEY", "COLUMNS", "rows", "series", "grouped_options", "install"]
+
+STATIC = Path(__file__).with_name("static")
 
 TAB_KEY = "e2e"
 TAB_TITLE = "End to end"
@@ -100,6 +115,60 @@ def rows(plugin: E2EPlugin) -> list[dict[str, Any]]:
     return out
 
 
+def series(plugin: E2EPlugin, start: int = 0) -> dict[str, Any]:
+    """Per-second rows of the current run from index ``start`` on (``timeseries.csv``'s, as
+    they close): ``{"run", "from", "next", "rows": [{t, path, published, delivered, p50, p99,
+    lost}]}``; ``t`` is seconds since the run started, latencies in ms (None: no delivery)."""
+    ts = plugin.timeseries
+    closed = ts.rows if ts is not None else []
+    start = min(max(start, 0), len(closed))
+    out = []
+    for row in closed[start:]:
+        path = row.get("path")
+        if not path or path.startswith("*"):
+            continue
+        out.append(
+            {
+                "t": row["elapsed_s"],
+                "path": path,
+                "published": row.get("published", 0),
+                "delivered": row.get("delivered", 0),
+                "p50": row.get("e2e_p50_ms"),
+                "p99": row.get("e2e_p99_ms"),
+                "lost": row.get("lost_so_far", 0),
+            }
+        )
+    return {"run": plugin.run_id or None, "from": start, "next": len(closed), "rows": out}
+
+
+def grouped_options(extra: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Locust's ``extra_options`` with the pipeswarm ones first, group by group, each help
+    text starting with its group ("STOMP subscriber: ..."); other options follow unchanged."""
+    out: dict[str, dict[str, Any]] = {}
+    for group in GROUPS:
+        label = group.title.removeprefix("pipeswarm ")
+        label = label[:1].upper() + label[1:]
+        for opt in group.options:
+            entry = extra.get(opt.dest)
+            if entry is not None:
+                out[opt.dest] = {**entry, "help_text": f"{label}: {entry.get('help_text') or ''}"}
+    out.update((k, v) for k, v in extra.items() if k not in out)
+    return out
+
+
+def _group_custom_parameters(app: Flask) -> None:
+    # Jinja's tojson sorts keys by default, which would undo the grouping in the page's
+    # templateArgs (its "json.dumps_kwargs" policy; Locust's pages use tojson for nothing else)
+    app.jinja_env.policies["json.dumps_kwargs"] = {"sort_keys": False}
+
+    def regroup(_sender: Flask, template: Any, context: dict[str, Any], **_kw: Any) -> None:
+        args = context.get("template_args")
+        if template.name == "index.html" and isinstance(args, dict) and args.get("extra_options"):
+            args["extra_options"] = grouped_options(args["extra_options"])
+
+    before_render_template.connect(regroup, app, weak=False)
+
+
 def _csv(table: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=[key for key, _ in COLUMNS], lineterminator="\n")
@@ -134,6 +203,8 @@ def install(environment: Environment) -> None:
 
     @app.after_request
     def add_e2e_rows(response: Response) -> Response:
+        if request.endpoint == "locust.index" and response.status_code == 200:
+            return _add_tab_script(response)
         if request.path != "/stats/requests" or response.status_code != 200:
             return response
         body = response.get_json(silent=True)
@@ -155,8 +226,37 @@ def install(environment: Environment) -> None:
             headers={"Content-Disposition": "attachment;filename=pipeswarm_e2e.csv"},
         )
 
+    @web_ui.auth_required_if_enabled
+    def pipeswarm_e2e_series() -> Response:
+        return jsonify(series(get_plugin(environment), request.args.get("from", 0, type=int)))
+
+    @web_ui.auth_required_if_enabled
+    def pipeswarm_e2e_charts() -> Response:
+        return send_from_directory(STATIC, "e2e_charts.html", max_age=0)
+
+    @web_ui.auth_required_if_enabled
+    def pipeswarm_e2e_tab_js() -> Response:
+        return send_from_directory(STATIC, "e2e_tab.js", max_age=0)
+
     app.add_url_rule("/pipeswarm/e2e", "pipeswarm_e2e", pipeswarm_e2e)
     app.add_url_rule("/pipeswarm/e2e.csv", "pipeswarm_e2e_csv", pipeswarm_e2e_csv)
+    app.add_url_rule("/pipeswarm/e2e/series", "pipeswarm_e2e_series", pipeswarm_e2e_series)
+    app.add_url_rule("/pipeswarm/e2e/charts", "pipeswarm_e2e_charts", pipeswarm_e2e_charts)
+    app.add_url_rule("/pipeswarm/e2e/tab.js", "pipeswarm_e2e_tab_js", pipeswarm_e2e_tab_js)
+    _group_custom_parameters(app)
+
+
+_TAB_SCRIPT = b'<script src="./pipeswarm/e2e/tab.js" defer></script>'
+
+
+def _add_tab_script(response: Response) -> Response:
+    """Locust's index page with ``static/e2e_tab.js`` loaded after its own bundle."""
+    if response.direct_passthrough or not response.mimetype == "text/html":
+        return response
+    body = response.get_data()
+    if _TAB_SCRIPT not in body and b"</body>" in body:
+        response.set_data(body.replace(b"</body>", _TAB_SCRIPT + b"</body>", 1))
+    return response
 
 
 def _on_init(environment: Environment, **_kw: Any) -> None:

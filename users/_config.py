@@ -229,6 +229,7 @@ MQTT_URL = _option(
     "PIPESWARM_MQTT_URL",
     "MQTT broker, mqtt://[user:pw@]host:port or mqtts:// for TLS",
     default_from=_stack_default("mqtt"),
+    secret=True,  # the embedded stack's URL carries its generated password: masked in the web UI
 )
 GATEWAY_URL = _option(
     "--gateway-url",
@@ -253,6 +254,7 @@ REDIS_URL = _option(
     "PIPESWARM_REDIS_URL",
     "Redis URL",
     default_from=_stack_default("redis"),
+    secret=True,
 )
 DEVICE_INTERVAL = _option(
     "--device-interval",
@@ -294,8 +296,7 @@ MQTT_KEEPALIVE = _option(
     "MQTT keepalive in seconds",
     check=lambda s: None if 0 <= s <= 65535 else "must be 0 (off) to 65535 seconds",
 )
-#: Backend URLs and device knobs. Not in the web UI's form (as before the options
-#: had one declaration: they were registered in an argument group, which it skips).
+#: Backend URLs and device knobs.
 OPTIONS = OptionGroup(
     "pipeswarm backends and devices",
     MQTT_URL,
@@ -307,7 +308,6 @@ OPTIONS = OptionGroup(
     MQTT_VERSION,
     PAYLOAD_TEMPLATE,
     MQTT_KEEPALIVE,
-    web_ui=False,
 )
 
 

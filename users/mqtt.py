@@ -32,7 +32,7 @@ Locust entries (``request_type="MQTT"``; the connection ones are listed in
   QoS 0 has no acknowledgement, and timing the write into a local socket buffer
   would be a made-up latency; ``None`` is Locust's own "no response time": the
   row shows requests and RPS, no percentiles. Its real latency is end to end, in
-  the ledger's ``E2E`` entries, measured where the message arrives.
+  the ledger (End to end tab, ``e2e.json``), measured where the message arrives.
 - ``command:orin/+/command`` — command receipt latency, ``now - issued_at`` (the
   epoch ns the gateway stamps into every command; clamped at 0 if clocks of two
   hosts disagree). A command without ``issued_at`` is counted with ``None``; one

@@ -140,8 +140,6 @@ RAMP_SECONDS = Option(
     "For --shape soak: ramp-up time to -u",
     error=ConfigError,
 )
-#: Not in the web UI's form (as before the options had one declaration: they were
-#: registered in an argument group, which it skips).
 OPTIONS = OptionGroup(
     "pipeswarm load shape",
     SHAPE,
@@ -152,7 +150,6 @@ OPTIONS = OptionGroup(
     SPIKE_AT,
     SPIKE_SECONDS,
     RAMP_SECONDS,
-    web_ui=False,
 )
 
 

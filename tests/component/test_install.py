@@ -46,6 +46,7 @@ def installed(tmp_path_factory) -> Path:
     (wheel,) = out.glob("pipeswarm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "report/templates/report.html.j2" in names and "pipeline/jars/pom.xml" in names
+    assert {"telemetry/static/e2e_charts.html", "telemetry/static/e2e_tab.js"} <= set(names)
     assert not any(n.startswith(("tests/", "bench/")) for n in names)
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
@@ -66,15 +67,15 @@ def test_the_pipeswarm_command_lists_every_option_in_help(installed, tmp_path):
         capture_output=True, text=True, timeout=120, cwd=tmp_path, env=run_env(installed),
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    for flag in (
-        "--mqtt-url",
-        "--device-interval",
-        "--slo",
-        "--shape",
-        "--e2e-grace",
-        "--results-dir",
-    ):
-        assert f"  {flag}" in out.stdout, flag
+    import users.shapes  # noqa: F401 - registers every load-side group
+    from telemetry.options import GROUPS
+
+    flags = [o.flag for g in GROUPS for o in g.options]
+    assert len(flags) >= 37 and {"--mqtt-url", "--slo", "--shape", "--e2e-in-stats"} <= set(flags)
+    for flag in flags:
+        assert f"  {flag} " in out.stdout, flag
+    for group in GROUPS:
+        assert f"\n{group.title}:\n" in out.stdout, group.title
 
 
 def test_a_worker_from_another_directory_runs_the_locustfile_the_master_sends(installed, tmp_path):

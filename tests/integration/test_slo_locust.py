@@ -3,7 +3,7 @@
 An integration test: it runs Locust itself, local and as a master with two
 worker processes. The locustfile is self-contained (no network): each user
 publishes into the telemetry ledger and receives its own message 1 ms later, so
-the run has real ``E2E`` figures and results files without any broker.
+the run has real end-to-end figures and results files without any broker.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import time
 
@@ -44,7 +45,8 @@ def _assert_every_message_accounted(result: dict) -> None:
 
 def test_headless_run_delivers_every_message_and_agrees_with_locust_stats(stack, tmp_path):
     out = tmp_path / "run"
-    run_locust(stack, out, *SCENARIO, "-t", "20s")
+    # --e2e-in-stats: the deliveries are Locust entries of type E2E again, as many as measured
+    run_locust(stack, out, *SCENARIO, "-t", "20s", "--e2e-in-stats", "true")
     result = e2e(out)
     _assert_every_message_accounted(result)
     assert result["published"]["messages"] > 50 * 10 * 15  # ~10 msg/s each for ~20 s
@@ -61,12 +63,50 @@ def test_headless_run_delivers_every_message_and_agrees_with_locust_stats(stack,
     assert int(stats[("MQTT", "publish:1:sensors/+/coordinates")]["Failure Count"]) == 0
 
 
+def _near(value: float, reference: float, tolerance: float = 0.05) -> bool:
+    return abs(value - reference) <= tolerance * reference
+
+
+def test_locusts_request_rate_is_what_the_devices_really_sent(stack, tmp_path):
+    """20 devices at 10 msg/s and 3 STOMP subscribers: Locust counts ~200 requests/s, not
+    the ~3,800 it did when every delivery and hop was an E2E request (20 x 10 x (1 + 3 x 6))."""
+    out = tmp_path / "run"
+    run_locust(stack, out, "locustfiles/pipeline.py", "Device", "Dashboard", "-u", "23",
+               "-r", "23", "-t", "8s", "--device-interval", "0.1", "--mqtt-qos", "1",
+               "--e2e-drain", "1")  # fmt: skip
+    result = e2e(out)
+    published = result["published"]["messages"]
+    assert published > 20 * 10 * 6, published
+    delivered = result["paths"]["mqtt→stomp"]["totals"]["delivered"]
+    assert delivered > 2 * published  # three subscribers: every delivery still measured ...
+    stats = locust_stats(out)
+    assert not [key for key in stats if key[0] == "E2E"]  # ... but none is a Locust request
+    aggregated = stats[("", "Aggregated")]
+    requests = int(aggregated["Request Count"])
+    assert requests == sum(
+        int(r["Request Count"]) for k, r in stats.items() if k[1] != "Aggregated"
+    )
+    # real requests: one per publish (to PUBACK) plus 23 connects and 3 subscribes
+    assert _near(requests, published), (requests, published)
+    publishes = int(stats[("MQTT", "publish:1:sensors/+/coordinates")]["Request Count"])
+    assert _near(publishes, published, 0.01), (publishes, published)
+    # Locust's RPS against the rate the devices published at, second by second
+    with open(out / "timeseries.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["path"] == "mqtt→stomp"]
+    per_second = [int(r["published"]) for r in rows if int(r["published"])][1:-1]  # full seconds
+    sent_per_s = sum(per_second) / len(per_second)
+    assert _near(float(aggregated["Requests/s"]), sent_per_s), (aggregated, sent_per_s)
+
+
 def test_master_and_two_workers_merge_one_exact_histogram(stack, tmp_path):
     out = tmp_path / "run"
-    run_locust(stack, out, *SCENARIO, "-t", "20s", "--processes", "2", *private_master())
+    run_locust(stack, out, *SCENARIO, "-t", "20s", "--processes", "2", *private_master(),
+               "--e2e-in-stats", "true", "--e2e-hop-events", "false")  # fmt: skip
     result = e2e(out)
     _assert_every_message_accounted(result)
     assert len(result["workers_reported"]) == 2
+    stats = locust_stats(out)  # the option reached the workers: their E2E entries are back
+    assert not [key for key in stats if key[0] == "E2E" and ":" in key[1]]  # no hop entries
     for path in PATHS:
         subs = [s for s in result["subscribers"] if path in s["counters"]]
         by_worker: dict[str, int] = {}
@@ -76,6 +116,7 @@ def test_master_and_two_workers_merge_one_exact_histogram(stack, tmp_path):
             )
         merged = Histogram.decode(result["paths"][path]["latency"]["total"]["hdr"])
         assert merged.count == sum(by_worker.values()) > 0
+        assert int(stats[("E2E", path)]["Request Count"]) == merged.count
     # The 3 STOMP subscribers were spread over both workers, and both halves were merged.
     stomp_workers = {s["worker"] for s in result["subscribers"] if s["kind"] == "stomp"}
     assert len(stomp_workers) == 2

@@ -169,3 +169,14 @@ def test_every_dashboard_shows_fault_phases_as_annotations():
         assert metric_names(faults["expr"]) == {"pipeswarm_fault_active"}, name
         assert 'pipeswarm_fault_active{run=~"$run"}' in faults["expr"], name
         assert "pipeswarm_fault_active" in docs
+
+
+def test_the_load_dashboards_request_rates_count_real_requests_only():
+    """End-to-end deliveries are measurements: with --e2e-in-stats Locust counts them as
+    requests of type E2E, and the Requests/s and failure figures must still leave them out."""
+    titles = {"Requests/s", "Failure ratio", "Requests per second by type"}
+    queries = [q for q in panel_queries() if q.dashboard == "load" and q.panel in titles]
+    assert {q.panel for q in queries} == titles
+    for q in queries:
+        for m in re.finditer(r"locust_(?:requests|failures):rate1m(\{[^}]*\})", q.expr):
+            assert 'request_type!="E2E"' in m.group(1), (q.panel, q.expr)

@@ -26,7 +26,7 @@ def _all() -> list[opts.Option]:
 
 def test_every_load_side_option_is_declared_once():
     flags = [o.flag for o in _all()]
-    assert len(flags) == len(set(flags)) == 36
+    assert len(flags) == len(set(flags)) == 37
     groups = {g.title for g in opts.GROUPS}
     assert groups == {
         "pipeswarm telemetry",
@@ -140,3 +140,17 @@ def test_an_unwritable_results_dir_is_one_sentence_before_the_run(tmp_path, monk
     assert check_writable("/proc/nope/{run_id}") == (
         "--results-dir /proc/nope/{run_id}: cannot write to /proc (No such file or directory)"
     )
+
+
+def test_a_secret_options_default_shows_no_password(monkeypatch, tmp_path):
+    """The stack's URLs carry its generated password: --help and the web UI's labels mask it."""
+    from users import _config
+
+    (tmp_path / "stack.json").write_text('{"urls": {"mqtt": "mqtt://dev:s3cret@127.0.0.1:1884"}}')
+    monkeypatch.setenv("PIPESWARM_STATE_DIR", str(tmp_path))
+    parser = get_empty_argument_parser()
+    _config.OPTIONS.add_arguments(parser)
+    action = parser.args_included_in_web_ui["mqtt_url"]
+    assert action.default == "mqtt://dev:s3cret@127.0.0.1:1884"  # still used as given
+    assert "mqtt://dev:***@127.0.0.1:1884 (from .pipeswarm/stack.json)" in action.help
+    assert "s3cret" not in action.help and action.is_secret

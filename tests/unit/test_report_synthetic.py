@@ -77,7 +77,7 @@ def build_run(
     env = Environment(events=Events())
     stats = env.stats
 
-    def fire(name: str, ms: float, length: int) -> None:
+    def fire(name: str, ms: float, length: int) -> None:  # a run with --e2e-in-stats true
         stats.log_request("E2E", name, ms, length)
 
     ledger = Ledger(run_id, grace_s=GRACE_S, fire=fire, source="local")

@@ -1,4 +1,4 @@
-"""The Locust wiring: E2E request entries, worker → master merging, results files."""
+"""The Locust wiring: E2E request entries (opt-in), worker → master merging, results files."""
 
 from __future__ import annotations
 
@@ -86,8 +86,26 @@ def _feed(ledger, device: str, seqs, sub, t_recv_offset_ns: int = 2_000_000) -> 
             sub.received(json.dumps(payload).encode(), t0 + t_recv_offset_ns)
 
 
-def test_received_messages_become_e2e_request_entries(local_env):
+def test_received_messages_stay_out_of_locusts_request_stats_by_default(local_env):
     env = local_env
+    plugin = telemetry.install(env)
+    env.events.test_start.fire(environment=env)
+    ledger = telemetry.get_ledger(env)
+    sub = ledger.subscriber("stomp")
+    _feed(ledger, "robot-1", range(1, 6), sub)
+    assert env.stats.total.num_requests == 0
+    assert not any(method == "E2E" for _name, method in env.stats.entries)
+    # ... and are all in the ledger's histograms
+    assert ledger.histograms.get("mqtt→stomp", "total").count == 5
+    assert ledger.histograms.get("mqtt→stomp", "push").count == 5
+    plugin.probe.stop()
+    if plugin._sampler is not None:
+        plugin._sampler.kill()
+
+
+def test_with_e2e_in_stats_received_messages_become_e2e_request_entries(local_env):
+    env = local_env
+    env.parsed_options.e2e_in_stats = "true"
     plugin = telemetry.install(env)
     env.events.test_start.fire(environment=env)
     ledger = telemetry.get_ledger(env)
@@ -239,7 +257,7 @@ def test_options_are_registered_with_env_vars(monkeypatch):
     opts = parser.parse_args([])
     assert (opts.e2e_drain, opts.results_dir) == (7.0, "out/{run_id}")
     in_ui = parser.args_included_in_web_ui
-    assert "e2e_grace" in in_ui and "run_id" in in_ui and "results_dir" not in in_ui
+    assert {"e2e_grace", "run_id", "results_dir", "e2e_in_stats"} <= set(in_ui)
 
 
 def test_run_json_never_carries_secrets():

@@ -1,8 +1,9 @@
-"""The web UI tab: template args, rows in /stats/requests, JSON and CSV routes."""
+"""The web UI tab: template args, rows in /stats/requests, JSON/CSV routes, charts, the options form."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from locust.event import Events
 
 import telemetry
 from telemetry import envelope, webui
+from telemetry.options import GROUPS
 
 MS = 1_000_000
 
@@ -93,3 +95,51 @@ def test_no_rows_before_the_first_test(tmp_path):
     environment = Environment(events=Events(), parsed_options=argparse.Namespace(run_id=""))
     environment.create_local_runner()
     assert webui.rows(telemetry.get_plugin(environment)) == []
+
+
+def _template_args(client) -> dict:
+    html = client.get("/").get_data(as_text=True)
+    doc = html.split("window.templateArgs = ", 1)[1].split("\n", 1)[0]
+    return json.loads(doc)
+
+
+def test_the_index_loads_the_charts_script_and_lists_every_option_by_group(env):
+    import users.shapes  # noqa: F401 - registers every load-side group
+
+    client = env.web_ui.app.test_client()
+    html = client.get("/").get_data(as_text=True)
+    assert html.count('<script src="./pipeswarm/e2e/tab.js" defer></script></body>') == 1
+    extra = _template_args(client)["extra_options"]
+    ours = [o for g in GROUPS for o in g.options]
+    shown = [o.dest for o in ours if o.web_ui]
+    assert [o.dest for o in ours if not o.web_ui] == ["fault_command"]  # a shell command
+    assert len(shown) >= 36 and {"mqtt_url", "device_interval", "mqtt_qos", "slo"} <= set(shown)
+    assert {"shape", "shape_stages", "e2e_in_stats", "results_dir"} <= set(shown)
+    # every one of them, in declaration order (group by group), each help led by its group
+    assert [k for k in extra if k in shown] == shown
+    assert list(extra)[: len(shown)] == shown
+    assert extra["mqtt_qos"]["help_text"].startswith("Backends and devices: QoS")
+    assert extra["stomp_token"]["help_text"].startswith("STOMP subscriber: ")
+    assert extra["mqtt_url"]["is_secret"] and not extra["device_interval"]["is_secret"]
+
+
+def test_the_charts_page_and_its_per_second_series(env):
+    plugin = _deliver(env, range(1, 21), 4)
+    client = env.web_ui.app.test_client()
+    page = client.get("/pipeswarm/e2e/charts")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    body = page.get_data(as_text=True)
+    assert 'fetch("series?from="' in body and "<script src" not in body  # self-contained
+    script = client.get("/pipeswarm/e2e/tab.js")
+    assert script.status_code == 200 and b"pipeswarm/e2e/charts" in script.get_data()
+    assert client.get("/pipeswarm/e2e/series").get_json()["rows"] == []  # nothing closed yet
+    plugin.timeseries.flush()  # close every second, as the end of a run does
+    doc = client.get("/pipeswarm/e2e/series").get_json()
+    assert doc["run"] == "run-1" and doc["from"] == 0 and doc["next"] >= 1
+    rows = [r for r in doc["rows"] if r["delivered"]]
+    assert sum(r["delivered"] for r in rows) == 20
+    assert {r["path"] for r in rows} == {"mqtt→stomp"}
+    assert all(r["p99"] == pytest.approx(4.0, rel=1e-2) for r in rows)
+    assert all(r["lost"] == 0 for r in doc["rows"])
+    again = client.get(f"/pipeswarm/e2e/series?from={doc['next']}").get_json()
+    assert again["rows"] == [] and again["from"] == doc["next"]  # polled incrementally
