@@ -189,12 +189,19 @@ class Stack:
         )
         return {**env, "PYTHONUNBUFFERED": "1"}
 
+    def mqtt_login(self, username: str = _mqtt_plugin.TOOL_USER) -> tuple[str, str] | None:
+        """(username, derived password) on the stack's Mosquitto; None when it is anonymous.
+        The default account may publish and subscribe anything (tests, benchmarks)."""
+        if not self.mqtt_auth:
+            return None
+        return username, auth.mqtt_password(self.secret, username)
+
     def mqtt_url_for(self, username: str) -> str:
         """The stack's MQTT URL with ``username`` and its derived password in it."""
-        if not self.mqtt_auth:
+        login = self.mqtt_login(username)
+        if login is None:
             return self.urls["mqtt"]
-        password = auth.mqtt_password(self.secret, username)
-        return self.urls["mqtt"].replace("mqtt://", f"mqtt://{username}:{password}@", 1)
+        return self.urls["mqtt"].replace("mqtt://", f"mqtt://{login[0]}:{login[1]}@", 1)
 
     @property
     def secret(self) -> str:
