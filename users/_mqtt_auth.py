@@ -6,37 +6,52 @@
    object ``{"device_id": "password", …}``; the username is the device id;
 3. ``--mqtt-secret-file FILE``, or by default the running embedded stack's secret
    (``secret_file`` in ``stack.json``) when ``--mqtt-url`` is that stack's broker:
-   the username is the device id and the password
-   :func:`pipeline.auth.mqtt_password` derives from the secret (the broker's
-   plugin computes the same), so no file lists 50,000 devices.
+   the username is the device id and the password :func:`mqtt_password` derives
+   from the secret (the broker's plugin computes the same), so no file lists
+   50,000 devices.
 
 Derived once per device (an HMAC, ~2 µs), when the device is created.
+
+:func:`mqtt_password` is the same function as ``pipeline.auth.mqtt_password`` (a unit
+test holds them equal): ``users/`` cannot import ``pipeline/``, and not only by rule —
+``locust -f locustfiles/pipeline.py`` puts ``locustfiles/`` first on ``sys.path``, where
+``pipeline`` is that locustfile.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
+import hmac
 import json
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
-from pipeline.auth import mqtt_password, read_secret
 from users.exceptions import ConfigError
 
-__all__ = ["Credentials", "from_file", "from_secret"]
+__all__ = ["Credentials", "from_file", "from_secret", "mqtt_password"]
 
 #: device id -> (username, password)
 Credentials = Callable[[str], tuple[str, str]]
+
+
+def mqtt_password(secret: str, username: str) -> str:
+    """HMAC-SHA256 of ``"mqtt:" + username`` keyed by the secret, URL-safe base64 unpadded."""
+    digest = hmac.new(secret.encode(), b"mqtt:" + username.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 @lru_cache(maxsize=8)
 def from_secret(path: str) -> Credentials:
     """Username = device id, password derived from the secret in ``path``."""
     try:
-        secret = read_secret(path)
-    except (OSError, ValueError) as err:
+        secret = Path(path).read_text().strip()
+    except OSError as err:
         raise ConfigError(f"--mqtt-secret-file {path!r}: cannot read the secret ({err}).") from None
+    if not secret:
+        raise ConfigError(f"--mqtt-secret-file {path!r}: the file is empty.")
     return lambda device_id: (device_id, mqtt_password(secret, device_id))
 
 

@@ -23,6 +23,11 @@ def test_a_secret_gives_each_device_its_id_and_the_brokers_password(tmp_path):
     assert login("robot-0007")[1] != login("robot-0008")[1]
 
 
+def test_the_load_side_derives_exactly_what_the_stack_derives():
+    for secret, user in (("s3cret", "robot-0001"), ("x" * 43, "pipeswarm-bridge"), ("é", "ü-1")):
+        assert _mqtt_auth.mqtt_password(secret, user) == mqtt_password(secret, user)
+
+
 def test_a_credentials_file_csv_or_json(tmp_path):
     csv_file = tmp_path / "creds.csv"
     csv_file.write_text("# device,password\nrobot-0001,pw1\n\nrobot-0002, pw2\n")
