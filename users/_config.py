@@ -227,7 +227,9 @@ def stack_secret_file(url: MqttUrl, state_dir: str | Path | None = None) -> str:
     secret = doc.get("secret_file")
     if not isinstance(secret, str) or not doc.get("mqtt_auth", True):
         return ""
-    urls = doc.get("urls") if isinstance(doc.get("urls"), dict) else {}
+    urls = doc.get("urls")
+    if not isinstance(urls, dict):
+        return ""
     for key in ("mqtt", "mqtt_tls"):
         try:
             ours = parse_mqtt_url(urls[key])
