@@ -14,6 +14,7 @@ import pytest
 import redis
 import websocket
 
+from pipeline._mqtt_plugin import GATEWAY_USER
 from pipeline._procs import free_port, http_ok, spawn, wait_until
 from tests.helpers import closed_port, mqtt_client, scraped, taken_port, traced, wait_for
 
@@ -24,6 +25,7 @@ def test_snapshot_mode_sends_one_batch_per_interval_with_every_device(stack, tmp
     port = free_port()
     env = {
         **stack.service_env(),
+        "MQTT_URL": stack.mqtt_url_for(GATEWAY_USER),
         "GATEWAY_PORT": str(port),
         "PUSH_MODE": "snapshot",
         "SNAPSHOT_INTERVAL_MS": "200",
