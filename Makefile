@@ -5,13 +5,17 @@ PY     := $(VENV)/bin/python
 # command -> Debian package that provides it
 OS_TOOLS := mosquitto:mosquitto mosquitto_pub:mosquitto-clients redis-server:redis-server \
             prometheus:prometheus promtool:prometheus chromium:chromium docker-compose:docker-compose \
-            java:default-jre-headless mvn:maven go:golang-go
+            java:default-jre-headless mvn:maven go:golang-go gcc:gcc openssl:openssl
+# header -> Debian package: Mosquitto's auth plugin (pipeline/mosquitto_auth.c) is built against them
+OS_HEADERS := /usr/include/mosquitto_plugin.h:mosquitto-dev /usr/include/mosquitto.h:libmosquitto-dev \
+              /usr/include/openssl/hmac.h:libssl-dev
 
 .PHONY: setup demo test test-fast up down status lint bench clean
 
 setup: $(VENV)/.installed
 	@missing=""; for pair in $(OS_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 	  PATH="$$PATH:/usr/sbin:/sbin:/usr/local/go/bin" command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	for pair in $(OS_HEADERS); do test -e $${pair%%:*} || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "setup: installing OS packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
@@ -19,6 +23,9 @@ setup: $(VENV)/.installed
 	@# Apache Kafka's jars from Maven Central into ~/.cache/pipeswarm (skipped when there)
 	@$(PY) -c 'import sys; from pipeline import _kafka_server as k; sys.exit(0 if k.installed() else 1)' \
 	  || (echo "setup: fetching Apache Kafka with Maven"; $(PY) -m pipeline install-kafka)
+	@# Mosquitto's auth plugin compiled with gcc into ~/.cache/pipeswarm (skipped when there)
+	@$(PY) -c 'import sys; from pipeline import _mqtt_plugin as m; sys.exit(0 if m.installed() else 1)' \
+	  || (echo "setup: building the MQTT auth plugin"; $(PY) -m pipeline install-mqtt-auth)
 	@# Toxiproxy (network faults, `up --fault-proxies`) built with `go install` into
 	@# ~/.cache/pipeswarm (skipped when there)
 	@$(PY) -c 'import sys; from pipeline import _toxiproxy as t; sys.exit(0 if t.installed() else 1)' \

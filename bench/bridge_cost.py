@@ -63,10 +63,12 @@ def _listener(port: int) -> psutil.Process | None:
     return None
 
 
-def _publish(port: int, total: int, rate: float) -> None:
+def _publish(port: int, total: int, rate: float, login: tuple[str, str] | None = None) -> None:
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=f"bridge-cost-{time.time_ns()}"
     )
+    if login:  # the stack's tool account (MQTT auth is on)
+        client.username_pw_set(*login)
     client.max_inflight_messages_set(1000)
     client.connect("127.0.0.1", port)
     client.loop_start()
@@ -130,14 +132,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.backlog:
             stack.pause("bridge")
             t = time.monotonic()
-            _publish(stack.ports["mqtt"], args.messages, args.rate)
+            _publish(stack.ports["mqtt"], args.messages, args.rate, stack.mqtt_login())
             published_s = time.monotonic() - t
         threads0 = _threads(bridge)
         cpu0, broker0, t0 = _cpu(bridge), _cpu(broker) if broker else 0.0, time.monotonic()
         if args.backlog:
             stack.resume("bridge")
         else:
-            _publish(stack.ports["mqtt"], args.messages, args.rate)
+            _publish(stack.ports["mqtt"], args.messages, args.rate, stack.mqtt_login())
             published_s = time.monotonic() - t0
         deadline = t0 + args.timeout
         done = 0.0

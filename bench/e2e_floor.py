@@ -27,7 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def bare_pair(port: int, rate: int, seconds: float) -> list[float]:
+def bare_pair(
+    port: int, rate: int, seconds: float, login: tuple[str, str] | None = None
+) -> list[float]:
     """Latencies (ms) of QoS1 messages from one paho client to another via Mosquitto."""
     import paho.mqtt.client as mqtt
 
@@ -38,6 +40,8 @@ def bare_pair(port: int, rate: int, seconds: float) -> list[float]:
     subscribed = threading.Event()
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="floor-sub")
     sub.on_socket_open = nodelay
+    if login:  # the stack's tool account (MQTT auth is on)
+        sub.username_pw_set(*login)
     sub.on_subscribe = lambda *a: subscribed.set()
     sub.on_message = lambda c, u, m: got.append((time.time_ns() - int(m.payload)) / 1e6)
     sub.connect("127.0.0.1", port)
@@ -46,6 +50,8 @@ def bare_pair(port: int, rate: int, seconds: float) -> list[float]:
     subscribed.wait(10)
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="floor-pub")
     pub.on_socket_open = nodelay
+    if login:
+        pub.username_pw_set(*login)
     pub.connect("127.0.0.1", port)
     pub.loop_start()
     total = int(rate * seconds)
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="e2e-floor-"))
     stack = Stack.with_ports(auto=True, state_dir=tmp / "stack").start()
     try:
-        bare = bare_pair(stack.ports["mqtt"], rate, args.seconds)
+        bare = bare_pair(stack.ports["mqtt"], rate, args.seconds, stack.mqtt_login())
         out = tmp / "run"
         urls = stack.urls
         cmd = [
@@ -92,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             "--mqtt-url", urls["mqtt"], "--gateway-url", urls["gateway"],
             "--kafka-bootstrap", urls["kafka"], "--redis-url", urls["redis"],
             "--results-dir", str(out), "--prometheus-port", "0",
+            "--mqtt-secret-file", str(stack.secret_file),
         ]  # fmt: skip
         env = {**os.environ, "PIPESWARM_STATE_DIR": str(tmp / "none")}
         subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)

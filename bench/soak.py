@@ -101,7 +101,7 @@ def _subscriber(url: str, run: str, start_ns: int, stop_at: float, ready: Any, o
 
 
 def _publisher(port: int, run: str, devices: list[str], rate: float, start_ns: int,
-               seconds: float, out: Any) -> None:  # fmt: skip
+               seconds: float, out: Any, login: tuple[str, str] | None = None) -> None:  # fmt: skip
     """QoS 1, paced on an absolute schedule (t0), like MqttDevice; returns counts per device."""
     import paho.mqtt.client as mqtt
 
@@ -112,6 +112,8 @@ def _publisher(port: int, run: str, devices: list[str], rate: float, start_ns: i
         acked[0] += 1
 
     client.on_publish = on_publish
+    if login:  # the stack's tool account: one client publishes for many devices
+        client.username_pw_set(*login)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     client.connect("127.0.0.1", port)
@@ -239,6 +241,7 @@ def soak(stack: Any, rate: float, minutes: float, subscribers: int = 4, devices:
                 start_ns,
                 seconds,
                 pub_out,
+                stack.mqtt_login(),
             ),
         )  # fmt: skip
         for i in range(n_pub)

@@ -97,6 +97,7 @@ def _cpu(pid: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline._mqtt_plugin import GATEWAY_USER
     from pipeline.stack import Stack
 
     # SIGTERM (a timeout) ends through the finally below: the stack is stopped by its PIDs
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         for rate in rates:
             # a fresh gateway per step: nothing of the last step's connections left in it
             if args.gateway_from:
-                other = _other_gateway(args.gateway_from, stack.service_env(), port)
+                env = {**stack.service_env(), "MQTT_URL": stack.mqtt_url_for(GATEWAY_USER)}
+                other = _other_gateway(args.gateway_from, env, port)
                 gw_pid = other.pid
             else:
                 stack.start_service("gateway")

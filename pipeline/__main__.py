@@ -1,4 +1,4 @@
-"""`python -m pipeline up|down|status|kill|stop|start|restart|pause|resume|install-kafka|install-toxiproxy`.
+"""`python -m pipeline up|down|status|creds|kill|stop|start|restart|pause|resume|install-…`.
 
 The embedded stack from the command line: start it, look at it, and act on one
 part of it while it runs (what the fault tests and fault scenarios do).
@@ -7,13 +7,14 @@ part of it while it runs (what the fault tests and fault scenarios do).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from pipeline import _kafka_server, _toxiproxy
+from pipeline import _kafka_server, _mqtt_plugin, _toxiproxy, auth
 from pipeline.config import DEFAULTS, SETTINGS
 from pipeline.exceptions import exit_on_error
 from pipeline.stack import COMPONENTS, PORTS, STALL_WINDOW_S, Stack
@@ -69,6 +70,16 @@ def _parser() -> argparse.ArgumentParser:
         help="put Toxiproxy in front of Mosquitto, Kafka and Redis (for network faults: "
         "locust --faults 'partition:kafka@30s+10s'; its API URL goes into stack.json)",
     )
+    up.add_argument(
+        "--mqtt-tls",
+        action="store_true",
+        help="also a TLS listener (a CA and server certificate made for the stack; "
+        "its mqtts:// URL and CA file go into stack.json)",
+    )
+    up.add_argument(
+        "--mqtt-tls-port", type=int, default=None,
+        help="port of the TLS listener (default 8883, a free one with --ports auto)",
+    )  # fmt: skip
     down = sub.add_parser("down", help="stop the stack and remove its data")
     down.add_argument(
         "--keep-data",
@@ -90,7 +101,18 @@ def _parser() -> argparse.ArgumentParser:
             metavar="COMPONENT",
             help=f"one of {', '.join(COMPONENTS)}",
         )
+    creds = sub.add_parser(
+        "creds", help="MQTT username/password and a gateway token for a client of one's own"
+    )
+    creds.add_argument(
+        "device_id",
+        nargs="?",
+        metavar="DEVICE_ID",
+        help="the device to act as; none: an account that may publish and subscribe anything",
+    )
+    creds.add_argument("--json", action="store_true", help="print one JSON object")
     sub.add_parser("install-kafka", help="fetch the pinned Apache Kafka jars with Maven")
+    sub.add_parser("install-mqtt-auth", help="build Mosquitto's auth plugin with gcc")
     sub.add_parser("install-toxiproxy", help="build the pinned Toxiproxy with `go install`")
     p.add_argument(
         "--state-dir",
@@ -122,6 +144,9 @@ def _print_endpoints(stack: Stack) -> None:
     print(f"  STOMP      {u['gateway'].replace('http', 'ws')}/ws   (/topic/coordinates)")
     print(f"  metrics    {u['bridge_metrics']}  {u['consumer_metrics']}  {u['gateway_metrics']}")
     print(f"  push mode  {stack.push_mode}")
+    if stack.mqtt_tls:
+        print(f"  MQTT TLS   {u['mqtt_tls']}")
+    print("  creds      python -m pipeline creds [DEVICE_ID]   (MQTT auth is on)")
     if stack.fault_proxies:
         print(f"  Toxiproxy  {u['toxiproxy']}   (proxies mqtt, kafka, redis on the ports above)")
 
@@ -134,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "install-kafka":
             print(f"Apache Kafka {_kafka_server.KAFKA_VERSION}: {_kafka_server.install()}")
             return 0
+        if args.command == "install-mqtt-auth":
+            print(f"MQTT auth plugin: {_mqtt_plugin.install()}")
+            return 0
         if args.command == "install-toxiproxy":
             print(f"Toxiproxy {_toxiproxy.VERSION}: {_toxiproxy.install()}")
             return 0
@@ -144,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         stack = Stack.load(args.state_dir)
         if args.command in ACTIONS:
             return _act(stack, args.command, args.component)
+        if args.command == "creds":
+            return _creds(stack, args.device_id, args.json)
         health = stack.status(window=args.window)
         for name, state in health.items():
             print(f"  {name:<10} {state}")
@@ -158,6 +188,45 @@ def _act(stack: Stack, action: str, component: str) -> int:
     return 0
 
 
+def credentials(stack: Stack, device_id: str | None) -> dict[str, str]:
+    """What a client of one's own needs for ``stack``: for ``device_id`` (may publish its
+    coordinates, read its commands) or, without one, the tool account (anything)."""
+    secret = auth.read_secret(stack.secret_file)
+    username = device_id or _mqtt_plugin.TOOL_USER
+    doc = {
+        "mqtt_url": stack.urls["mqtt"],
+        "mqtt_username": username,
+        "mqtt_password": auth.mqtt_password(secret, username),
+        # devices must connect with their id as client id; the tool account with any
+        "mqtt_client_id": username if device_id else "",
+        "gateway_url": stack.urls["gateway"],
+        "token": auth.mint_token(secret, username),
+    }
+    if stack.mqtt_tls:
+        doc["mqtt_tls_url"] = stack.urls["mqtt_tls"]
+        doc["mqtt_ca_file"] = str(stack.tls_dir / "ca.pem")
+    return doc
+
+
+def _creds(stack: Stack, device_id: str | None, as_json: bool) -> int:
+    doc = credentials(stack, device_id)
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    for key, value in doc.items():
+        print(f"{key:<15} {value}")
+    port = stack.ports["mqtt"]
+    client_id = f" -i {doc['mqtt_client_id']}" if doc["mqtt_client_id"] else ""
+    topic = f"sensors/{device_id or 'dev-1'}/coordinates"
+    print(
+        f"\ne.g.  mosquitto_pub -h 127.0.0.1 -p {port}{client_id} -u {doc['mqtt_username']} "
+        f"-P '{doc['mqtt_password']}' -t {topic} -m '{{\"x\": 1, \"y\": 2}}'"
+    )
+    if not stack.mqtt_auth:
+        print("(this stack runs without MQTT auth: any client may connect)")
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     if (args.state_dir / "stack.json").exists():
         old = Stack.load(args.state_dir)
@@ -169,6 +238,8 @@ def _up(args: argparse.Namespace) -> int:
             )
             return 2
     given = {name: getattr(args, name) for name in PORTS if getattr(args, name)}
+    if args.mqtt_tls_port:
+        given["mqtt_tls"] = args.mqtt_tls_port
     mirrored = {
         s.name: s.read(os.environ) if getattr(args, s.name) is None else getattr(args, s.name)
         for s in MIRRORED
@@ -184,6 +255,7 @@ def _up(args: argparse.Namespace) -> int:
         redis_ttl_s=mirrored["redis_ttl_s"],
         consumers=args.consumers,
         fault_proxies=args.fault_proxies,
+        mqtt_tls=args.mqtt_tls or bool(args.mqtt_tls_port),
     )
     stack.start()
     _print_endpoints(stack)

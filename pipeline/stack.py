@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import _health, _kafka_server, _toxiproxy, auth
+from pipeline import _health, _kafka_server, _mqtt_plugin, _tls, _toxiproxy, auth
 from pipeline._health import STALL_WINDOW_S, accepts_hostport, kafka_answers, redis_loaded
 from pipeline._kafka import ensure_topics
 from pipeline._procs import (
@@ -37,7 +37,7 @@ from pipeline._procs import (
     spawn,
     wait_until,
 )
-from pipeline.config import DEFAULTS, service_environ
+from pipeline.config import DEFAULTS, SETTINGS, service_environ
 from pipeline.exceptions import (
     KafkaUnreachable,
     StackNotRunning,
@@ -77,8 +77,7 @@ MOSQUITTO_CONF = """\
 # messages lost at 200 msg/s). So it stays the user that started it.
 user {user}
 listener {port} 127.0.0.1
-allow_anonymous true
-persistence true
+{security}persistence true
 persistence_location {data}/
 autosave_interval 1
 max_queued_messages 1000000
@@ -89,6 +88,24 @@ set_tcp_nodelay true
 log_dest stderr
 log_type error
 log_type warning
+{tls}"""
+
+#: Auth (on unless a test asks for an anonymous broker): passwords derived from the
+#: stack secret, checked by pipeswarm's plugin; topic rights in Mosquitto's acl_file.
+MOSQUITTO_AUTH = """\
+allow_anonymous false
+plugin {plugin}
+plugin_opt_secret_file {secret}
+plugin_opt_reserved_clientids {bridge_client_id}={bridge_user}
+plugin_opt_free_clientid_users {gateway_user},{tool_user}
+acl_file {acl}
+"""
+#: The optional TLS listener (``up --mqtt-tls``): same auth, a certificate of the stack's CA.
+MOSQUITTO_TLS = """\
+listener {port} 127.0.0.1
+cafile {ca}
+certfile {cert}
+keyfile {key}
 """
 
 
@@ -106,6 +123,10 @@ class Stack:
     consumers: int = 1  # consumer processes in one group (Kafka's own way to scale)
     #: Toxiproxy in front of Mosquitto, Kafka and Redis (``pipeline._toxiproxy``)
     fault_proxies: bool = False
+    #: passwords and ACL on Mosquitto (``pipeline._mqtt_plugin``); off = anonymous broker
+    mqtt_auth: bool = True
+    #: a TLS listener too, on port ``mqtt_tls`` (``up --mqtt-tls``; ``pipeline._tls``)
+    mqtt_tls: bool = False
     procs: dict[str, Proc] = field(default_factory=dict)
     paused: set[str] = field(default_factory=set)
 
@@ -120,6 +141,8 @@ class Stack:
         if stack.fault_proxies:  # the servers' own ports behind the proxies, and the API
             for key in ("toxiproxy", *(f"{p}_direct" for p in _toxiproxy.PROXIED.values())):
                 ports[key] = given.get(key) or free_port()
+        if stack.mqtt_tls:
+            ports["mqtt_tls"] = given.get("mqtt_tls") or (free_port() if auto else 8883)
         for i in range(2, stack.consumers + 1):  # consumer 1 has consumer_metrics
             key = f"consumer_metrics_{i}"
             ports[key] = given.get(key) or (
@@ -137,6 +160,8 @@ class Stack:
     def urls(self) -> dict[str, str]:
         p = self.ports
         extra = {"toxiproxy": f"http://127.0.0.1:{p['toxiproxy']}"} if self.fault_proxies else {}
+        if self.mqtt_tls:
+            extra["mqtt_tls"] = f"mqtts://127.0.0.1:{p['mqtt_tls']}?ca={self.tls_dir / 'ca.pem'}"
         return {
             **extra,
             "mqtt": f"mqtt://127.0.0.1:{p['mqtt']}",
@@ -163,6 +188,30 @@ class Stack:
             redis_ttl_s=self.redis_ttl_s,
         )
         return {**env, "PYTHONUNBUFFERED": "1"}
+
+    def mqtt_login(self, username: str = _mqtt_plugin.TOOL_USER) -> tuple[str, str] | None:
+        """(username, derived password) on the stack's Mosquitto; None when it is anonymous.
+        The default account may publish and subscribe anything (tests, benchmarks)."""
+        if not self.mqtt_auth:
+            return None
+        return username, auth.mqtt_password(self.secret, username)
+
+    def mqtt_url_for(self, username: str) -> str:
+        """The stack's MQTT URL with ``username`` and its derived password in it."""
+        login = self.mqtt_login(username)
+        if login is None:
+            return self.urls["mqtt"]
+        return self.urls["mqtt"].replace("mqtt://", f"mqtt://{login[0]}:{login[1]}@", 1)
+
+    @property
+    def secret(self) -> str:
+        """The stack secret (made if missing: a component may start before ``start``)."""
+        auth.create_secret(self.state_dir)
+        return auth.read_secret(self.secret_file)
+
+    @property
+    def tls_dir(self) -> Path:
+        return (self.state_dir / "tls").resolve()
 
     # -- which processes make up a component -------------------------------
     def consumer_names(self) -> list[str]:
@@ -218,6 +267,10 @@ class Stack:
             if name.startswith("kafka") and self.kafka_bootstrap is not None:
                 continue
             ensure_port_free(self.ports[name], what, option)
+        if self.mqtt_tls:
+            ensure_port_free(self.ports["mqtt_tls"], "MQTT over TLS", "--mqtt-tls-port")
+        if self.mqtt_auth:
+            _mqtt_plugin.install()
 
     def start_service(self, name: str) -> Proc | None:
         """Start one component (every process of it); used by `start` and the fault tests."""
@@ -282,6 +335,7 @@ class Stack:
             for data in self.data_dirs():
                 shutil.rmtree(data, ignore_errors=True)
             self.secret_file.unlink(missing_ok=True)
+            shutil.rmtree(self.tls_dir, ignore_errors=True)
 
     def data_dirs(self) -> list[Path]:
         return [
@@ -310,6 +364,8 @@ class Stack:
             "consumers": self.consumers,
             "fault_proxies": self.fault_proxies,
             "secret_file": str(self.secret_file),
+            "mqtt_auth": self.mqtt_auth,
+            "mqtt_tls": self.mqtt_tls,
             "services": {n: p.as_dict() for n, p in self.procs.items()},
             "paused": sorted(self.paused),
             "started_at": time.time(),
@@ -337,6 +393,8 @@ class Stack:
             redis_ttl_s=doc.get("redis_ttl_s", DEFAULTS.redis_ttl_s),
             consumers=doc.get("consumers", 1),
             fault_proxies=doc.get("fault_proxies", False),
+            mqtt_auth=doc.get("mqtt_auth", True),
+            mqtt_tls=doc.get("mqtt_tls", False),
             procs={n: Proc(**p) for n, p in doc["services"].items()},
             paused=set(doc.get("paused", [])),
         )
@@ -376,11 +434,38 @@ class Stack:
         data = (self.state_dir / "mosquitto-data").resolve()
         data.mkdir(parents=True, exist_ok=True)
         user = pwd.getpwuid(os.geteuid()).pw_name
-        conf.write_text(MOSQUITTO_CONF.format(port=port, data=data, user=user))
+        security, tls = self._mosquitto_security()
+        conf.write_text(
+            MOSQUITTO_CONF.format(port=port, data=data, user=user, security=security, tls=tls)
+        )
         argv = [find_binary("mosquitto", "mosquitto"), "-c", str(conf)]
         proc, popen = spawn("mosquitto", argv, self._logs)
         wait_until(lambda: accepts(port), 10, f"Mosquitto on port {port}", popen)
         return proc
+
+    def _mosquitto_security(self) -> tuple[str, str]:
+        """The auth lines and the TLS listener block of the Mosquitto config."""
+        if not self.mqtt_auth:
+            security = "allow_anonymous true\n"
+        else:
+            acl = self.state_dir / "mosquitto.acl"
+            acl.write_text(_mqtt_plugin.acl())
+            acl.chmod(0o600)
+            security = MOSQUITTO_AUTH.format(
+                plugin=_mqtt_plugin.install(),
+                secret=auth.create_secret(self.state_dir).resolve(),
+                bridge_client_id=SETTINGS["bridge_client_id"].read(os.environ),
+                bridge_user=_mqtt_plugin.BRIDGE_USER,
+                gateway_user=_mqtt_plugin.GATEWAY_USER,
+                tool_user=_mqtt_plugin.TOOL_USER,
+                acl=acl.resolve(),
+            )
+        if not self.mqtt_tls:
+            return security, ""
+        ca, cert, key = _tls.ensure_certs(self.tls_dir)
+        return security, MOSQUITTO_TLS.format(
+            port=self.ports["mqtt_tls"], ca=ca, cert=cert, key=key
+        )
 
     def _start_redis(self) -> Proc:
         port = self.listen_port("redis")
@@ -428,7 +513,9 @@ class Stack:
         return proc
 
     def _start_bridge(self) -> Proc:
-        return self._start_python("bridge")
+        return self._start_python(
+            "bridge", {"MQTT_URL": self.mqtt_url_for(_mqtt_plugin.BRIDGE_USER)}
+        )
 
     def _start_consumer(self, name: str = "consumer") -> Proc:
         instance = int(name.split("-")[1]) - 1 if "-" in name else 0
@@ -438,4 +525,6 @@ class Stack:
         return self._start_python(name, env)
 
     def _start_gateway(self) -> Proc:
-        return self._start_python("gateway")
+        return self._start_python(
+            "gateway", {"MQTT_URL": self.mqtt_url_for(_mqtt_plugin.GATEWAY_USER)}
+        )

@@ -17,8 +17,14 @@ from pipeline.stack import Stack  # noqa: E402
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory):
-    """A real Mosquitto and Redis (no Kafka, no services) on free ports."""
-    stack = Stack.with_ports(auto=True, state_dir=tmp_path_factory.mktemp("servers"))
+    """A real Mosquitto and Redis (no Kafka, no services) on free ports.
+
+    Mosquitto is anonymous here, as a user's own broker may be: the component tests
+    exercise the clients; the embedded stack's auth is tested on the integration stack.
+    """
+    stack = Stack.with_ports(
+        auto=True, state_dir=tmp_path_factory.mktemp("servers"), mqtt_auth=False
+    )
     try:
         stack.start_service("mosquitto")
         stack.start_service("redis")

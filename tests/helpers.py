@@ -13,6 +13,10 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 
+from pipeline._mqtt_plugin import TOOL_USER
+from pipeline.auth import mqtt_password
+from pipeline.stack import Stack
+
 
 def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
     """Poll `check` until it returns something truthy; fail with `what` on timeout."""
@@ -28,9 +32,16 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condi
         delay = min(delay * 1.5, 0.2)
 
 
-def mqtt_client(url_port: int, client_id: str = "") -> mqtt.Client:
+def mqtt_client(target: int | Stack, client_id: str = "") -> mqtt.Client:
+    """A started paho client of Mosquitto on a port (anonymous) or of a stack's Mosquitto
+    (its tool account, which may publish and subscribe anything)."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-    client.connect("127.0.0.1", url_port)
+    port = target
+    if isinstance(target, Stack):
+        port = target.ports["mqtt"]
+        if target.mqtt_auth:
+            client.username_pw_set(TOOL_USER, mqtt_password(target.secret, TOOL_USER))
+    client.connect("127.0.0.1", port)
     client.loop_start()
     return client
 

@@ -54,6 +54,7 @@ __all__ = [
     "parse_kafka_bootstrap",
     "parse_settings",
     "settings",
+    "stack_secret_file",
     "stack_urls",
 ]
 
@@ -106,6 +107,9 @@ class Settings:
     mqtt_version: int  # protocol level byte: 4 (3.1.1) or 5
     payload_template: str
     mqtt_keepalive: int
+    #: per-device credentials (``users._mqtt_auth``): a CSV/JSON file, a stack secret file
+    mqtt_credentials: str = ""
+    mqtt_secret_file: str = ""
 
 
 def _bad(option: str, value: Any, why: str) -> ConfigError:
@@ -194,21 +198,46 @@ def parse_kafka_bootstrap(value: str, option: str = "--kafka-bootstrap") -> str:
     return ",".join(servers)
 
 
+def _stack_doc(state_dir: str | Path | None = None) -> dict[str, Any]:
+    """``<state_dir>/stack.json`` (default ``$PIPESWARM_STATE_DIR`` or ``.pipeswarm``), or ``{}``."""
+    directory = Path(state_dir or os.environ.get(STATE_DIR_ENV) or ".pipeswarm")
+    try:
+        doc = json.loads((directory / "stack.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 def stack_urls(state_dir: str | Path | None = None) -> dict[str, str]:
     """The URLs of the running embedded stack (``{"mqtt": …, "kafka": …}``), or ``{}``.
 
     Reads ``<state_dir>/stack.json`` (default ``$PIPESWARM_STATE_DIR`` or
     ``.pipeswarm``); a missing or unreadable file means no stack.
     """
-    directory = Path(state_dir or os.environ.get(STATE_DIR_ENV) or ".pipeswarm")
-    try:
-        doc = json.loads((directory / "stack.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    urls = doc.get("urls") if isinstance(doc, dict) else None
+    urls = _stack_doc(state_dir).get("urls")
     if not isinstance(urls, dict):
         return {}
     return {k: v for k, v in urls.items() if isinstance(k, str) and isinstance(v, str) and v}
+
+
+def stack_secret_file(url: MqttUrl, state_dir: str | Path | None = None) -> str:
+    """The running stack's secret file when ``url`` is that stack's broker (plain or TLS)
+    and its MQTT auth is on, else ``""``."""
+    doc = _stack_doc(state_dir)
+    secret = doc.get("secret_file")
+    if not isinstance(secret, str) or not doc.get("mqtt_auth", True):
+        return ""
+    urls = doc.get("urls")
+    if not isinstance(urls, dict):
+        return ""
+    for key in ("mqtt", "mqtt_tls"):
+        try:
+            ours = parse_mqtt_url(urls[key])
+        except (KeyError, TypeError, ConfigError):
+            continue
+        if (ours.host, ours.port) == (url.host, url.port):
+            return secret
+    return ""
 
 
 def _stack_default(key: str) -> Callable[[], str | None]:
@@ -296,6 +325,30 @@ MQTT_KEEPALIVE = _option(
     "MQTT keepalive in seconds",
     check=lambda s: None if 0 <= s <= 65535 else "must be 0 (off) to 65535 seconds",
 )
+
+
+def _a_file(path: str) -> str | None:
+    return None if Path(path).is_file() else "no such file"
+
+
+MQTT_CREDENTIALS = _option(
+    "--mqtt-credentials",
+    str,
+    "",
+    "PIPESWARM_MQTT_CREDENTIALS",
+    "CSV file of 'device_id,password' lines (or a JSON object) for a broker of one's own: "
+    "each device logs in as its id with its password",
+    check=_a_file,
+)
+MQTT_SECRET_FILE = _option(
+    "--mqtt-secret-file",
+    str,
+    "",
+    "PIPESWARM_MQTT_SECRET_FILE",
+    "A pipeswarm stack secret: each device logs in as its id with the password derived "
+    "from it. Empty: the running embedded stack's, when --mqtt-url is its broker",
+    check=_a_file,
+)
 #: Backend URLs and device knobs.
 OPTIONS = OptionGroup(
     "pipeswarm backends and devices",
@@ -308,13 +361,16 @@ OPTIONS = OptionGroup(
     MQTT_VERSION,
     PAYLOAD_TEMPLATE,
     MQTT_KEEPALIVE,
+    MQTT_CREDENTIALS,
+    MQTT_SECRET_FILE,
 )
 
 
 def parse_settings(options: Namespace | None) -> Settings:
     """Parse and validate the options (``None``: the defaults, e.g. a bare ``Environment``)."""
+    mqtt = parse_mqtt_url(MQTT_URL.read(options))
     return Settings(
-        mqtt=parse_mqtt_url(MQTT_URL.read(options)),
+        mqtt=mqtt,
         gateway_url=parse_http_url(GATEWAY_URL.read(options)),
         kafka_bootstrap=parse_kafka_bootstrap(KAFKA_BOOTSTRAP.read(options)),
         redis_url=parse_redis_url(REDIS_URL.read(options)),
@@ -323,6 +379,8 @@ def parse_settings(options: Namespace | None) -> Settings:
         mqtt_version=MQTT_VERSIONS[MQTT_VERSION.read(options)],
         payload_template=PAYLOAD_TEMPLATE.read(options),
         mqtt_keepalive=MQTT_KEEPALIVE.read(options),
+        mqtt_credentials=MQTT_CREDENTIALS.read(options),
+        mqtt_secret_file=MQTT_SECRET_FILE.read(options),
     )
 
 

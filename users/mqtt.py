@@ -47,6 +47,7 @@ figures: ``bench/README.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import ssl
@@ -59,7 +60,15 @@ from locust.env import Environment
 
 import telemetry
 from telemetry import envelope
-from users._config import MQTT_VERSIONS, Settings, parse_mqtt_url, settings
+from users import _mqtt_auth
+from users._config import (
+    MQTT_VERSIONS,
+    MqttUrl,
+    Settings,
+    parse_mqtt_url,
+    settings,
+    stack_secret_file,
+)
 from users._devices import DeviceIds
 from users._mqtt_client import REQUEST_TYPE, ClientConfig, DeviceClient
 from users._mqtt_codec import Will
@@ -93,6 +102,10 @@ __all__ = [
 #: the ClientConfig of each (device class, settings), per Environment: built once, shared
 #: by the class's devices
 _configs: PerEnvironment[dict[tuple[Any, ...], ClientConfig]] = PerEnvironment(dict)
+#: ... and the per-device credentials that go with it (None: the config's, or none)
+_credentials: PerEnvironment[dict[tuple[Any, ...], _mqtt_auth.Credentials | None]] = PerEnvironment(
+    dict
+)
 
 
 def _topic_template(topic: str) -> str:
@@ -110,7 +123,9 @@ class MqttDevice(DeviceIds, User):
     abstract = True
 
     # --- connection ----------------------------------------------------------
-    #: ``mqtt://[user:pw@]host:port`` or ``mqtts://``; None = ``--mqtt-url``.
+    #: ``mqtt://[user:pw@]host:port`` or ``mqtts://``; None = ``--mqtt-url``. Without
+    #: ``user:pw`` each device logs in as its id with its own password
+    #: (``--mqtt-credentials``, ``--mqtt-secret-file`` or the stack's: ``users._mqtt_auth``).
     url: str | None = None
     #: ``"3.1.1"`` or ``"5"``; None = ``--mqtt-version``.
     mqtt_version: str | None = None
@@ -192,9 +207,14 @@ class MqttDevice(DeviceIds, User):
                 will.topic.format(device_id=self.device_id), will.payload, will.qos, will.retain
             )
         sources = self.source_addresses
+        cfg = self._client_config(s)
+        credentials = _credentials(environment).get((type(self), s))
+        if credentials is not None:
+            username, password = credentials(self.device_id)
+            cfg = dataclasses.replace(cfg, username=username, password=password)
         self.client: DeviceClient = self.client_cls(
             environment,
-            self._client_config(s),
+            cfg,
             self.device_id,
             will=will,
             source_address=sources[n % len(sources)] if sources else None,
@@ -362,4 +382,15 @@ class MqttDevice(DeviceIds, User):
             reconnect_max=self.reconnect_max,
         )
         configs[key] = cfg
+        _credentials(self.environment)[key] = _device_credentials(s, url)
         return cfg
+
+
+def _device_credentials(s: Settings, url: MqttUrl) -> _mqtt_auth.Credentials | None:
+    """Per-device login (``users._mqtt_auth``), unless the URL names one user for all."""
+    if url.username is not None:
+        return None
+    if s.mqtt_credentials:
+        return _mqtt_auth.from_file(s.mqtt_credentials)
+    secret_file = s.mqtt_secret_file or stack_secret_file(url)
+    return _mqtt_auth.from_secret(secret_file) if secret_file else None

@@ -12,13 +12,18 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
+from pipeline._mqtt_plugin import TOOL_USER
+from pipeline.auth import mqtt_password
 from pipeline.stack import Stack
 
 N = 50
 
 
-def _client(client_id: str, clean: bool) -> mqtt.Client:
-    return mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+def _client(stack: Stack, client_id: str, clean: bool) -> mqtt.Client:
+    """A client of the stack's (authenticated) Mosquitto, as its tool account."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+    client.username_pw_set(TOOL_USER, mqtt_password(stack.secret, TOOL_USER))
+    return client
 
 
 def _pump(client: mqtt.Client, done, timeout: float = 10.0) -> None:
@@ -40,7 +45,7 @@ def broker(tmp_path):
 
 def test_a_graceful_restart_keeps_a_persistent_session_and_its_queue(broker):
     port = broker.ports["mqtt"]
-    keeper = _client("keeper", clean=False)
+    keeper = _client(broker, "keeper", clean=False)
     subscribed: list[int] = []
     keeper.on_subscribe = lambda *a: subscribed.append(1)
     keeper.connect("127.0.0.1", port)
@@ -49,7 +54,7 @@ def test_a_graceful_restart_keeps_a_persistent_session_and_its_queue(broker):
     keeper.disconnect()
     keeper.loop(0.1)
 
-    sender = _client("sender", clean=True)
+    sender = _client(broker, "sender", clean=True)
     acked: list[int] = []
     sender.on_publish = lambda *a: acked.append(1)
     sender.connect("127.0.0.1", port)
@@ -61,7 +66,7 @@ def test_a_graceful_restart_keeps_a_persistent_session_and_its_queue(broker):
     broker.restart("mosquitto")
     assert "Permission denied" not in open(broker.procs["mosquitto"].log).read()
 
-    keeper = _client("keeper", clean=False)
+    keeper = _client(broker, "keeper", clean=False)
     got: list[str] = []
     present: list[bool] = []
     keeper.on_connect = lambda c, u, flags, rc, p: present.append(flags.session_present)

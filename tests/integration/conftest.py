@@ -9,8 +9,9 @@ from pipeline.stack import Stack
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    """Mosquitto, Apache Kafka, Redis, bridge, consumer and gateway (stream mode)."""
-    s = Stack.with_ports(auto=True, state_dir=tmp_path_factory.mktemp("stack"))
+    """Mosquitto (auth on, and a TLS listener), Apache Kafka, Redis, bridge, consumer and
+    gateway (stream mode)."""
+    s = Stack.with_ports(auto=True, state_dir=tmp_path_factory.mktemp("stack"), mqtt_tls=True)
     s.start()
     try:
         yield s

@@ -56,7 +56,7 @@ def test_the_original_payload_without_device_id_is_delivered_with_the_id_from_th
     device = f"robot-orig-{uuid.uuid4().hex[:6]}"
     # What the original server's devices send: mosquitto_pub -t sensors/robot1/coordinates -m ...
     original = b'{"x": 123.45, "y": 67.89, "timestamp": 1691234567}'
-    pub = mqtt_client(stack.ports["mqtt"])
+    pub = mqtt_client(stack)
     try:
         pub.publish(f"sensors/{device}/coordinates", original, qos=1).wait_for_publish(5)
         got = wait_for(lambda: latest(stack, device), 20, "the original payload in Redis")
@@ -74,7 +74,7 @@ def test_a_device_id_that_contradicts_the_topic_is_dead_lettered_as_device_misma
         httpx.get(stack.urls["bridge_metrics"]).text,
         'pipeline_bridge_dlq_messages_total{reason="device_mismatch"}',
     )
-    pub = mqtt_client(stack.ports["mqtt"])
+    pub = mqtt_client(stack)
     try:
         pub.publish(topic, liar, qos=1).wait_for_publish(5)
         # A good message after it: once that is in Redis, the bad one has been judged.
@@ -99,7 +99,7 @@ def test_a_985_deep_message_is_too_deep_and_good_traffic_around_it_is_delivered(
     deep = b'{"x": 1, "y": 2, "timestamp": 3, "extra": ' + b"[" * 985 + b"]" * 985 + b"}"
     assert len(deep) < 2100
     devices = [f"deep-ok-{run}-{i}" for i in range(10)]
-    pub = mqtt_client(stack.ports["mqtt"])
+    pub = mqtt_client(stack)
     try:
         infos = []
         for seq in range(1, 21):

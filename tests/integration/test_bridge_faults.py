@@ -41,7 +41,7 @@ def read_topic(bootstrap: str, topic: str, want: int, timeout: float) -> list[tu
 def traffic_with_outage(stack, run: str, crash: Callable[[], None], recover: Callable[[], None]):
     """Publish RATE msg/s QoS1 for SECONDS; crash at OUTAGE_AT_S, recover OUTAGE_S later."""
     devices = [f"{run[:8]}-{i:02d}" for i in range(DEVICES)]
-    pub = mqtt_client(stack.ports["mqtt"])
+    pub = mqtt_client(stack)
     total = RATE * SECONDS
     crashed_at = None
     recovered = False

@@ -38,6 +38,10 @@ def proxied(tmp_path_factory):
     try:
         yield s
     finally:
+        # the fault commands (`python -m pipeline start bridge`, `restart mosquitto`) started
+        # new PIDs, recorded only in stack.json: stop those too, or they outlive the test
+        if (s.state_dir / "stack.json").exists():
+            Stack.load(s.state_dir).stop()
         s.stop(remove_data=True)
 
 

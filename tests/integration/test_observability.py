@@ -196,6 +196,8 @@ def observed(stack, tmp_path_factory):
             LOCUSTFILE,
             "--mqtt-url",
             stack.urls["mqtt"],
+            "--mqtt-secret-file",
+            str(stack.secret_file),
             "--gateway-url",
             stack.urls["gateway"],
             "--host",
@@ -266,7 +268,7 @@ def observed(stack, tmp_path_factory):
 
         wait_for(live, 40, "e2e deliveries and a command at the exporter")
         # one malformed message: the bridge's DLQ counter gets its first series
-        client = mqtt_client(stack.ports["mqtt"], client_id="observe-dlq")
+        client = mqtt_client(stack, client_id="observe-dlq")
         client.publish("sensors/bad/coordinates", b"not json", qos=1).wait_for_publish(5)
         client.disconnect()
         client.loop_stop()

@@ -62,7 +62,7 @@ def test_one_message_reaches_every_client_with_hops_in_order(stack):
     conn_dev, on_dev = stomp_subscriber(stack, f"/topic/devices/{device}")
     conn_other, on_other = stomp_subscriber(stack, "/topic/devices/somebody-else")
     ws, on_ws, _ = ws_subscriber(stack)
-    pub = mqtt_client(stack.ports["mqtt"])
+    pub = mqtt_client(stack)
     try:
         pub.publish(f"sensors/{device}/coordinates", traced(device, 1), qos=1).wait_for_publish(5)
         mine = lambda m: m.get("device_id") == device  # noqa: E731
@@ -86,7 +86,7 @@ def test_one_message_reaches_every_client_with_hops_in_order(stack):
 def test_thousand_qos1_messages_from_fifty_devices_arrive_in_order(stack):
     conn, listener = stomp_subscriber(stack, "/topic/coordinates")
     stats_before = httpx.get(f"{stack.urls['gateway']}/api/stats").json()
-    pub = mqtt_client(stack.ports["mqtt"])
+    pub = mqtt_client(stack)
     devices = [f"order-{i:02d}" for i in range(50)]
     try:
         infos = []
@@ -117,7 +117,7 @@ def test_thousand_qos1_messages_from_fifty_devices_arrive_in_order(stack):
 def test_command_reaches_device_and_invalid_body_publishes_nothing(stack):
     device = "cmd-dev-1"
     received = Collector()
-    sub = mqtt_client(stack.ports["mqtt"])
+    sub = mqtt_client(stack)
     sub.on_message = lambda c, u, msg: received.add(msg.payload)
     sub.subscribe(f"orin/{device}/command", qos=1)
     url = f"{stack.urls['gateway']}/api/commands/{device}"
@@ -153,7 +153,7 @@ def test_command_reaches_device_and_invalid_body_publishes_nothing(stack):
 def test_bad_payloads_go_to_the_dlq_and_the_bridge_keeps_serving(stack):
     from kafka import KafkaConsumer, TopicPartition
 
-    pub = mqtt_client(stack.ports["mqtt"])
+    pub = mqtt_client(stack)
     bad = {
         "malformed_json": b"{this is not json",
         "oversize": json.dumps({"device_id": "big", "blob": "x" * 70_000}).encode(),

@@ -14,6 +14,7 @@ import pytest
 import redis
 import websocket
 
+from pipeline._mqtt_plugin import GATEWAY_USER
 from pipeline._procs import free_port, http_ok, spawn, wait_until
 from tests.helpers import closed_port, mqtt_client, scraped, taken_port, traced, wait_for
 
@@ -24,6 +25,7 @@ def test_snapshot_mode_sends_one_batch_per_interval_with_every_device(stack, tmp
     port = free_port()
     env = {
         **stack.service_env(),
+        "MQTT_URL": stack.mqtt_url_for(GATEWAY_USER),
         "GATEWAY_PORT": str(port),
         "PUSH_MODE": "snapshot",
         "SNAPSHOT_INTERVAL_MS": "200",
@@ -33,7 +35,7 @@ def test_snapshot_mode_sends_one_batch_per_interval_with_every_device(stack, tmp
     )
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/api/health"), 30, "gateway", popen)
-        pub = mqtt_client(stack.ports["mqtt"])
+        pub = mqtt_client(stack)
         devices = [f"snap-{i}" for i in range(5)]
         for seq in (1, 2, 3):
             for d in devices:
@@ -74,7 +76,7 @@ def test_redis_outage_under_load_loses_nothing_and_the_breaker_recovers(own_stac
     devices = [f"outage-{i}" for i in range(20)]
     per_device = 100  # 2,000 messages at 200 msg/s: 10 s, Redis away from 2 s to 7 s
     published = 0
-    pub = mqtt_client(s.ports["mqtt"])
+    pub = mqtt_client(s)
 
     def publish() -> None:
         nonlocal published

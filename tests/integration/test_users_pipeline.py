@@ -28,6 +28,7 @@ def stack_args(stack) -> tuple[str, ...]:
         "--gateway-url", u["gateway"],
         "--kafka-bootstrap", u["kafka"],
         "--redis-url", u["redis"],
+        "--mqtt-secret-file", str(stack.secret_file),  # each device logs in as itself
     )  # fmt: skip
 
 
