@@ -17,7 +17,7 @@
      └── Rejected (ValueError)      a device message the bridge or consumer will not carry
                                     (dead-lettered with its reason, counted)
 
-The command, STOMP and rejection errors are handled inside the services, counted
+The command, ingest, STOMP and rejection errors are handled inside the services, counted
 in a metric, and never end a process. Everything else is a user-facing mistake whose ``str()`` is one
 sentence saying what to change: the launcher (`python -m pipeline`) and every
 service (`python -m pipeline.bridge|consumer|gateway`) end on it the same way,
@@ -34,6 +34,9 @@ from contextlib import contextmanager
 __all__ = [
     "EXIT_USAGE",
     "BinaryMissing",
+    "IngestError",
+    "IngestNotConfirmed",
+    "IngestUnavailable",
     "CommandError",
     "CommandNotConfirmed",
     "CommandUnavailable",
@@ -100,6 +103,18 @@ class CommandNotConfirmed(CommandError):
     """Published, but the broker did not acknowledge it in time."""
 
 
+class IngestError(PipelineError):
+    """A device message that HTTP ingest accepted but Kafka did not take."""
+
+
+class IngestUnavailable(IngestError):
+    """Kafka cannot take the record now (producer queue full or down): nothing was queued."""
+
+
+class IngestNotConfirmed(IngestError):
+    """Queued, but Kafka did not acknowledge it in time (or refused it)."""
+
+
 class StompProtocolError(PipelineError, ValueError):
     """A frame that breaks the STOMP 1.2 grammar; ``reason`` is a short metric label."""
 
@@ -117,7 +132,7 @@ class Rejected(PipelineError, ValueError):
 
 
 #: Errors the services handle themselves (count, log, carry on): never an exit.
-_HANDLED = (CommandError, StompProtocolError, Rejected)
+_HANDLED = (CommandError, IngestError, StompProtocolError, Rejected)
 
 
 def exit_code(err: BaseException) -> int:
