@@ -3,6 +3,7 @@
 Import what a locustfile needs from here::
 
     from users import MqttDevice, StompSubscriber, WsSubscriber, KafkaProducer, RestCommander
+    from users import HttpDevice         # device messages over HTTP (POST /api/ingest/{id})
     from users import RedisUser          # the pipeline's Redis operations
     from users import PresetShape        # --shape constant|stages|step|spike|soak
 
@@ -24,6 +25,7 @@ from users.exceptions import (
     WsConnectionLost,
     WsError,
 )
+from users.http import HttpDevice
 from users.kafka import KafkaProducer, ProducerEngine
 from users.mqtt import (
     ClientConfig,
@@ -59,6 +61,7 @@ __all__ = [
     "ConnectFailed",
     "ConnectionLost",
     "DeviceClient",
+    "HttpDevice",
     "KafkaDeliveryFailed",
     "KafkaProducer",
     "KafkaTopicMissing",
