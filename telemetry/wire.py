@@ -8,6 +8,7 @@ divides the counts of a phase by the messages it published::
     count = wire_count(environment, "MQTT")   # once, when the client is made
     count.sent += n                           # after each send()
     count.received += len(data)               # after each recv()
+    count.opened += 1 / count.closed += 1     # when a connection is up / closed
 """
 
 from __future__ import annotations
@@ -24,11 +25,18 @@ __all__ = ["WireCount", "wire_count", "wire_counts"]
 class WireCount:
     """Bytes one protocol's clients sent and received in one Locust process."""
 
-    __slots__ = ("sent", "received")
+    __slots__ = ("sent", "received", "opened", "closed")
 
     def __init__(self) -> None:
         self.sent = 0
         self.received = 0
+        #: connections established and closed (``connections`` = those open now)
+        self.opened = 0
+        self.closed = 0
+
+    @property
+    def connections(self) -> int:
+        return self.opened - self.closed
 
     def snapshot(self) -> tuple[int, int]:
         return self.sent, self.received

@@ -126,6 +126,7 @@ class Transport:
         "_last_tx",
         "_backoff",
         "wire",
+        "_up",
     )
 
     def __init__(
@@ -157,6 +158,7 @@ class Transport:
         self._backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max)
         #: bytes this connection's socket sent and received (shared by a protocol's clients)
         self.wire = wire if wire is not None else WireCount()
+        self._up = False  # TCP established (counted in wire.opened) and not yet closed
 
     # --- hooks the protocol implements --------------------------------------------------
     def _transport_up(self) -> None:
@@ -342,6 +344,8 @@ class Transport:
         if code:
             self._attempt_failed(self._refused(code))
             return
+        self._up = True
+        self.wire.opened += 1
         self._rw.start(self._read_ready)
         tls = self.cfg.tls
         if tls is None:
@@ -392,6 +396,9 @@ class Transport:
                 w.stop()
                 w.close()
         self._rw = self._ww = None
+        if self._up:
+            self._up = False
+            self.wire.closed += 1
         if self._sock is not None:
             try:
                 self._sock.close()

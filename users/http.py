@@ -72,6 +72,13 @@ class _CountingSocket(gsocket.socket):
     """
 
     wire: WireCount
+    _open = False
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self.wire.closed += 1
+        super().close()
 
     def send(self, *args: Any, **kwargs: Any) -> int:
         n: int = super().send(*args, **kwargs)
@@ -96,11 +103,18 @@ def _counting_socket(wire: WireCount, family: int, socktype: int, protocol: int)
     return sock
 
 
+def _connected(sock: Any) -> None:
+    """``ConnectionPool.after_connect``: the connection is up (counted until closed)."""
+    if isinstance(sock, _CountingSocket) and not sock._open:
+        sock._open = True
+        sock.wire.opened += 1
+
+
 class _CountingPool(HTTPClientPool):
     """geventhttpclient's client pool whose connections count their bytes.
 
-    ``ConnectionPool._create_tcp_socket`` is geventhttpclient's documented socket
-    factory ("tcp socket factory"); each new client's pool gets the counting one.
+    ``ConnectionPool._create_tcp_socket`` ("tcp socket factory") and ``after_connect``
+    are geventhttpclient's hooks for this; each new client's pool gets counting ones.
     """
 
     def __init__(self, wire: WireCount, **kw: Any) -> None:
@@ -111,9 +125,9 @@ class _CountingPool(HTTPClientPool):
         known = len(self.clients)
         client = super().get_client(url)
         if len(self.clients) != known:
-            client._connection_pool._create_tcp_socket = partial(  # type: ignore[method-assign]
-                _counting_socket, self.wire
-            )
+            pool = client._connection_pool
+            pool._create_tcp_socket = partial(_counting_socket, self.wire)  # type: ignore[method-assign]
+            pool.after_connect = _connected  # type: ignore[method-assign]
         return client
 
 
