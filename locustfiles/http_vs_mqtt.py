@@ -16,8 +16,7 @@ results folder and to the report's "HTTP vs MQTT ingest" section::
     python analyze.py results/<run id>
 """
 
-from users import HttpDevice, MqttDevice, StompSubscriber
-from users.ingest_sweep import IngestSweep
+from users import HttpDevice, IngestSweep, MqttDevice, StompSubscriber
 
 
 class Dashboard(StompSubscriber):
