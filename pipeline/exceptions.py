@@ -12,6 +12,9 @@
      ├── CommandError               the gateway's REST -> MQTT command publisher
      │    ├── CommandUnavailable    the MQTT connection is down: nothing was published (503)
      │    └── CommandNotConfirmed   published, but no PUBACK in time (504)
+     ├── IngestError                the gateway's HTTP -> Kafka ingest producer
+     │    ├── IngestUnavailable     Kafka cannot take the record now: nothing queued (503)
+     │    └── IngestNotConfirmed    queued, but Kafka did not acknowledge it in time (504)
      ├── StompProtocolError         a frame that breaks the STOMP 1.2 grammar
      │    (ValueError)              (the gateway answers ERROR and closes the session)
      └── Rejected (ValueError)      a device message the bridge or consumer will not carry
