@@ -127,9 +127,8 @@ class Phase:
         acked_per_s = self.acked / self.seconds
         cpu_percent = 100.0 * self.cpu_s / self.seconds
         requests = self.acked + self.failed
-        keeps_up = (
-            acked_per_s >= KEEP_UP * self.offered_per_s
-            and self.failed <= MAX_FAILED * max(requests, 1)
+        keeps_up = acked_per_s >= KEEP_UP * self.offered_per_s and self.failed <= MAX_FAILED * max(
+            requests, 1
         )
         per_msg = max(self.acked, 1)
         return {
@@ -378,17 +377,11 @@ def format_summary(doc: dict[str, Any]) -> str:
         )
     ratios = doc["summary"].get("ratios")
     if ratios:
+        r = ratios.get
         lines.append(
-            "MQTT/HTTP throughput %s× (%s), per core %s×; HTTP/MQTT ack p50 %s×, e2e p50 %s×, "
-            "bytes %s×"
-            % (
-                ratios.get("throughput"),
-                ratios.get("throughput_bound"),
-                ratios.get("per_core"),
-                ratios.get("ack_p50"),
-                ratios.get("e2e_p50"),
-                ratios.get("bytes_per_msg"),
-            )
+            f"MQTT/HTTP throughput {r('throughput')}× ({r('throughput_bound')}), "
+            f"per core {r('per_core')}×; HTTP/MQTT ack p50 {r('ack_p50')}×, "
+            f"e2e p50 {r('e2e_p50')}×, bytes {r('bytes_per_msg')}×"
         )
     return "\n".join(lines)
 

@@ -42,9 +42,7 @@ class WireCount:
         return self.sent, self.received
 
 
-_counts: weakref.WeakKeyDictionary[Environment, dict[str, WireCount]] = (
-    weakref.WeakKeyDictionary()
-)
+_counts: weakref.WeakKeyDictionary[Environment, dict[str, WireCount]] = weakref.WeakKeyDictionary()
 
 
 def wire_counts(environment: Environment) -> dict[str, WireCount]:

@@ -36,8 +36,8 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gevent.event import Event
-from telemetry.wire import wire_count
 
+from telemetry.wire import wire_count
 from users._mqtt_codec import (
     CONNACK,
     DISCONNECT,

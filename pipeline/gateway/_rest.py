@@ -270,7 +270,7 @@ async def _read_body(request: Request, limit: int) -> tuple[bytes, int]:
     dependencies=WRITE,
     status_code=202,
     responses={
-        202: {"description": "in Kafka: `{\"partition\": 3, \"offset\": 1234}`"},
+        202: {"description": 'in Kafka: `{"partition": 3, "offset": 1234}`'},
         400: {"description": "not a JSON object, or nested too deep (dead-lettered)"},
         413: {"description": "larger than MAX_PAYLOAD_BYTES (dead-lettered)"},
         422: {"description": "invalid device id, device_id mismatch or schema (dead-lettered)"},

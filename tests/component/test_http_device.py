@@ -140,7 +140,9 @@ def test_an_answer_other_than_202_is_a_failure_with_the_reason(tmp_path):
 @pytest.fixture(scope="module")
 def gateway(redis_url, mqtt_url, tmp_path_factory):
     log = tmp_path_factory.mktemp("gw") / "ingest.log"
-    with Gateway(log, REDIS_URL=redis_url, MQTT_URL=mqtt_url, MAX_PAYLOAD_BYTES="2048").start() as gw:
+    with Gateway(
+        log, REDIS_URL=redis_url, MQTT_URL=mqtt_url, MAX_PAYLOAD_BYTES="2048"
+    ).start() as gw:
         yield gw
 
 
