@@ -10,10 +10,11 @@ protocol, and neither fleet's traffic queues behind the other's in the pipeline.
 
 Without ``--sweep-steps`` there is one step: ``--compare-devices`` devices each.
 With ``--sweep-steps N`` the fleets grow by ``--sweep-factor`` per step (up to N
-steps); a protocol that did not keep up at a step (less than 95 % of the offered
-rate acknowledged, or over 1 % failed) sits out the later steps, and the sweep ends
-when neither keeps up: each side's highest acknowledged rate is then measured at
-its own saturation, and their ratio is a measured ratio::
+steps). A protocol that did not keep up at a step (less than 95 % of the offered
+rate acknowledged, or over 1 % failed) is saturated once its acknowledged rate
+stops rising (under :data:`STILL_RISING` × its previous step's): it sits out the later steps, and the sweep ends
+when neither goes on. Each side's highest acknowledged rate is then its plateau,
+and their ratio is a measured ratio::
 
     class Shape(IngestSweep):
         mqtt = Device            # an MqttDevice subclass
@@ -102,6 +103,9 @@ OPTIONS = OptionGroup(
 )
 OPTIONS.register()
 
+#: A protocol that fell behind goes on to the next step only while its acknowledged rate
+#: still grows by this factor (more devices, more requests in flight, more throughput).
+STILL_RISING = 1.1
 #: Longest wait for a fleet to spawn (and the other to stop) before measuring anyway.
 RAMP_TIMEOUT_S = 60.0
 
@@ -121,6 +125,8 @@ class IngestSweep(LoadTestShape):
         self.recorder: Recorder | None = None
         self._plan: list[tuple[int, str]] = []
         self._saturated: set[str] = set()
+        #: src -> its previous phase's acknowledged rate
+        self._last: dict[str, float] = {}
         self._stage = "ramp"
         self._since = 0.0
 
@@ -159,6 +165,13 @@ class IngestSweep(LoadTestShape):
         own = getattr(cls, "interval", None)
         return float(own) if own is not None else settings(self.runner.environment).device_interval
 
+    def _judge(self, src: str, acked_per_s: float, kept_up: bool) -> None:
+        """Saturated: fell behind, and the rate stopped rising (see the module docstring)."""
+        previous = self._last.get(src)
+        self._last[src] = acked_per_s
+        if not kept_up and previous is not None and acked_per_s < STILL_RISING * previous:
+            self._saturated.add(src)
+
     # --- Locust's tick ----------------------------------------------------------------
     def tick(self) -> tuple[int, float, list[type[User]]] | None:
         assert self.runner is not None
@@ -195,8 +208,8 @@ class IngestSweep(LoadTestShape):
                 self._stage, self._since = "measure", now
         elif now - self._since >= SECONDS.get(self.runner.environment):
             phase = recorder.close()
-            if phase is not None and not recorder.keeps_up(phase):
-                self._saturated.add(src)
+            if phase is not None:
+                self._judge(src, phase.acked / phase.seconds, recorder.keeps_up(phase))
             self._plan.pop(0)
             self._stage, self._since = "ramp", now
             return self.tick()

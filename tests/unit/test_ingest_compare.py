@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from telemetry.ingest_compare import Phase, summarise
+from users.ingest_sweep import IngestSweep
 
 
 def phase(src: str, step: int, offered: float, acked: int, *, failed: int = 0, cpu_s: float = 1.0,
@@ -49,3 +50,16 @@ def test_a_side_that_never_saturated_makes_the_ratio_a_bound():
     assert summarise(phases)["ratios"]["throughput_bound"] == "at least"
     phases = [phase("mqtt", 1, 100, 1000), phase("http", 1, 100, 1000)]
     assert summarise(phases)["ratios"]["throughput_bound"] == "neither saturated"
+
+
+def test_the_sweep_drops_a_protocol_once_it_fell_behind_and_stopped_rising():
+    shape = IngestSweep()
+    shape._judge("http", 215.0, kept_up=False)  # behind at the first step: may still rise
+    assert shape._saturated == set()
+    shape._judge("http", 420.0, kept_up=False)  # behind, but twice the rate: go on
+    assert shape._saturated == set()
+    shape._judge("http", 440.0, kept_up=False)  # +5 %: the plateau
+    assert shape._saturated == {"http"}
+    shape._judge("mqtt", 1000.0, kept_up=True)
+    shape._judge("mqtt", 1000.0, kept_up=True)  # keeping up is never saturation
+    assert "mqtt" not in shape._saturated
