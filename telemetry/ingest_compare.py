@@ -300,19 +300,20 @@ def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarise(phases: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per protocol: the highest rate it kept up with and that phase's figures; the ratios.
+    """Per protocol: its highest acknowledged rate and whether it fell behind; the ratios.
 
-    ``saturated`` says whether the protocol failed to keep up at some step (then its
-    best rate is a measured ceiling; otherwise only a floor, and a ratio against it
-    is a lower or upper bound: ``ratio_bound``).
+    ``saturated`` says whether the protocol fell behind at some step (then its highest
+    rate is a measured ceiling; otherwise only a floor, and the throughput ratio is a
+    bound: ``throughput_bound``). Everything else is compared at one step both ran,
+    equal fleets at the same offered rate (``at_step``): the highest step where both
+    kept up, else the highest both ran.
     """
     by_src: dict[str, dict[str, Any]] = {}
     for src in dict.fromkeys(p["src"] for p in phases):
         mine = [p for p in phases if p["src"] == src]
         kept = [p for p in mine if p["keeps_up"]]
-        best = max(kept, key=lambda p: p["acked_per_s"]) if kept else None
         by_src[src] = {
-            "best": best,
+            "best": max(kept, key=lambda p: p["acked_per_s"]) if kept else None,
             "max_acked_per_s": max(p["acked_per_s"] for p in mine),
             "saturated": any(not p["keeps_up"] for p in mine),
             "phases": len(mine),
@@ -320,11 +321,13 @@ def summarise(phases: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"by_src": by_src}
     mqtt, http = by_src.get("mqtt"), by_src.get("http")
     if mqtt and http:
-        out["ratios"] = _ratios(mqtt, http)
+        out["ratios"] = _ratios(mqtt, http, phases)
     return out
 
 
-def _ratios(mqtt: dict[str, Any], http: dict[str, Any]) -> dict[str, Any]:
+def _ratios(
+    mqtt: dict[str, Any], http: dict[str, Any], phases: list[dict[str, Any]]
+) -> dict[str, Any]:
     """MQTT over HTTP (throughput, per core) and HTTP over MQTT (latency, bytes)."""
 
     def div(a: float | None, b: float | None) -> float | None:
@@ -335,17 +338,28 @@ def _ratios(mqtt: dict[str, Any], http: dict[str, Any]) -> dict[str, Any]:
         "throughput": div(mqtt["max_acked_per_s"], http["max_acked_per_s"]),
         "throughput_bound": _bound(mqtt["saturated"], http["saturated"]),
     }
-    m, h = mqtt["best"], http["best"]
-    if m and h:
-        out["per_core"] = div(m["per_core_per_s"], h["per_core_per_s"])
-        out["ack_p50"] = div(h["ack_ms"]["p50"], m["ack_ms"]["p50"])
-        out["ack_p99"] = div(h["ack_ms"]["p99"], m["ack_ms"]["p99"])
-        out["e2e_p50"] = div(h["e2e_ms"]["p50"], m["e2e_ms"]["p50"])
-        out["e2e_p99"] = div(h["e2e_ms"]["p99"], m["e2e_ms"]["p99"])
-        out["bytes_per_msg"] = div(
-            h["bytes_sent_per_msg"] + h["bytes_received_per_msg"],
-            m["bytes_sent_per_msg"] + m["bytes_received_per_msg"],
-        )
+    pairs = {}
+    for p in phases:
+        pairs.setdefault(p["step"], {})[p["src"]] = p
+    both = [pair for _, pair in sorted(pairs.items()) if {"mqtt", "http"} <= set(pair)]
+    if not both:
+        return out
+    kept = [pair for pair in both if pair["mqtt"]["keeps_up"] and pair["http"]["keeps_up"]]
+    pair = (kept or both)[-1]
+    m, h = pair["mqtt"], pair["http"]
+    out["at_step"] = m["step"]
+    out["at_offered_per_s"] = m["offered_per_s"]
+    out["both_kept_up"] = bool(kept)
+    out["per_core"] = div(m["per_core_per_s"], h["per_core_per_s"])
+    out["ack_p50"] = div(h["ack_ms"]["p50"], m["ack_ms"]["p50"])
+    out["ack_p99"] = div(h["ack_ms"]["p99"], m["ack_ms"]["p99"])
+    out["e2e_p50"] = div(h["e2e_ms"]["p50"], m["e2e_ms"]["p50"])
+    out["e2e_p99"] = div(h["e2e_ms"]["p99"], m["e2e_ms"]["p99"])
+    out["bytes_per_msg"] = div(
+        h["bytes_sent_per_msg"] + h["bytes_received_per_msg"],
+        m["bytes_sent_per_msg"] + m["bytes_received_per_msg"],
+    )
+    out["connections"] = div(m["connections"], h["connections"])
     return out
 
 
@@ -379,9 +393,9 @@ def format_summary(doc: dict[str, Any]) -> str:
     if ratios:
         r = ratios.get
         lines.append(
-            f"MQTT/HTTP throughput {r('throughput')}× ({r('throughput_bound')}), "
-            f"per core {r('per_core')}×; HTTP/MQTT ack p50 {r('ack_p50')}×, "
-            f"e2e p50 {r('e2e_p50')}×, bytes {r('bytes_per_msg')}×"
+            f"MQTT/HTTP throughput {r('throughput')}× ({r('throughput_bound')}); "
+            f"at step {r('at_step')}: per core {r('per_core')}×, HTTP/MQTT ack p50 "
+            f"{r('ack_p50')}×, e2e p50 {r('e2e_p50')}×, bytes {r('bytes_per_msg')}×"
         )
     return "\n".join(lines)
 

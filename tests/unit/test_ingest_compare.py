@@ -27,7 +27,7 @@ def test_a_phase_keeps_up_with_95_percent_acknowledged_and_1_percent_failed():
     assert got["ack_ms"]["count"] == 1000 and 0.99 <= got["ack_ms"]["p50"] <= 1.01
 
 
-def test_ratios_come_from_each_sides_best_phase_and_say_how_to_read_them():
+def test_throughput_is_each_sides_most_and_the_rest_is_compared_at_one_step():
     phases = [
         phase("mqtt", 1, 100, 1000, cpu_s=1.0, ack_us=1_000, sent=230_000, received=4_000),
         phase("http", 1, 100, 1000, cpu_s=2.0, ack_us=20_000, sent=400_000, received=160_000),
@@ -40,9 +40,14 @@ def test_ratios_come_from_each_sides_best_phase_and_say_how_to_read_them():
     assert summary["by_src"]["http"]["best"]["step"] == 1
     ratios = summary["ratios"]
     assert (ratios["throughput"], ratios["throughput_bound"]) == (2.0, "measured")  # 300 / 150
+    # step 1 is the highest where both kept up: equal fleets, the same rate
+    assert (ratios["at_step"], ratios["at_offered_per_s"], ratios["both_kept_up"]) == (1, 100, True)
     assert ratios["per_core"] == 2.0  # 1000 vs 500 per CPU second
     assert 19 <= ratios["ack_p50"] <= 21
     assert ratios["bytes_per_msg"] == round(560 / 234, 2)
+    # no step where both kept up: the highest both ran
+    behind = summarise([phase("mqtt", 1, 100, 1000), phase("http", 1, 100, 500)])["ratios"]
+    assert (behind["at_step"], behind["both_kept_up"]) == (1, False)
 
 
 def test_a_side_that_never_saturated_makes_the_ratio_a_bound():
