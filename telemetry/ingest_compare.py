@@ -338,7 +338,7 @@ def _ratios(
         "throughput": div(mqtt["max_acked_per_s"], http["max_acked_per_s"]),
         "throughput_bound": _bound(mqtt["saturated"], http["saturated"]),
     }
-    pairs = {}
+    pairs: dict[int, dict[str, dict[str, Any]]] = {}
     for p in phases:
         pairs.setdefault(p["step"], {})[p["src"]] = p
     both = [pair for _, pair in sorted(pairs.items()) if {"mqtt", "http"} <= set(pair)]

@@ -176,6 +176,7 @@ class HttpDevice(DeviceIds, FastHttpUser):
         self._due = 0
         self._ledger: telemetry.Ledger | None = None
         self._run_id = ""
+        self._posting = False
 
     # --- overridable hooks -------------------------------------------------------
     def payload(self, seq: int, t0: int, tp: int) -> bytes:
@@ -197,6 +198,12 @@ class HttpDevice(DeviceIds, FastHttpUser):
     def on_stop(self) -> None:
         self.client.client.clientpool.close()
 
+    def stop(self, force: bool = False) -> bool:
+        """Stop; a request on the wire is finished first (its message may already be in
+        Kafka), as MqttDevice waits for its PUBACKs: killed mid-request, the ledger would
+        hold a message as published that may or may not have arrived."""
+        return bool(super().stop(force=force and not self._posting))
+
     @task
     def publish_due(self) -> None:
         """Sleep until the next message is due, then post it and wait for the answer."""
@@ -216,7 +223,11 @@ class HttpDevice(DeviceIds, FastHttpUser):
         self.seq = seq
         self._due = due + self.interval_ns
         ledger.published(self.device_id, seq, due, tp, src=SRC)
-        self.post(body)
+        self._posting = True
+        try:
+            self.post(body)
+        finally:
+            self._posting = False
 
     def post(self, body: bytes) -> bool:
         """``POST`` one message; True when the gateway answered 202 (Kafka has it)."""
