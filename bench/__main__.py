@@ -16,6 +16,7 @@ Commands:
   redis                RedisUser (Locust) vs redis-benchmark on the same server (bench/redis_bench.py)
   reconnect-storm      the broker restarted under 5,000 connected devices: time until all are back (bench/reconnect_storm.py)
   mqtt-auth            the MQTT auth plugin's cost per CONNECT vs anonymous, and a password file's (bench/mqtt_auth.py)
+  http-vs-mqtt         HTTP vs MQTT ingest, equal fleets taking turns, rising rate (bench/http_vs_mqtt.py)
 
 With no command, runs mqtt-ratio and idle-devices with their defaults. Figures: bench/README.md.
 """
@@ -41,6 +42,7 @@ COMMANDS = {
     "redis": "bench.redis_bench",
     "reconnect-storm": "bench.reconnect_storm",
     "mqtt-auth": "bench.mqtt_auth",
+    "http-vs-mqtt": "bench.http_vs_mqtt",
 }
 DEFAULT = ("mqtt-ratio", "idle-devices")
 

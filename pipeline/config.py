@@ -297,6 +297,13 @@ class Settings:
     bridge_linger_ms: int = setting(
         10, "BRIDGE_LINGER_MS", "How long the bridge's producer waits to fill a batch, ms"
     )
+    #: The bridge's default, so both doors into Kafka batch alike; the HTTP answer
+    #: waits for Kafka's acknowledgement, so this is in every ingest response time.
+    ingest_linger_ms: int = setting(
+        10,
+        "INGEST_LINGER_MS",
+        "How long the gateway's HTTP ingest producer waits to fill a batch, ms",
+    )
     push_mode: str = setting(
         "stream",
         "PUSH_MODE",

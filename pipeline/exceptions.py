@@ -12,12 +12,15 @@
      ├── CommandError               the gateway's REST -> MQTT command publisher
      │    ├── CommandUnavailable    the MQTT connection is down: nothing was published (503)
      │    └── CommandNotConfirmed   published, but no PUBACK in time (504)
+     ├── IngestError                the gateway's HTTP -> Kafka ingest producer
+     │    ├── IngestUnavailable     Kafka cannot take the record now: nothing queued (503)
+     │    └── IngestNotConfirmed    queued, but Kafka did not acknowledge it in time (504)
      ├── StompProtocolError         a frame that breaks the STOMP 1.2 grammar
      │    (ValueError)              (the gateway answers ERROR and closes the session)
      └── Rejected (ValueError)      a device message the bridge or consumer will not carry
                                     (dead-lettered with its reason, counted)
 
-The command, STOMP and rejection errors are handled inside the services, counted
+The command, ingest, STOMP and rejection errors are handled inside the services, counted
 in a metric, and never end a process. Everything else is a user-facing mistake whose ``str()`` is one
 sentence saying what to change: the launcher (`python -m pipeline`) and every
 service (`python -m pipeline.bridge|consumer|gateway`) end on it the same way,
@@ -34,6 +37,9 @@ from contextlib import contextmanager
 __all__ = [
     "EXIT_USAGE",
     "BinaryMissing",
+    "IngestError",
+    "IngestNotConfirmed",
+    "IngestUnavailable",
     "CommandError",
     "CommandNotConfirmed",
     "CommandUnavailable",
@@ -100,6 +106,18 @@ class CommandNotConfirmed(CommandError):
     """Published, but the broker did not acknowledge it in time."""
 
 
+class IngestError(PipelineError):
+    """A device message that HTTP ingest accepted but Kafka did not take."""
+
+
+class IngestUnavailable(IngestError):
+    """Kafka cannot take the record now (producer queue full or down): nothing was queued."""
+
+
+class IngestNotConfirmed(IngestError):
+    """Queued, but Kafka did not acknowledge it in time (or refused it)."""
+
+
 class StompProtocolError(PipelineError, ValueError):
     """A frame that breaks the STOMP 1.2 grammar; ``reason`` is a short metric label."""
 
@@ -117,7 +135,7 @@ class Rejected(PipelineError, ValueError):
 
 
 #: Errors the services handle themselves (count, log, carry on): never an exit.
-_HANDLED = (CommandError, StompProtocolError, Rejected)
+_HANDLED = (CommandError, IngestError, StompProtocolError, Rejected)
 
 
 def exit_code(err: BaseException) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 from report._charts import Chart, render_charts
 from report._compare import DEFAULT_TOLERANCE_PCT, Delta, Headline, compare, headlines
 from report._health import WorkerHealth, generator_health, warnings
+from report._ingest import comparison_view
 from report._load import Run
 from report._tables import (
     LatencyRow,
@@ -64,6 +65,8 @@ class Report:
     charts: dict[str, Chart] = field(default_factory=dict)
     #: ``--faults`` phases, each with its figures (``telemetry._fault_figures``)
     faults: list[dict[str, Any]] = field(default_factory=list)
+    #: the HTTP-vs-MQTT ingest comparison (``report._ingest``), when the run was one
+    comparison: dict[str, Any] | None = None
 
     @property
     def failed_checks(self) -> list[Check]:
@@ -187,6 +190,7 @@ def build_report(
         tolerance_pct=tolerance_pct,
         tolerance_ms=tolerance_ms,
         faults=fault_rows(run),
+        comparison=comparison_view(run),
     )
     if slo is not None:
         report.checks = evaluate(slo, figures)

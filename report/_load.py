@@ -81,6 +81,8 @@ class Run:
     locust_html: Path | None = None
     #: ``faults.json`` of a ``--faults`` run (docs/results.md), else None
     faults: dict[str, Any] | None = None
+    #: ``comparison.json`` of an ingest comparison (``locustfiles/http_vs_mqtt.py``), else None
+    comparison: dict[str, Any] | None = None
 
     @property
     def run_id(self) -> str:
@@ -366,7 +368,25 @@ def load_run(folder: str | Path) -> Run:
         locust=_locust(folder, run),
         locust_html=_locust_html(folder, run),
         faults=_faults(folder / "faults.json"),
+        comparison=_comparison(folder / "comparison.json"),
     )
+
+
+def _comparison(path: Path) -> dict[str, Any] | None:
+    """``comparison.json`` of an ingest comparison run (optional; checked like the others)."""
+    if not path.exists():
+        return None
+    doc = _read_json(path, "pipeswarm-comparison/1")
+    phases = _field(doc, "phases", (list,), str(path))
+    for i, phase in enumerate(phases):
+        where = f"{path} phases[{i}]"
+        if not isinstance(phase, dict):
+            raise UnusableInput(f"{where} is not an object.")
+        _field(phase, "src", (str,), where)
+        for key in ("ack_ms", "e2e_ms"):
+            _field(phase, key, (dict,), where)
+    _field(doc, "summary", (dict,), str(path))
+    return doc
 
 
 def _faults(path: Path) -> dict[str, Any] | None:

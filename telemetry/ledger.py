@@ -377,6 +377,8 @@ class Ledger:
                 if at is None:
                     continue
                 pos = POSITION[stage]
+                if pos <= prev_pos:  # another entry's stamp (a message carries one)
+                    continue
                 self._leg(path, src, prev_pos, pos, at - prev_ns, length)
                 prev_pos, prev_ns = pos, at
             self._leg(path, src, prev_pos, _RECV_POS, recv_ns - prev_ns, length)

@@ -3,8 +3,10 @@
 Import what a locustfile needs from here::
 
     from users import MqttDevice, StompSubscriber, WsSubscriber, KafkaProducer, RestCommander
+    from users import HttpDevice         # device messages over HTTP (POST /api/ingest/{id})
     from users import RedisUser          # the pipeline's Redis operations
     from users import PresetShape        # --shape constant|stages|step|spike|soak
+    from users import IngestSweep        # HTTP vs MQTT ingest, phase by phase (--sweep-steps)
 
 Importing ``users`` registers the pipeswarm options (``users._config``: backend
 URLs and device knobs; each user module adds its own) and, through ``telemetry``,
@@ -24,6 +26,8 @@ from users.exceptions import (
     WsConnectionLost,
     WsError,
 )
+from users.http import HttpDevice
+from users.ingest_sweep import IngestSweep
 from users.kafka import KafkaProducer, ProducerEngine
 from users.mqtt import (
     ClientConfig,
@@ -59,6 +63,8 @@ __all__ = [
     "ConnectFailed",
     "ConnectionLost",
     "DeviceClient",
+    "HttpDevice",
+    "IngestSweep",
     "KafkaDeliveryFailed",
     "KafkaProducer",
     "KafkaTopicMissing",

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gevent.event import Event
 
+from telemetry.wire import wire_count
 from users._mqtt_codec import (
     CONNACK,
     DISCONNECT,
@@ -177,7 +178,9 @@ class DeviceClient(Transport):
         source_address: str | None = None,
         owner: ClientOwner | None = None,
     ) -> None:
-        super().__init__(cfg, get_pump(environment), source_address)
+        super().__init__(
+            cfg, get_pump(environment), source_address, wire_count(environment, REQUEST_TYPE)
+        )
         self.environment = environment
         self.client_id = client_id
         self.will = will

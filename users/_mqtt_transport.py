@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from telemetry.wire import WireCount
 from users._backoff import Backoff
 from users._mqtt_codec import MQTT311
 from users._mqtt_loop import READ, WRITE, Pump
@@ -124,9 +125,17 @@ class Transport:
         "_m_attempt",
         "_last_tx",
         "_backoff",
+        "wire",
+        "_up",
     )
 
-    def __init__(self, cfg: ClientConfig, pump: Pump, source_address: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ClientConfig,
+        pump: Pump,
+        source_address: str | None = None,
+        wire: WireCount | None = None,
+    ) -> None:
         self.cfg = cfg
         self.source_address = source_address
         self.state = IDLE
@@ -147,6 +156,9 @@ class Transport:
         self._m_attempt = 0.0  # monotonic at the attempt's start (for timeouts)
         self._last_tx = 0.0
         self._backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max)
+        #: bytes this connection's socket sent and received (shared by a protocol's clients)
+        self.wire = wire if wire is not None else WireCount()
+        self._up = False  # TCP established (counted in wire.opened) and not yet closed
 
     # --- hooks the protocol implements --------------------------------------------------
     def _transport_up(self) -> None:
@@ -190,6 +202,7 @@ class Transport:
         except OSError as err:
             self._lost(f"write failed: {err}")
             return
+        self.wire.sent += n
         self._last_tx = time.monotonic()
         if n < len(data):
             self._wpending = data[n:]
@@ -230,6 +243,7 @@ class Transport:
             except OSError as err:
                 self._lost(f"write failed: {err}")
                 return
+            self.wire.sent += n
             self._last_tx = time.monotonic()
             if n < len(data):
                 self._wpending = data[n:]
@@ -257,6 +271,7 @@ class Transport:
         if not data:
             self._lost("the broker closed the connection")
             return
+        self.wire.received += len(data)
         if self.state == CLOSING:  # late acks after DISCONNECT: the user has stopped
             return
         if self._tls is not None:
@@ -329,6 +344,8 @@ class Transport:
         if code:
             self._attempt_failed(self._refused(code))
             return
+        self._up = True
+        self.wire.opened += 1
         self._rw.start(self._read_ready)
         tls = self.cfg.tls
         if tls is None:
@@ -379,6 +396,9 @@ class Transport:
                 w.stop()
                 w.close()
         self._rw = self._ww = None
+        if self._up:
+            self._up = False
+            self.wire.closed += 1
         if self._sock is not None:
             try:
                 self._sock.close()

@@ -22,6 +22,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from pipeline._schema import REASONS
+
 #: Push latency buckets (seconds): sub-millisecond fan-out up to a stalled client.
 LATENCY_BUCKETS = (
     0.0001,
@@ -45,6 +47,8 @@ LATENCY_BUCKETS = (
 PROTOCOLS = ("websocket", "stomp")
 DROP_REASONS = ("queue_full", "closed")
 COMMAND_RESULTS = ("accepted", "invalid", "unavailable", "unconfirmed")
+#: ``rejected`` is split by reason in ``ingest_rejected`` (``pipeline._schema.REASONS``).
+INGEST_RESULTS = ("accepted", "invalid", "rejected", "unavailable", "unconfirmed")
 REPLAY_RESULTS = ("complete", "truncated", "failed")
 #: Every reason an ERROR frame can carry: the codec's, then the session's.
 STOMP_ERROR_REASONS = (
@@ -116,6 +120,9 @@ class GatewayStats:
             {(p, r): 0 for p in PROTOCOLS for r in DROP_REASONS}
         )
         self.commands: Counter[str] = Counter({r: 0 for r in COMMAND_RESULTS})
+        self.ingest: Counter[str] = Counter({r: 0 for r in INGEST_RESULTS})
+        self.ingest_rejected: Counter[str] = Counter({r: 0 for r in REASONS})
+        self.ingest_latency = FastHistogram()
         self.stomp_errors: Counter[str] = Counter({r: 0 for r in STOMP_ERROR_REASONS})
         self.replays: Counter[tuple[str, str]] = Counter(
             {(p, r): 0 for p in PROTOCOLS for r in REPLAY_RESULTS}
@@ -187,6 +194,13 @@ class _GatewayCollector(Collector):
                 s.dropped,
             ),
             ("commands", "REST device commands by outcome.", ["result"], s.commands),
+            ("ingest", "HTTP ingest requests by outcome.", ["result"], s.ingest),
+            (
+                "ingest_rejected",
+                "HTTP ingest messages dead-lettered, by reason.",
+                ["reason"],
+                s.ingest_rejected,
+            ),
             ("stomp_errors", "STOMP ERROR frames sent, by reason.", ["reason"], s.stomp_errors),
         ]
         for name, documentation, labels, values in labelled:
@@ -199,6 +213,13 @@ class _GatewayCollector(Collector):
         )
         latency.add_metric([], hist.cumulative(), sum_value=hist.sum)
         yield latency
+        hist = s.ingest_latency
+        ingest = HistogramMetricFamily(
+            ns + "ingest_latency_seconds",
+            "HTTP ingest: request body read to Kafka acknowledgement (accepted messages).",
+        )
+        ingest.add_metric([], hist.cumulative(), sum_value=hist.sum)
+        yield ingest
 
         yield GaugeMetricFamily(
             ns + "devices", "Devices whose latest update the gateway holds.", value=s.devices()

@@ -1,4 +1,5 @@
-"""REST: health, stats, latest coordinates (read from Redis), device commands (to MQTT).
+"""REST: health, stats, latest coordinates (read from Redis), device commands (to MQTT),
+device messages in over HTTP (to Kafka, ``_ingest``).
 
 Stored values are checked before they are decoded (size, nesting depth, a JSON
 object): one bad value is skipped in the list (and counted in ``bad_latest``), and
@@ -10,13 +11,20 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from pipeline.config import COUNTS_KEY, DEVICES_KEY, LATEST_KEY, TOTAL_KEY
-from pipeline.exceptions import CommandNotConfirmed, CommandUnavailable
+from pipeline.exceptions import (
+    CommandNotConfirmed,
+    CommandUnavailable,
+    IngestNotConfirmed,
+    IngestUnavailable,
+    Rejected,
+)
+from pipeline.gateway._ingest import STATUS
 from pipeline.gateway._stream import decode_object
 
 if TYPE_CHECKING:
@@ -40,6 +48,15 @@ DeviceId = Annotated[
 
 def _gateway(request: Request) -> Gateway:
     return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+async def write_access(request: Request) -> None:
+    """Runs before every write route (``POST /api/commands``, ``POST /api/ingest``):
+    the one place their request check goes. Today every client may write."""
+
+
+#: The dependencies of every route that changes something outside the gateway.
+WRITE = [Depends(write_access)]
 
 
 class CommandRequest(BaseModel):
@@ -199,6 +216,7 @@ async def device_coordinates(device_id: DeviceId, request: Request) -> dict[str,
 
 @router.post(
     "/commands/{device_id}",
+    dependencies=WRITE,
     status_code=202,
     response_model=CommandAccepted,
     responses={
@@ -227,3 +245,59 @@ async def send_command(device_id: DeviceId, body: CommandRequest, request: Reque
         topic=issued.topic,
         issued_at=issued.issued_at,
     )
+
+
+_JSON = "application/json"
+
+
+async def _read_body(request: Request, limit: int) -> tuple[bytes, int]:
+    """The body, read up to ``limit + 1`` bytes; and the size the client sent (or declared)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return b"", int(declared)  # not worth reading
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks), size
+
+
+@router.post(
+    "/ingest/{device_id}",
+    dependencies=WRITE,
+    status_code=202,
+    responses={
+        202: {"description": 'in Kafka: `{"partition": 3, "offset": 1234}`'},
+        400: {"description": "not a JSON object, or nested too deep (dead-lettered)"},
+        413: {"description": "larger than MAX_PAYLOAD_BYTES (dead-lettered)"},
+        422: {"description": "invalid device id, device_id mismatch or schema (dead-lettered)"},
+        503: {"description": "Kafka cannot take it now; nothing was queued"},
+        504: {"description": "queued, but Kafka did not acknowledge it within 10 s"},
+    },
+)
+async def ingest(device_id: DeviceId, request: Request) -> Response:
+    """A device message over HTTP instead of MQTT: the body is what a device publishes on
+    `sensors/{device_id}/coordinates`, checked as the bridge checks it and produced into the
+    same Kafka topic; answers 202 once Kafka acknowledged it. A rejected message is
+    dead-lettered with its reason, as the bridge does, and answered with that reason."""
+    gw = _gateway(request)
+    body, size = await _read_body(request, gw.settings.max_payload_bytes)
+    try:
+        produced = await gw.ingest.submit(device_id, body, size)
+    except Rejected as exc:
+        gw.stats.ingest["rejected"] += 1
+        detail = {"detail": str(exc), "reason": exc.reason}
+        return JSONResponse(detail, status_code=STATUS.get(exc.reason, 400))
+    except IngestUnavailable as exc:
+        gw.stats.ingest["unavailable"] += 1
+        raise HTTPException(503, str(exc)) from None
+    except IngestNotConfirmed as exc:
+        gw.stats.ingest["unconfirmed"] += 1
+        raise HTTPException(504, str(exc)) from None
+    gw.stats.ingest["accepted"] += 1
+    # Written by hand: bytes on the wire are part of what the ingest comparison measures.
+    content = b'{"partition":%d,"offset":%d}' % produced
+    return Response(content, status_code=202, media_type=_JSON)

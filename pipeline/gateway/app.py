@@ -2,7 +2,8 @@
 
 Redis stream `pipeswarm:stream` --(one XREAD reader)--> Hub --(outbox per client)--> /coordinates, /ws
                                  --(XRANGE, per resubscribing client)--> replay, then live
-REST /api/* reads Redis; POST /api/commands/{id} publishes to MQTT; /metrics scrapes stats
+REST /api/* reads Redis; POST /api/commands/{id} publishes to MQTT;
+POST /api/ingest/{id} produces a device message into Kafka; /metrics scrapes stats
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pipeline.config import Settings
 from pipeline.gateway import _rest, _ws
 from pipeline.gateway._commands import CommandPublisher
 from pipeline.gateway._hub import Hub
+from pipeline.gateway._ingest import Ingest
 from pipeline.gateway._metrics import GatewayStats, make_registry
 from pipeline.gateway._replay import Replayer
 from pipeline.gateway._updates import UpdateReader
@@ -41,6 +43,8 @@ The last stage of the pipeswarm pipeline: live device coordinates out, commands 
   (all devices) or `/topic/devices/{device_id}`. Each MESSAGE has a `stream-id`
   header; SUBSCRIBE with `since:<stream-id>` replays what came after it first
   (`replay-truncated:true` on the first frame when the stream no longer holds it all).
+* `POST /api/ingest/{device_id}` — a device message over HTTP instead of MQTT, into the
+  same Kafka topic after the bridge's checks.
 * REST below; Prometheus metrics at `/metrics`.
 """
 
@@ -55,6 +59,7 @@ class Gateway:
         self.reader = UpdateReader(settings.redis_url, self.hub, self.stats)
         self.replayer = Replayer(settings.redis_url, self.hub, self.stats)
         self.commands = CommandPublisher(settings.mqtt)
+        self.ingest = Ingest(settings, self.stats)
         # bytes, never decoded: stored values are data to check, not text to trust
         self.redis = aredis.Redis.from_url(
             settings.redis_url,
@@ -70,6 +75,7 @@ class Gateway:
 
     async def start(self) -> None:
         self.commands.start()
+        self.ingest.start()
         self._tasks.append(asyncio.create_task(_supervise("redis_reader", self.reader.run)))
         if self.hub.snapshot_mode:
             self._tasks.append(asyncio.create_task(_supervise("snapshots", self.hub.run_snapshots)))
@@ -87,6 +93,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await asyncio.to_thread(self.commands.stop)  # joins paho's thread
+        await asyncio.to_thread(self.ingest.stop)  # waits for what Kafka has not acknowledged
         await self.redis.aclose()
         await self.replayer.client.aclose()
 
@@ -130,6 +137,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def count_invalid_commands(request: Request, exc: RequestValidationError) -> Response:
         if request.method == "POST" and request.url.path.startswith("/api/commands/"):
             gateway.stats.commands["invalid"] += 1
+        elif request.method == "POST" and request.url.path.startswith("/api/ingest/"):
+            gateway.stats.ingest["invalid"] += 1
         return await request_validation_exception_handler(request, exc)
 
     @app.get("/metrics", include_in_schema=False)

@@ -51,6 +51,7 @@ EXPECTED = {
     "BRIDGE_CLIENT_ID": "pipeswarm-bridge",
     "BRIDGE_DELIVERY_TIMEOUT_MS": 300_000,
     "BRIDGE_LINGER_MS": 10,
+    "INGEST_LINGER_MS": 10,
     "PUSH_MODE": "stream",
     "SNAPSHOT_INTERVAL_MS": 1000,
     "CLIENT_QUEUE": 10_000,

@@ -164,6 +164,27 @@ def test_hop_deltas_by_leg_name():
     assert hop_name("kafka", 0, 2) == "kafka"  # produced straight into Kafka
 
 
+def test_http_entry_has_its_own_first_leg_then_the_shared_ones():
+    ledger = Ledger("run")
+    sub = ledger.subscriber("stomp")
+    t0 = BASE
+    body = envelope.build("h1", 1.0, 2.0, run="run", seq=1, t0=t0, tp=t0 + 1_000, src="http")
+    msg = json.loads(body)
+    msg["trace"]["hops"] = {
+        "gateway_ingest": t0 + 3_000_000,
+        "consumer": t0 + 5_000_000,
+        "gateway": t0 + 9_000_000,
+    }
+    sub.received(json.dumps(msg).encode(), t0 + 10_000_000)
+    hops = {hop for (path, hop), _ in ledger.histograms if path == "http→stomp"}
+    assert hops == {"total", "service", "http", "kafka", "redis", "push"}
+    ingest = ledger.histograms.get("http→stomp", "http")
+    assert ingest.hdr.values_are_equivalent(ingest.percentile(50), 2_999)  # tp -> ingest
+    assert hop_name("http", 0, 1) == "http"
+    assert hop_name("http", 0, 2) == "http+kafka"  # the ingest left no stamp
+    assert hop_name("mqtt", 0, 2) == "mqtt+kafka"
+
+
 def test_snapshot_mode_reports_staleness_not_loss():
     ledger = Ledger("run")
     sub = ledger.subscriber("ws")
