@@ -438,4 +438,7 @@ class Stack:
         return self._start_python(name, env)
 
     def _start_gateway(self) -> Proc:
-        return self._start_python("gateway")
+        auth.create_secret(self.state_dir)  # (start() made it; a lone start_service may not)
+        return self._start_python(
+            "gateway", service_environ(gateway_jwt_secret_file=self.secret_file)
+        )

@@ -22,7 +22,8 @@ from pipeline.gateway._stream import decode_object
 if TYPE_CHECKING:
     from pipeline.gateway.app import Gateway
 
-DEVICE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+#: no leading dot: ``.`` and ``..`` are path segments, never device ids
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,127}$"
 COMMAND_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 _REDIS_TIMEOUT_S = 2.0
 
@@ -202,6 +203,7 @@ async def device_coordinates(device_id: DeviceId, request: Request) -> dict[str,
     status_code=202,
     response_model=CommandAccepted,
     responses={
+        404: {"description": "a device the pipeline has never seen; nothing was published"},
         422: {"description": "invalid device id or command; nothing was published"},
         503: {"description": "MQTT broker not connected; nothing was published"},
         504: {"description": "published, but the broker did not acknowledge in time"},
@@ -209,8 +211,12 @@ async def device_coordinates(device_id: DeviceId, request: Request) -> dict[str,
 )
 async def send_command(device_id: DeviceId, body: CommandRequest, request: Request) -> Any:
     """Publish `{"device_id","command","command_id","issued_at"}` at QoS 1 on
-    `orin/{device_id}/command`; answers 202 once the broker acknowledged it (PUBACK)."""
+    `orin/{device_id}/command`; answers 202 once the broker acknowledged it (PUBACK).
+    Only devices the pipeline has stored a message of take commands (404 otherwise)."""
     gw = _gateway(request)
+    if await _redis(gw.redis.zscore(DEVICES_KEY, device_id)) is None:
+        gw.stats.commands["unknown_device"] += 1
+        raise HTTPException(404, f"device {device_id!r} has never sent a message; nothing sent")
     try:
         issued = await gw.commands.publish(device_id, body.command)
     except CommandUnavailable as exc:
