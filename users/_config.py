@@ -10,7 +10,9 @@ all work with Locust's one precedence (CLI > env > config file > default)::
 When the embedded stack is up, ``.pipeswarm/stack.json`` (written by
 ``python -m pipeline up --detach``; directory overridable with
 ``PIPESWARM_STATE_DIR``) supplies the backend defaults, so an explicit value
-always wins over it. ``users/`` never imports ``pipeline/``: the file is read here.
+always wins over it, and its ``secret_file`` the secret the gateway users mint
+their bearer token with (``--jwt-secret``; one token per process). ``users/``
+reads the file here and imports only ``pipeline.auth`` (made to be shared) to mint.
 
 User code reads the parsed result with :func:`settings`::
 
@@ -54,7 +56,9 @@ __all__ = [
     "parse_kafka_bootstrap",
     "parse_settings",
     "settings",
+    "stack_secret",
     "stack_urls",
+    "gateway_token",
 ]
 
 #: Built-in defaults, used when no stack file exists (README "Configuration" lists them).
@@ -106,6 +110,8 @@ class Settings:
     mqtt_version: int  # protocol level byte: 4 (3.1.1) or 5
     payload_template: str
     mqtt_keepalive: int
+    #: what StompSubscriber, WsSubscriber and RestCommander send as ``Bearer``; "" = none
+    gateway_token: str = ""
 
 
 def _bad(option: str, value: Any, why: str) -> ConfigError:
@@ -194,21 +200,51 @@ def parse_kafka_bootstrap(value: str, option: str = "--kafka-bootstrap") -> str:
     return ",".join(servers)
 
 
+def _stack_doc(state_dir: str | Path | None = None) -> dict[str, Any]:
+    """``<state_dir>/stack.json`` (default ``$PIPESWARM_STATE_DIR`` or ``.pipeswarm``), or ``{}``."""
+    directory = Path(state_dir or os.environ.get(STATE_DIR_ENV) or ".pipeswarm")
+    try:
+        doc = json.loads((directory / "stack.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 def stack_urls(state_dir: str | Path | None = None) -> dict[str, str]:
     """The URLs of the running embedded stack (``{"mqtt": …, "kafka": …}``), or ``{}``.
 
     Reads ``<state_dir>/stack.json`` (default ``$PIPESWARM_STATE_DIR`` or
     ``.pipeswarm``); a missing or unreadable file means no stack.
     """
-    directory = Path(state_dir or os.environ.get(STATE_DIR_ENV) or ".pipeswarm")
-    try:
-        doc = json.loads((directory / "stack.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    urls = doc.get("urls") if isinstance(doc, dict) else None
+    urls = _stack_doc(state_dir).get("urls")
     if not isinstance(urls, dict):
         return {}
     return {k: v for k, v in urls.items() if isinstance(k, str) and isinstance(v, str) and v}
+
+
+def stack_secret(state_dir: str | Path | None = None) -> str | None:
+    """The running embedded stack's secret (its ``secret_file``), or None."""
+    path = _stack_doc(state_dir).get("secret_file")
+    if not isinstance(path, str) or not path:
+        return None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
+_minted: dict[str, str] = {}
+
+
+def gateway_token(token: str, secret: str) -> str:
+    """``token`` when given; else one minted from ``secret`` (once per process); else ""."""
+    if token or not secret:
+        return token
+    if secret not in _minted:
+        from pipeline import auth  # the one token format, shared with the gateway
+
+        _minted[secret] = auth.mint_token(secret, "pipeswarm-load")
+    return _minted[secret]
 
 
 def _stack_default(key: str) -> Callable[[], str | None]:
@@ -294,6 +330,27 @@ MQTT_KEEPALIVE = _option(
     "MQTT keepalive in seconds",
     check=lambda s: None if 0 <= s <= 65535 else "must be 0 (off) to 65535 seconds",
 )
+TOKEN = _option(
+    "--token",
+    str,
+    "",
+    "PIPESWARM_TOKEN",
+    "Bearer token (JWT) the gateway users send: STOMP CONNECT, the raw WebSocket upgrade, "
+    "REST; empty: one minted from --jwt-secret",
+    doc_default="none",
+    secret=True,
+)
+JWT_SECRET = _option(
+    "--jwt-secret",
+    str,
+    "",
+    "PIPESWARM_JWT_SECRET",
+    "Secret the gateway signs its tokens with (HS256): the gateway users mint their token "
+    "from it when --token is empty",
+    default_from=stack_secret,
+    doc_default="the running embedded stack's (its secret_file)",
+    secret=True,
+)
 #: Backend URLs and device knobs. Not in the web UI's form (as before the options
 #: had one declaration: they were registered in an argument group, which it skips).
 OPTIONS = OptionGroup(
@@ -307,6 +364,8 @@ OPTIONS = OptionGroup(
     MQTT_VERSION,
     PAYLOAD_TEMPLATE,
     MQTT_KEEPALIVE,
+    TOKEN,
+    JWT_SECRET,
     web_ui=False,
 )
 
@@ -323,6 +382,7 @@ def parse_settings(options: Namespace | None) -> Settings:
         mqtt_version=MQTT_VERSIONS[MQTT_VERSION.read(options)],
         payload_template=PAYLOAD_TEMPLATE.read(options),
         mqtt_keepalive=MQTT_KEEPALIVE.read(options),
+        gateway_token=gateway_token(TOKEN.read(options), JWT_SECRET.read(options)),
     )
 
 

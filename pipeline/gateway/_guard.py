@@ -130,7 +130,9 @@ class Guard:
         if self.auth.needs_token(method, scope["path"]):
             why = self.auth.refuse(bearer(header(scope, b"authorization")), "http")
             if why is not None:
-                await _answer(send, 401, why, [(b"www-authenticate", b'Bearer error="invalid_token"')])
+                await _answer(
+                    send, 401, why, [(b"www-authenticate", b'Bearer error="invalid_token"')]
+                )
                 return
         if method in READ_METHODS:
             await self.app(scope, receive, send)
