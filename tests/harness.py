@@ -156,7 +156,7 @@ class Gateway:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         if env.get("GATEWAY_AUTH") != "off":
-            env.setdefault("GATEWAY_JWT_SECRET", secrets.token_urlsafe(24))
+            env.setdefault("GATEWAY_JWT_SECRET", secrets.token_urlsafe(32))
         self.secret = env.get("GATEWAY_JWT_SECRET", "")
         self.token = auth.mint_token(self.secret, "test") if self.secret else ""
         self.auth_header = {"Authorization": f"Bearer {self.token}"} if self.token else {}
