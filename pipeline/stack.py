@@ -161,6 +161,7 @@ class Stack:
             push_mode=self.push_mode,
             snapshot_interval_ms=self.snapshot_interval_ms,
             redis_ttl_s=self.redis_ttl_s,
+            gateway_jwt_secret_file=self.secret_file,
         )
         return {**env, "PYTHONUNBUFFERED": "1"}
 
@@ -439,6 +440,4 @@ class Stack:
 
     def _start_gateway(self) -> Proc:
         auth.create_secret(self.state_dir)  # (start() made it; a lone start_service may not)
-        return self._start_python(
-            "gateway", service_environ(gateway_jwt_secret_file=self.secret_file)
-        )
+        return self._start_python("gateway")

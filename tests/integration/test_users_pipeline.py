@@ -10,6 +10,7 @@ import pytest
 from locust import constant
 
 from tests.harness import LocustRun
+from tests.helpers import stack_secret
 from users.kafka import KafkaProducer
 from users.mqtt import MqttDevice
 from users.rest import RestCommander
@@ -28,6 +29,7 @@ def stack_args(stack) -> tuple[str, ...]:
         "--gateway-url", u["gateway"],
         "--kafka-bootstrap", u["kafka"],
         "--redis-url", u["redis"],
+        "--jwt-secret", stack_secret(stack),
     )  # fmt: skip
 
 
