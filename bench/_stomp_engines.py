@@ -25,6 +25,7 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -43,6 +44,8 @@ from users._stomp_codec import FrameReader, encode  # noqa: E402
 from users._stomp_stomppy import StompPyClient  # noqa: E402
 
 RUN = "bench"
+#: the bearer token CONNECT carries (a real gateway wants one; the fake source ignores it)
+_TOKEN = os.environ.get("PIPESWARM_TOKEN", "")
 
 
 def _cpu(proc: psutil.Process) -> float:
@@ -111,7 +114,10 @@ class WsprotoClient:
                         elif frame.command == "CONNECTED":
                             self._connected.set(recv_ns)
                 elif isinstance(event, AcceptConnection):
-                    self._send_stomp(encode("CONNECT", {"accept-version": "1.2", "host": "h"}))
+                    headers = {"accept-version": "1.2", "host": "h"}
+                    if _TOKEN:
+                        headers["passcode"] = _TOKEN
+                    self._send_stomp(encode("CONNECT", headers))
                 elif isinstance(event, Ping):
                     sock.sendall(ws.send(event.response()))
                 elif isinstance(event, CloseConnection):
@@ -166,7 +172,7 @@ def _discard(body: bytes, recv_ns: int) -> None:
 def _client(engine: str, env: Environment, port: int, ledger: Any, no_ledger: bool = False) -> Any:
     on_message = _discard if no_ledger else ledger.subscriber("stomp").received
     # (0, 0): no heart-beats either way, so only MESSAGE frames are on the wire
-    kwargs: dict[str, Any] = {"on_message": on_message, "heartbeats": (0, 0)}
+    kwargs: dict[str, Any] = {"on_message": on_message, "heartbeats": (0, 0), "token": _TOKEN}
     if engine == "ours":
         return StompClient("127.0.0.1", port, "/ws", pump=get_pump(env), **kwargs)
     if engine == "stomppy":

@@ -75,6 +75,7 @@ def _pct(values: list[float], p: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline import auth
     from pipeline.stack import Stack
 
     p = argparse.ArgumentParser(
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             "--results-dir", str(out), "--prometheus-port", "0",
             "--mqtt-secret-file", str(stack.secret_file),
         ]  # fmt: skip
-        env = {**os.environ, "PIPESWARM_STATE_DIR": str(tmp / "none")}
+        env = {**os.environ, "PIPESWARM_STATE_DIR": str(tmp / "none"),
+               "PIPESWARM_JWT_SECRET": auth.read_secret(stack.secret_file)}  # fmt: skip
         subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
         latency = json.loads((out / "e2e.json").read_text())["paths"]["mqtt→stomp"]["latency"]
     finally:

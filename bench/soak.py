@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import auth
+
 HOPS = ("mqtt", "kafka", "redis", "push", "e2e")
 MINUTE_NS = 60 * 1_000_000_000
 
@@ -48,11 +50,14 @@ def _hop_deltas(trace: dict[str, Any], recv_ns: int) -> tuple[float, ...] | None
             (recv_ns - trace["t0"]) / 1e6)  # fmt: skip
 
 
-def _subscriber(url: str, run: str, start_ns: int, stop_at: float, ready: Any, out: Any) -> None:
+def _subscriber(
+    url: str, token: str, run: str, start_ns: int, stop_at: float, ready: Any, out: Any
+) -> None:
     """One raw WebSocket subscriber: latencies by t0-minute, (device, seq) seen."""
     import websocket  # websocket-client: a thread and a blocking recv, ~20 us a frame
 
-    ws = websocket.create_connection(url, timeout=2, enable_multithread=False)
+    header = [f"Authorization: Bearer {token}"]
+    ws = websocket.create_connection(url, timeout=2, enable_multithread=False, header=header)
     ready.set()
     lat: dict[int, list[tuple[float, ...]]] = defaultdict(list)
     seen: dict[str, list[int]] = defaultdict(list)
@@ -71,7 +76,7 @@ def _subscriber(url: str, run: str, start_ns: int, stop_at: float, ready: Any, o
             time.sleep(0.2)
             resume = f"{url}?since={last_id}" if last_id else url
             try:
-                ws = websocket.create_connection(resume, timeout=2)
+                ws = websocket.create_connection(resume, timeout=2, header=header)
             except (websocket.WebSocketException, OSError):
                 pass
             continue
@@ -217,13 +222,14 @@ def soak(stack: Any, rate: float, minutes: float, subscribers: int = 4, devices:
     run = f"soak-{time.time_ns()}"
     seconds = minutes * 60
     url = stack.urls["gateway"].replace("http://", "ws://") + "/coordinates"
+    token = auth.mint_token(auth.read_secret(stack.secret_file), "bench-soak")
     start_ns = time.time_ns() + 3_000_000_000  # everybody connected before the first t0
     stop_at = time.monotonic() + 3 + seconds + drain_s
     outs = ctx.Queue()
     subs = []
     for _ in range(subscribers):
         ready = ctx.Event()
-        p = ctx.Process(target=_subscriber, args=(url, run, start_ns, stop_at, ready, outs))
+        p = ctx.Process(target=_subscriber, args=(url, token, run, start_ns, stop_at, ready, outs))
         p.start()
         ready.wait(30)
         subs.append(p)

@@ -97,6 +97,7 @@ def _cpu(pid: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline import auth
     from pipeline._mqtt_plugin import GATEWAY_USER
     from pipeline.stack import Stack
 
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'  (bodies dropped: no ledger)' if args.no_ledger else ''}"
     )
     stack = Stack.with_ports(auto=True, state_dir=Path(tempfile.mkdtemp(prefix="bench-ratio-")))
+    args.token = auth.mint_token(auth.read_secret(auth.create_secret(stack.state_dir)), "bench")
     other: subprocess.Popen[bytes] | None = None
     try:
         for name in ("mosquitto", "redis"):
@@ -215,7 +217,8 @@ def _step(redis_url: str, gw_pid: int, port: int, rate: float, args: argparse.Na
         cmd += ["--destination", "/topic/coordinates", "--seconds", str(args.seconds)]
         cmd += ["--start-at", str(start_at), "--hop-events", args.e2e_hop_events]
         cmd += ["--no-ledger"] if args.no_ledger else []
-        children[engine] = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        env = {**os.environ, "PIPESWARM_TOKEN": args.token}
+        children[engine] = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     stop = threading.Event()
     fed: list[int] = []
     feeder = threading.Thread(

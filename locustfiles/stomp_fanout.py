@@ -11,7 +11,7 @@ Stage user counts include the 10 publishing devices (``Device.fixed_count``).
 ``--stomp-destination /topic/devices/{device_id} --stomp-device-count 10``
 subscribes each connection to one of the 10 devices instead of all (without the
 count, subscriber n watches robot-n, which does not exist beyond the fleet);
-``--stomp-token`` sends a bearer token.
+``--token`` (or ``--jwt-secret``, by default the running stack's) gives the bearer token.
 
 At full size (10,000 subscribers over two worker processes, 2,000 more every
 10 s)::

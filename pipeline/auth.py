@@ -28,6 +28,8 @@ from typing import Any
 
 import jwt
 
+from pipeline.exceptions import InvalidToken
+
 __all__ = [
     "ISSUER",
     "SECRET_FILE",
@@ -47,10 +49,6 @@ ISSUER = "pipeswarm"
 #: default token lifetime: longer than any run, short enough to matter
 TOKEN_TTL_S = 12 * 3600
 _ALGORITHM = "HS256"
-
-
-class InvalidToken(ValueError):
-    """A bearer token that is missing, malformed, forged, expired or for another issuer."""
 
 
 def create_secret(state_dir: Path) -> Path:

@@ -322,10 +322,55 @@ class Settings:
         "CLIENT_QUEUE",
         "Messages queued per WebSocket client before the gateway drops for that slow client",
     )
-    gateway_token: str = setting(
+    #: Tokens are JWTs (HS256) with an issuer and an expiry (`pipeline.auth`); the
+    #: embedded stack passes its secret file here, so `make demo` needs nothing.
+    gateway_auth: str = setting(
+        "on",
+        "GATEWAY_AUTH",
+        "`on`: a bearer token (JWT) is required on STOMP CONNECT, the raw WebSocket and every "
+        "POST, and a secret must be set; `off`: no authentication (a trusted network only)",
+        choices=("on", "off"),
+    )
+    gateway_jwt_secret_file: str = setting(
         "",
-        "GATEWAY_TOKEN",
-        "When set, STOMP CONNECT needs this bearer token or passcode",
+        "GATEWAY_JWT_SECRET_FILE",
+        "File holding the secret gateway tokens are signed with (`up` passes the stack's)",
+    )
+    gateway_jwt_secret: str = setting(
+        "",
+        "GATEWAY_JWT_SECRET",
+        "The token secret itself, instead of GATEWAY_JWT_SECRET_FILE",
+    )
+    gateway_reads: str = setting(
+        "public",
+        "GATEWAY_READS",
+        "`GET /api/*` (but `/api/health`): `public`, or `token` to require a bearer token too",
+        choices=("public", "token"),
+    )
+    gateway_max_body_bytes: int = setting(
+        64 * 1024,
+        "GATEWAY_MAX_BODY_BYTES",
+        "Larger request bodies get 413 before they are read, bytes",
+        check=at_least(1),
+    )
+    gateway_max_frame_bytes: int = setting(
+        64 * 1024,
+        "GATEWAY_MAX_FRAME_BYTES",
+        "Largest WebSocket message (and STOMP frame body) a client may send, bytes",
+        check=at_least(1024),
+    )
+    gateway_connect_timeout_ms: int = setting(
+        10_000,
+        "GATEWAY_CONNECT_TIMEOUT_MS",
+        "A connection must send its request (HTTP, WebSocket upgrade) and a STOMP client its "
+        "CONNECT within this time, or it is closed, ms",
+        check=at_least(1),
+    )
+    gateway_max_subscriptions: int = setting(
+        100,
+        "GATEWAY_MAX_SUBSCRIPTIONS",
+        "STOMP subscriptions per connection; one more is an ERROR frame",
+        check=at_least(1),
     )
 
     @property

@@ -17,10 +17,12 @@
      │    └── IngestNotConfirmed    queued, but Kafka did not acknowledge it in time (504)
      ├── StompProtocolError         a frame that breaks the STOMP 1.2 grammar
      │    (ValueError)              (the gateway answers ERROR and closes the session)
-     └── Rejected (ValueError)      a device message the bridge or consumer will not carry
-                                    (dead-lettered with its reason, counted)
+     ├── Rejected (ValueError)      a device message the bridge or consumer will not carry
+     │                              (dead-lettered with its reason, counted)
+     └── InvalidToken (ValueError)  a bearer token that is missing, malformed, forged,
+                                    expired or for another issuer (`pipeline.auth`; 401)
 
-The command, ingest, STOMP and rejection errors are handled inside the services, counted
+The command, ingest, STOMP, token and rejection errors are handled inside the services, counted
 in a metric, and never end a process. Everything else is a user-facing mistake whose ``str()`` is one
 sentence saying what to change: the launcher (`python -m pipeline`) and every
 service (`python -m pipeline.bridge|consumer|gateway`) end on it the same way,
@@ -44,6 +46,7 @@ __all__ = [
     "CommandNotConfirmed",
     "CommandUnavailable",
     "ConfigError",
+    "InvalidToken",
     "KafkaUnreachable",
     "PipelineError",
     "PortTaken",
@@ -134,8 +137,12 @@ class Rejected(PipelineError, ValueError):
         self.reason = reason
 
 
+class InvalidToken(PipelineError, ValueError):
+    """A bearer token that is missing, malformed, forged, expired or for another issuer."""
+
+
 #: Errors the services handle themselves (count, log, carry on): never an exit.
-_HANDLED = (CommandError, IngestError, StompProtocolError, Rejected)
+_HANDLED = (CommandError, IngestError, StompProtocolError, Rejected, InvalidToken)
 
 
 def exit_code(err: BaseException) -> int:

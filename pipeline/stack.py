@@ -186,6 +186,7 @@ class Stack:
             push_mode=self.push_mode,
             snapshot_interval_ms=self.snapshot_interval_ms,
             redis_ttl_s=self.redis_ttl_s,
+            gateway_jwt_secret_file=self.secret_file,
         )
         return {**env, "PYTHONUNBUFFERED": "1"}
 
@@ -525,6 +526,7 @@ class Stack:
         return self._start_python(name, env)
 
     def _start_gateway(self) -> Proc:
+        auth.create_secret(self.state_dir)  # (start() made it; a lone start_service may not)
         return self._start_python(
             "gateway", {"MQTT_URL": self.mqtt_url_for(_mqtt_plugin.GATEWAY_USER)}
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from locust.stats import StatsEntry
 from prometheus_client.parser import text_string_to_metric_families
 
 import telemetry
+from pipeline import auth
 from pipeline._procs import free_port
 from pipeline.config import STREAM_FIELD, UPDATES_STREAM, Settings
 from telemetry import envelope
@@ -141,16 +143,25 @@ class Gateway:
     """``python -m pipeline.gateway`` on a free port (or ``port``), its output in ``log_path``.
 
     ``env`` is added to this process's environment (``REDIS_URL``, ``MQTT_URL``,
-    ``PUSH_MODE``, ``GATEWAY_TOKEN``, …). ``start()`` after ``stop()`` restarts it on
-    the same port with the same environment; as a context manager it stops on exit.
+    ``PUSH_MODE``, …). ``start()`` after ``stop()`` restarts it on the same port with
+    the same environment; as a context manager it stops on exit.
+
+    Authentication is on, with a fresh ``secret`` (``GATEWAY_JWT_SECRET``) unless
+    ``env`` gives one or ``GATEWAY_AUTH=off``; ``token`` is a valid token for it, and
+    ``http`` and :meth:`ws` send it (``ws(..., header=[])`` sends none).
     """
 
     def __init__(self, log_path: Path, port: int | None = None, **env: str) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        if env.get("GATEWAY_AUTH") != "off":
+            env.setdefault("GATEWAY_JWT_SECRET", secrets.token_urlsafe(32))
+        self.secret = env.get("GATEWAY_JWT_SECRET", "")
+        self.token = auth.mint_token(self.secret, "test") if self.secret else ""
+        self.auth_header = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self.env = {**os.environ, "GATEWAY_PORT": str(self.port), "PYTHONUNBUFFERED": "1", **env}
-        self.http = httpx.Client(base_url=self.url, timeout=10)
+        self.http = httpx.Client(base_url=self.url, timeout=10, headers=self.auth_header)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Gateway:
@@ -162,7 +173,7 @@ class Gateway:
     def start(self, ready: str = "healthy") -> Gateway:
         """Spawn it and wait until /api/health is 200 (``ready="serving"``: answers at all)."""
         if self.http.is_closed:
-            self.http = httpx.Client(base_url=self.url, timeout=10)
+            self.http = httpx.Client(base_url=self.url, timeout=10, headers=self.auth_header)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pipeline.gateway"],
@@ -209,6 +220,7 @@ class Gateway:
         return out
 
     def ws(self, path: str = "/coordinates", **kwargs: Any) -> websocket.WebSocket:
+        kwargs.setdefault("header", [f"{k}: {v}" for k, v in self.auth_header.items()])
         conn = websocket.create_connection(f"ws://127.0.0.1:{self.port}{path}", **kwargs)
         conn.settimeout(10)
         return conn

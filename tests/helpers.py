@@ -32,6 +32,20 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condi
         delay = min(delay * 1.5, 0.2)
 
 
+def stack_token(stack: Any) -> str:
+    """A valid gateway token of a running :class:`pipeline.stack.Stack` (its secret)."""
+    from pipeline import auth
+
+    return auth.mint_token(auth.read_secret(stack.secret_file), "test")
+
+
+def stack_secret(stack: Any) -> str:
+    """The secret of a running :class:`pipeline.stack.Stack` (for ``--jwt-secret``)."""
+    from pipeline import auth
+
+    return auth.read_secret(stack.secret_file)
+
+
 def mqtt_client(target: int | Stack, client_id: str = "") -> mqtt.Client:
     """A started paho client of Mosquitto on a port (anonymous) or of a stack's Mosquitto
     (its tool account, which may publish and subscribe anything)."""

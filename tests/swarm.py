@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline import auth
 from pipeline._procs import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +24,7 @@ def locust_command(stack, out: Path, locustfile: str, *extra: str) -> list[str]:
         "--mqtt-url", urls["mqtt"], "--gateway-url", urls["gateway"],
         "--kafka-bootstrap", urls["kafka"], "--redis-url", urls["redis"],
         "--results-dir", str(out), "--csv", str(out / "locust"), "--html", str(out / "locust.html"),
-        "--prometheus-port", "0",
+        "--prometheus-port", "0", "--jwt-secret", auth.read_secret(stack.secret_file),
         *(("--mqtt-secret-file", str(stack.secret_file)) if stack.mqtt_auth else ()), *extra,
     ]  # fmt: skip
 

@@ -10,7 +10,9 @@ all work with Locust's one precedence (CLI > env > config file > default)::
 When the embedded stack is up, ``.pipeswarm/stack.json`` (written by
 ``python -m pipeline up --detach``; directory overridable with
 ``PIPESWARM_STATE_DIR``) supplies the backend defaults, so an explicit value
-always wins over it. ``users/`` never imports ``pipeline/``: the file is read here.
+always wins over it, and its ``secret_file`` the secret the gateway users mint
+their bearer token with (``--jwt-secret``; one token per process). ``users/``
+reads the file here and imports only ``pipeline.auth`` (made to be shared) to mint.
 
 User code reads the parsed result with :func:`settings`::
 
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from telemetry.options import Option, OptionGroup, at_least
+from users._token import mint_token
 from users.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -55,7 +58,9 @@ __all__ = [
     "parse_settings",
     "settings",
     "stack_secret_file",
+    "stack_secret",
     "stack_urls",
+    "gateway_token",
 ]
 
 #: Built-in defaults, used when no stack file exists (README "Configuration" lists them).
@@ -110,6 +115,8 @@ class Settings:
     #: per-device credentials (``users._mqtt_auth``): a CSV/JSON file, a stack secret file
     mqtt_credentials: str = ""
     mqtt_secret_file: str = ""
+    #: what StompSubscriber, WsSubscriber and RestCommander send as ``Bearer``; "" = none
+    gateway_token: str = ""
 
 
 def _bad(option: str, value: Any, why: str) -> ConfigError:
@@ -240,6 +247,29 @@ def stack_secret_file(url: MqttUrl, state_dir: str | Path | None = None) -> str:
     return ""
 
 
+def stack_secret(state_dir: str | Path | None = None) -> str | None:
+    """The running embedded stack's secret (its ``secret_file``), or None."""
+    path = _stack_doc(state_dir).get("secret_file")
+    if not isinstance(path, str) or not path:
+        return None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
+_minted: dict[str, str] = {}
+
+
+def gateway_token(token: str, secret: str) -> str:
+    """``token`` when given; else one minted from ``secret`` (once per process); else ""."""
+    if token or not secret:
+        return token
+    if secret not in _minted:
+        _minted[secret] = mint_token(secret, "pipeswarm-load")
+    return _minted[secret]
+
+
 def _stack_default(key: str) -> Callable[[], str | None]:
     return lambda: stack_urls().get(key)
 
@@ -350,6 +380,28 @@ MQTT_SECRET_FILE = _option(
     check=_a_file,
 )
 #: Backend URLs and device knobs.
+TOKEN = _option(
+    "--token",
+    str,
+    "",
+    "PIPESWARM_TOKEN",
+    "Bearer token (JWT) the gateway users send: STOMP CONNECT, the raw WebSocket upgrade, "
+    "REST; empty: one minted from --jwt-secret",
+    doc_default="none",
+    secret=True,
+)
+JWT_SECRET = _option(
+    "--jwt-secret",
+    str,
+    "",
+    "PIPESWARM_JWT_SECRET",
+    "Secret the gateway signs its tokens with (HS256): the gateway users mint their token "
+    "from it when --token is empty",
+    default_from=stack_secret,
+    doc_default="the running embedded stack's (its secret_file)",
+    secret=True,
+)
+#: Backend URLs and device knobs.
 OPTIONS = OptionGroup(
     "pipeswarm backends and devices",
     MQTT_URL,
@@ -363,6 +415,8 @@ OPTIONS = OptionGroup(
     MQTT_KEEPALIVE,
     MQTT_CREDENTIALS,
     MQTT_SECRET_FILE,
+    TOKEN,
+    JWT_SECRET,
 )
 
 
@@ -381,6 +435,7 @@ def parse_settings(options: Namespace | None) -> Settings:
         mqtt_keepalive=MQTT_KEEPALIVE.read(options),
         mqtt_credentials=MQTT_CREDENTIALS.read(options),
         mqtt_secret_file=MQTT_SECRET_FILE.read(options),
+        gateway_token=gateway_token(TOKEN.read(options), JWT_SECRET.read(options)),
     )
 
 

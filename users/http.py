@@ -152,6 +152,9 @@ class HttpDevice(DeviceIds, FastHttpUser):
     #: Seconds a request may take; past it, the message is a failure (and lost).
     network_timeout = 30.0
     connection_timeout = 10.0
+    #: Bearer token of every request (ingest is a write: the gateway wants one); "" = none.
+    #: None = ``--token`` (or one minted from ``--jwt-secret``), as RestCommander.
+    token: str | None = None
 
     wait_time = constant(0)
 
@@ -159,6 +162,8 @@ class HttpDevice(DeviceIds, FastHttpUser):
         s = settings(environment)
         if self.host is None:  # neither the class nor --host: the gateway URL option
             self.host = s.gateway_url
+        token = self.token if self.token is not None else s.gateway_token
+        self.headers = {**_HEADERS, "Authorization": f"Bearer {token}"} if token else _HEADERS
         super().__init__(environment)
         self.wire = wire_count(environment, WIRE_PROTOCOL)
         agent = self.client.client
@@ -234,7 +239,7 @@ class HttpDevice(DeviceIds, FastHttpUser):
         # bytes go out as they are (Locust's annotation says str | dict)
         data: Any = body
         with self.client.post(
-            self.path, data=data, headers=_HEADERS, name=INGEST_NAME, catch_response=True
+            self.path, data=data, headers=self.headers, name=INGEST_NAME, catch_response=True
         ) as resp:
             if resp.status_code == 202:
                 return True

@@ -98,9 +98,7 @@ FACTOR = Option(
     check=lambda v: None if v > 1 else "must be more than 1",
     error=ConfigError,
 )
-OPTIONS = OptionGroup(
-    "pipeswarm ingest comparison", DEVICES, SECONDS, WARMUP, STEPS, FACTOR, web_ui=False
-)
+OPTIONS = OptionGroup("pipeswarm ingest comparison", DEVICES, SECONDS, WARMUP, STEPS, FACTOR)
 OPTIONS.register()
 
 #: A protocol that fell behind goes on to the next step only while its acknowledged rate

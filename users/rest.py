@@ -25,6 +25,10 @@ run (their messages carry the run id) that entered through MQTT, as listed by
 (``GET /api/coordinates/{id}`` asks only for listed ones). Against a pipeline
 whose messages carry no trace, every listed device is a target. With no target
 yet, the per-device tasks send nothing.
+
+Every request carries ``Authorization: Bearer <token>`` (:attr:`RestCommander.token`:
+``--token``, or one minted from ``--jwt-secret``, by default the running embedded
+stack's secret); a refused one is a failure ``HTTP 401: <the gateway's reason>``.
 """
 
 from __future__ import annotations
@@ -69,12 +73,22 @@ class RestCommander(FastHttpUser):
     #: Seconds before the target list is refreshed by an extra ``GET /api/coordinates``
     #: (the ``/api/coordinates`` task refreshes it too, every time it runs).
     refresh_interval: float = 10.0
+    #: Bearer token of every request; "" = none. None = ``--token`` (or one minted
+    #: from ``--jwt-secret``).
+    token: str | None = None
 
     wait_time = between(0.5, 1.5)
 
     def __init__(self, environment: Environment) -> None:
+        config = settings(environment)
         if self.host is None:  # neither the class nor --host: the gateway URL option
-            self.host = settings(environment).gateway_url
+            self.host = config.gateway_url
+        token = self.token if self.token is not None else config.gateway_token
+        if token:
+            self.default_headers = {
+                **(self.default_headers or {}),
+                "Authorization": f"Bearer {token}",
+            }
         super().__init__(environment)
         #: devices to command; devices known to be stored (``/api/coordinates`` listed them)
         self.targets: list[str] = list(self.device_ids)

@@ -21,12 +21,13 @@ Presets (``-u`` / ``-r`` / ``-t`` keep their Locust meaning):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from locust import LoadTestShape
 
-from telemetry.options import Option, OptionGroup
+from telemetry.options import Option, OptionGroup, at_least
 from users.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -75,6 +76,10 @@ def _stages_check(text: str) -> str | None:
     return None
 
 
+def _positive(what: str) -> Callable[[float], str | None]:
+    return lambda value: None if value > 0 else f"must be more than 0 {what}"
+
+
 SHAPE = Option(
     "--shape",
     str,
@@ -98,6 +103,7 @@ STEP_USERS = Option(
     10,
     "PIPESWARM_STEP_USERS",
     "For --shape step: users added per step",
+    check=at_least(1, "must be 1 or more users per step"),
     error=ConfigError,
 )
 STEP_SECONDS = Option(
@@ -106,6 +112,7 @@ STEP_SECONDS = Option(
     10.0,
     "PIPESWARM_STEP_SECONDS",
     "For --shape step: seconds per step",
+    check=_positive("seconds per step"),
     error=ConfigError,
 )
 SPIKE_USERS = Option(
@@ -114,6 +121,7 @@ SPIKE_USERS = Option(
     0,
     "PIPESWARM_SPIKE_USERS",
     "For --shape spike: users during the spike (0: 4 x -u)",
+    check=at_least(0, "must be 0 (4 x -u) or a number of users"),
     error=ConfigError,
 )
 SPIKE_AT = Option(
@@ -122,6 +130,7 @@ SPIKE_AT = Option(
     30.0,
     "PIPESWARM_SPIKE_AT",
     "For --shape spike: seconds before the spike",
+    check=at_least(0, "must be 0 or more seconds"),
     error=ConfigError,
 )
 SPIKE_SECONDS = Option(
@@ -130,6 +139,7 @@ SPIKE_SECONDS = Option(
     10.0,
     "PIPESWARM_SPIKE_SECONDS",
     "For --shape spike: length of the spike",
+    check=at_least(0, "must be 0 or more seconds"),
     error=ConfigError,
 )
 RAMP_SECONDS = Option(
@@ -138,6 +148,7 @@ RAMP_SECONDS = Option(
     60.0,
     "PIPESWARM_RAMP_SECONDS",
     "For --shape soak: ramp-up time to -u",
+    check=at_least(0, "must be 0 or more seconds"),
     error=ConfigError,
 )
 OPTIONS = OptionGroup(

@@ -28,9 +28,11 @@ what it cannot replay is this subscriber's loss.
 Options (also ``locust.conf`` / environment): ``--stomp-destination``
 (``PIPESWARM_STOMP_DESTINATION``, default ``/topic/coordinates``; may hold
 ``{device_id}``), ``--stomp-device-count`` (``PIPESWARM_STOMP_DEVICE_COUNT``: how
-many devices per-device subscribers spread over) and ``--stomp-token``
-(``PIPESWARM_STOMP_TOKEN``; checked by the gateway when it runs with
-``GATEWAY_TOKEN``). The gateway URL is ``--gateway-url``.
+many devices per-device subscribers spread over). The gateway URL is
+``--gateway-url``; the bearer token ``--token``, or one minted from
+``--jwt-secret`` (by default the running embedded stack's secret). A refused
+token is a failed ``connect`` whose exception carries the gateway's ERROR
+message (``authentication failed``) and reason.
 
 Engine: :class:`StompClient` (``users._stomp_client``): a non-blocking socket
 read by the process's one pump greenlet (MqttDevice's), a sans-IO WebSocket
@@ -130,17 +132,7 @@ DEVICE_COUNT = Option(
     check=at_least(0, "must be 0 (subscriber n watches device n) or a device count"),
     error=ConfigError,
 )
-TOKEN = Option(
-    "--stomp-token",
-    str,
-    "",
-    "PIPESWARM_STOMP_TOKEN",
-    "Bearer token StompSubscriber sends in CONNECT (Authorization: Bearer <token>)",
-    doc_default="none",
-    secret=True,
-    error=ConfigError,
-)
-OPTIONS = OptionGroup("pipeswarm STOMP subscriber", DESTINATION, DEVICE_COUNT, TOKEN)
+OPTIONS = OptionGroup("pipeswarm STOMP subscriber", DESTINATION, DEVICE_COUNT)
 
 
 class StompSubscriber(DeviceIds, PushSubscriber):
@@ -162,7 +154,7 @@ class StompSubscriber(DeviceIds, PushSubscriber):
     #: ``/topic/coordinates`` or ``/topic/devices/{device_id}``. None = ``--stomp-destination``.
     destination: str | None = None
     #: Bearer token sent as ``Authorization: Bearer <token>`` in CONNECT; "" = none.
-    #: None = ``--stomp-token``.
+    #: None = ``--token`` (or one minted from ``--jwt-secret``).
     token: str | None = None
     #: STOMP heart-beat ``(cx, cy)`` in ms: what we can send, what we want to receive.
     heartbeats: tuple[int, int] = (10_000, 10_000)
@@ -209,7 +201,7 @@ class StompSubscriber(DeviceIds, PushSubscriber):
             self.device_id = dest[len(_DEVICE_PREFIX) :]
         self.topic: str = dest
         self.subscribe_name: str = subscribe_name(dest)
-        token = self.token if self.token is not None else TOKEN.get(environment)
+        token = self.token if self.token is not None else settings(environment).gateway_token
         sources = self.source_addresses
         self.client: StompClient | StompPyClient = self.client_cls(
             self.endpoint.host,

@@ -14,10 +14,14 @@ Locust entries (``request_type="WS"``):
 =========================  ===============================================  ===================
 name                       response_time                                    exception
 =========================  ===============================================  ===================
-``connect:/coordinates``   TCP connect start -> HTTP 101 (upgrade done), ms  refused, bad status,
-                                                                              timeout
+``connect:/coordinates``   TCP connect start -> HTTP 101 (upgrade done), ms  refused, bad status
+                                                                              (401: no valid
+                                                                              token), timeout
 ``connection lost``        ``None`` (an event, not a duration)              why it ended
 =========================  ===============================================  ===================
+
+The upgrade carries ``Authorization: Bearer <token>``: ``--token``, or one minted
+from ``--jwt-secret`` (by default the running embedded stack's secret).
 
 A lost connection is reopened with a jittered backoff and resumed after the
 last ``stream_id`` read (``?since=<id>``, ``users._subscriber``): what the
@@ -155,8 +159,11 @@ class WsSubscriber(PushSubscriber):
     url: str | None = None
     #: The stream's path on the gateway (may carry a query; ``since`` is appended to it).
     path: str = "/coordinates"
-    #: Extra HTTP headers of the upgrade request (e.g. ``{"Authorization": "Bearer …"}``).
+    #: Extra HTTP headers of the upgrade request.
     headers: Mapping[str, str] = {}
+    #: Bearer token sent as ``Authorization: Bearer <token>`` on the upgrade; "" = none.
+    #: None = ``--token`` (or one minted from ``--jwt-secret``).
+    token: str | None = None
     #: Source addresses the connections spread over (e.g. 127.0.0.2-5); () = the kernel's choice.
     source_addresses: Sequence[str] = ()
     connect_timeout: float = 10.0
@@ -166,9 +173,12 @@ class WsSubscriber(PushSubscriber):
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        self.endpoint: WsEndpoint = ws_endpoint(
-            self.url or settings(environment).gateway_url, self.path
-        )
+        config = settings(environment)
+        self.endpoint: WsEndpoint = ws_endpoint(self.url or config.gateway_url, self.path)
+        token = self.token if self.token is not None else config.gateway_token
+        headers = dict(self.headers)
+        if token:
+            headers.setdefault("Authorization", f"Bearer {token}")
         self.connect_name = f"connect:{self.path.partition('?')[0]}"
         sources = self.source_addresses
         #: the connection (None before the first session and after ours ended)
@@ -179,7 +189,7 @@ class WsSubscriber(PushSubscriber):
             self.endpoint.path,
             on_frame=self._on_frame,
             tls=self.endpoint.tls,
-            headers=self.headers,
+            headers=headers,
             pump=get_pump(environment),
             source_address=sources[next(_numbers) % len(sources)] if sources else None,
             connect_timeout=self.connect_timeout,

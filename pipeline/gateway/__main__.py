@@ -13,12 +13,15 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pipeline._service import run_service
 from pipeline.config import Settings
 from pipeline.exceptions import PortTaken
+from pipeline.gateway._metrics import GatewayStats
 from pipeline.gateway.app import create_app
 
 log = logging.getLogger("pipeline.gateway")
@@ -39,6 +42,32 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def request_deadline(timeout_s: float, stats: GatewayStats) -> type[HttpToolsProtocol]:
+    """uvicorn's HTTP protocol, closing a connection that has not sent a whole request head
+    ``timeout_s`` after it opened (uvicorn would hold it forever; a WebSocket upgrade is
+    such a request). Counted as ``rejected{reason="connect_timeout"}``."""
+
+    class DeadlineProtocol(HttpToolsProtocol):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._deadline = self.loop.call_later(timeout_s, self._deadline_passed)
+
+        def on_headers_complete(self) -> None:
+            self._deadline.cancel()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._deadline.cancel()
+            super().connection_lost(exc)
+
+        def _deadline_passed(self) -> None:
+            if self.cycle is None and not self.transport.is_closing():
+                stats.rejected["connect_timeout"] += 1
+                self.transport.close()
+
+    return DeadlineProtocol
+
+
 def main() -> int:
     return run_service(serve)
 
@@ -52,13 +81,14 @@ def serve(settings: Settings) -> int:
         raise PortTaken(
             f"cannot listen on {host}:{port} ({exc.strerror}); set GATEWAY_PORT to a free port."
         ) from None
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         loop="uvloop",
-        http="httptools",
+        http=request_deadline(settings.gateway_connect_timeout_ms / 1000, app.state.gateway.stats),
         ws="websockets-sansio",
         ws_per_message_deflate=False,  # compression would cost CPU per frame per client
-        ws_max_size=1 << 20,
+        ws_max_size=settings.gateway_max_frame_bytes,
         lifespan="on",
         access_log=False,  # one line per problem, never per request
         log_config=None,

@@ -46,9 +46,14 @@ LATENCY_BUCKETS = (
 
 PROTOCOLS = ("websocket", "stomp")
 DROP_REASONS = ("queue_full", "closed")
-COMMAND_RESULTS = ("accepted", "invalid", "unavailable", "unconfirmed")
+COMMAND_RESULTS = ("accepted", "invalid", "unknown_device", "unavailable", "unconfirmed")
 #: ``rejected`` is split by reason in ``ingest_rejected`` (``pipeline._schema.REASONS``).
 INGEST_RESULTS = ("accepted", "invalid", "rejected", "unavailable", "unconfirmed")
+#: Where a bearer token was refused, and why (``pipeline.gateway._guard``).
+AUTH_PROTOCOLS = ("http", "websocket", "stomp")
+AUTH_REASONS = ("missing", "malformed", "signature", "expired", "issuer")
+#: Limits a client ran into (each a setting, docs/pipeline-settings.md).
+REJECT_REASONS = ("body_too_large", "connect_timeout", "too_many_subscriptions")
 REPLAY_RESULTS = ("complete", "truncated", "failed")
 #: Every reason an ERROR frame can carry: the codec's, then the session's.
 STOMP_ERROR_REASONS = (
@@ -62,6 +67,7 @@ STOMP_ERROR_REASONS = (
     "already_connected",
     "auth",
     "bad_since",
+    "connect_timeout",
     "duplicate_subscription",
     "heartbeat_timeout",
     "missing_header",
@@ -128,6 +134,10 @@ class GatewayStats:
             {(p, r): 0 for p in PROTOCOLS for r in REPLAY_RESULTS}
         )
         self.replayed: Counter[str] = Counter({p: 0 for p in PROTOCOLS})
+        self.auth_failures: Counter[tuple[str, str]] = Counter(
+            {(p, r): 0 for p in AUTH_PROTOCOLS for r in AUTH_REASONS}
+        )
+        self.rejected: Counter[str] = Counter({r: 0 for r in REJECT_REASONS})
         self.push_latency = FastHistogram()
         # Filled in by the gateway: live values read at scrape time.
         self.connections: Callable[[], dict[str, int]] = lambda: {p: 0 for p in PROTOCOLS}
@@ -202,6 +212,13 @@ class _GatewayCollector(Collector):
                 s.ingest_rejected,
             ),
             ("stomp_errors", "STOMP ERROR frames sent, by reason.", ["reason"], s.stomp_errors),
+            (
+                "auth_failures",
+                "Bearer tokens refused (401, ERROR frame), by protocol and reason.",
+                ["protocol", "reason"],
+                s.auth_failures,
+            ),
+            ("rejected", "Requests and connections refused by a limit.", ["reason"], s.rejected),
         ]
         for name, documentation, labels, values in labelled:
             yield _labelled(CounterMetricFamily, ns + name, documentation, labels, values)

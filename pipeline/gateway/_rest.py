@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
@@ -30,7 +30,8 @@ from pipeline.gateway._stream import decode_object
 if TYPE_CHECKING:
     from pipeline.gateway.app import Gateway
 
-DEVICE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+#: no leading dot: ``.`` and ``..`` are path segments, never device ids
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,127}$"
 COMMAND_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 _REDIS_TIMEOUT_S = 2.0
 
@@ -48,15 +49,6 @@ DeviceId = Annotated[
 
 def _gateway(request: Request) -> Gateway:
     return request.app.state.gateway  # type: ignore[no-any-return]
-
-
-async def write_access(request: Request) -> None:
-    """Runs before every write route (``POST /api/commands``, ``POST /api/ingest``):
-    the one place their request check goes. Today every client may write."""
-
-
-#: The dependencies of every route that changes something outside the gateway.
-WRITE = [Depends(write_access)]
 
 
 class CommandRequest(BaseModel):
@@ -216,10 +208,10 @@ async def device_coordinates(device_id: DeviceId, request: Request) -> dict[str,
 
 @router.post(
     "/commands/{device_id}",
-    dependencies=WRITE,
     status_code=202,
     response_model=CommandAccepted,
     responses={
+        404: {"description": "a device the pipeline has never seen; nothing was published"},
         422: {"description": "invalid device id or command; nothing was published"},
         503: {"description": "MQTT broker not connected; nothing was published"},
         504: {"description": "published, but the broker did not acknowledge in time"},
@@ -227,8 +219,12 @@ async def device_coordinates(device_id: DeviceId, request: Request) -> dict[str,
 )
 async def send_command(device_id: DeviceId, body: CommandRequest, request: Request) -> Any:
     """Publish `{"device_id","command","command_id","issued_at"}` at QoS 1 on
-    `orin/{device_id}/command`; answers 202 once the broker acknowledged it (PUBACK)."""
+    `orin/{device_id}/command`; answers 202 once the broker acknowledged it (PUBACK).
+    Only devices the pipeline has stored a message of take commands (404 otherwise)."""
     gw = _gateway(request)
+    if await _redis(gw.redis.zscore(DEVICES_KEY, device_id)) is None:
+        gw.stats.commands["unknown_device"] += 1
+        raise HTTPException(404, f"device {device_id!r} has never sent a message; nothing sent")
     try:
         issued = await gw.commands.publish(device_id, body.command)
     except CommandUnavailable as exc:
@@ -267,7 +263,6 @@ async def _read_body(request: Request, limit: int) -> tuple[bytes, int]:
 
 @router.post(
     "/ingest/{device_id}",
-    dependencies=WRITE,
     status_code=202,
     responses={
         202: {"description": 'in Kafka: `{"partition": 3, "offset": 1234}`'},

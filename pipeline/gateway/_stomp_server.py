@@ -13,13 +13,13 @@ saw>`` and first gets what it missed, replayed in order (``pipeline.gateway._rep
 from __future__ import annotations
 
 import asyncio
-import hmac
 import re
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pipeline.exceptions import StompProtocolError
+from pipeline.gateway._guard import Authenticator, bearer
 from pipeline.gateway._hub import TOPIC_ALL, TOPIC_DEVICE_PREFIX, Hub, Outbox, Subscription
 from pipeline.gateway._metrics import GatewayStats
 from pipeline.gateway._stream import parse_id
@@ -36,7 +36,9 @@ SERVER_HEARTBEAT_MS = (10_000, 10_000)
 #: Spec, "Heart-beating": allow for timing inaccuracy before calling a peer dead.
 RECEIVE_GRACE = 2.0
 SERVER_NAME = "pipeswarm-gateway/0.1"
-MAX_SUBSCRIPTIONS = 10_000  # per connection: a fleet's worth of device topics
+#: per connection, unless the gateway says otherwise (GATEWAY_MAX_SUBSCRIPTIONS): every
+#: subscription to /topic/coordinates costs the fan-out a frame per update
+MAX_SUBSCRIPTIONS = 100
 
 _DEVICE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _HEARTBEAT = re.compile(r"(\d{1,9}),(\d{1,9})")
@@ -48,18 +50,26 @@ class StompSession:
         hub: Hub,
         outbox: Outbox,
         stats: GatewayStats,
-        token: str = "",
+        auth: Authenticator | None = None,
         http_headers: Mapping[str, str] | None = None,
         replayer: Replayer | None = None,
+        *,
+        max_subscriptions: int = MAX_SUBSCRIPTIONS,
+        max_body_bytes: int = 64 * 1024,
+        query_token: str = "",
     ) -> None:
         self.hub = hub
         self.replayer = replayer
         self.replays: dict[str, asyncio.Task[None]] = {}
         self.outbox = outbox
         self.stats = stats
-        self.token = token
-        self.http_authorization = (http_headers or {}).get("authorization", "")
-        self.parser = FrameParser()
+        #: None: no authentication (a session built without a gateway, in tests)
+        self.auth = auth
+        #: a token given with the upgrade request (header or ``?token=``), used when
+        #: CONNECT carries none
+        self.upgrade_token = bearer((http_headers or {}).get("authorization")) or query_token
+        self.max_subscriptions = max_subscriptions
+        self.parser = FrameParser(max_body_bytes=max_body_bytes)
         self.version = "1.2"
         self.connected = False
         self.closing = False
@@ -86,6 +96,10 @@ class StompSession:
             "heart-beat timeout",
             f"nothing received for {self.receive_timeout_s:.1f} s",
         )
+
+    def connect_timed_out(self, after_s: float) -> None:
+        self.stats.rejected["connect_timeout"] += 1
+        self.error("connect_timeout", "no CONNECT", f"send CONNECT within {after_s:g} s")
 
     def release(self) -> None:
         """Drop every subscription (the connection is ending)."""
@@ -144,9 +158,11 @@ class StompSession:
             return
         self.version = version
         self.parser.escaped = version != "1.0"
-        if self.token and not self._authorized(headers):
-            self.error("auth", "authentication failed", "a valid bearer token is required", frame)
-            return
+        if self.auth is not None:
+            why = self.auth.refuse(self._token(headers), "stomp")
+            if why is not None:
+                self.error("auth", "authentication failed", why, frame)
+                return
         match = _HEARTBEAT.fullmatch(headers.get("heart-beat", "0,0").replace(" ", ""))
         if match is None:
             self.error("bad_header", "bad heart-beat header", "expected heart-beat:cx,cy", frame)
@@ -170,17 +186,14 @@ class StompSession:
             },
         )
 
-    def _authorized(self, headers: Mapping[str, str]) -> bool:
-        expected = "Bearer " + self.token
-        for value in (
-            headers.get("Authorization"),
-            headers.get("authorization"),
-            self.http_authorization,
-        ):
-            if value and hmac.compare_digest(value.encode(), expected.encode()):
-                return True
-        passcode = headers.get("passcode", "")
-        return bool(passcode) and hmac.compare_digest(passcode.encode(), self.token.encode())
+    def _token(self, headers: Mapping[str, str]) -> str:
+        """The bearer token of a CONNECT: ``passcode`` (stomp.js), an ``Authorization``
+        header in the frame (the Go STOMP tool), else the upgrade request's."""
+        return (
+            headers.get("passcode")
+            or bearer(headers.get("Authorization") or headers.get("authorization"))
+            or self.upgrade_token
+        )
 
     def _subscribe(self, frame: Frame) -> bool:
         sub_id = frame.headers.get("id")
@@ -188,8 +201,9 @@ class StompSession:
         if not sub_id or not destination:
             self.error("missing_header", "SUBSCRIBE needs id and destination", "", frame)
             return False
-        if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
-            detail = f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection"
+        if len(self.subscriptions) >= self.max_subscriptions:
+            self.stats.rejected["too_many_subscriptions"] += 1
+            detail = f"at most {self.max_subscriptions} subscriptions per connection"
             self.error("too_many_subscriptions", "too many subscriptions", detail, frame)
             return False
         if sub_id in self.subscriptions:

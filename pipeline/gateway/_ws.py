@@ -18,7 +18,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
 
+from pipeline.gateway._guard import bearer
 from pipeline.gateway._hub import Outbox, run_sender
 from pipeline.gateway._stomp_server import SUBPROTOCOLS, StompSession
 from pipeline.gateway._stream import parse_id
@@ -105,8 +107,23 @@ async def _finish(sender: asyncio.Task[None], flush: bool) -> None:
         await sender
 
 
+async def _deny(websocket: WebSocket, why: str) -> None:
+    """Refuse the upgrade with HTTP 401 (the ASGI denial response), or, under a server
+    without that extension, close with 1008 before accepting (a 403)."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        await websocket.send_denial_response(JSONResponse({"detail": why}, 401, headers=headers))
+    else:
+        await websocket.close(CLOSE_BAD_SINCE, why)
+
+
 async def serve_coordinates(websocket: WebSocket, gateway: Gateway) -> None:
     """Raw WebSocket: one text frame per update (stream) or per snapshot."""
+    token = bearer(websocket.headers.get("authorization")) or websocket.query_params.get("token")
+    why = gateway.auth.refuse(token or "", "websocket")
+    if why is not None:
+        await _deny(websocket, why)
+        return
     await websocket.accept()
     since_raw = websocket.query_params.get("since")
     since = None if since_raw is None else parse_id(since_raw)
@@ -147,22 +164,37 @@ async def serve_stomp(websocket: WebSocket, gateway: Gateway) -> None:
     await websocket.accept(subprotocol=next((p for p in SUBPROTOCOLS if p in offered), None))
     outbox = Outbox("stomp", gateway.settings.client_queue, gateway.stats)
     gateway.hub.stomp_clients.add(outbox)
+    settings = gateway.settings
     session = StompSession(
         gateway.hub,
         outbox,
         gateway.stats,
-        gateway.settings.gateway_token,
+        gateway.auth,
         websocket.headers,
         gateway.replayer,
+        max_subscriptions=settings.gateway_max_subscriptions,
+        max_body_bytes=settings.gateway_max_frame_bytes,
+        query_token=websocket.query_params.get("token", ""),
     )
+    loop = asyncio.get_running_loop()
+    connect_s = settings.gateway_connect_timeout_ms / 1000
+    connect_by = loop.time() + connect_s  # whatever else arrives (heart-beats) meanwhile
     sender = asyncio.create_task(_send_loop(outbox, websocket))
     try:
         while not session.closing:
-            if session.receive_timeout_s:
+            # before CONNECT: what is left of the connect deadline; after: the heart-beat
+            if session.connected:
+                timeout = session.receive_timeout_s
+            else:
+                timeout = max(connect_by - loop.time(), 0.001)
+            if timeout:
                 try:
-                    message = await asyncio.wait_for(websocket.receive(), session.receive_timeout_s)
+                    message = await asyncio.wait_for(websocket.receive(), timeout)
                 except TimeoutError:
-                    session.heartbeat_missed()
+                    if session.connected:
+                        session.heartbeat_missed()
+                    else:
+                        session.connect_timed_out(connect_s)
                     break
             else:
                 message = await websocket.receive()

@@ -13,17 +13,20 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis.asyncio as aredis
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.config import Settings
 from pipeline.gateway import _rest, _ws
 from pipeline.gateway._commands import CommandPublisher
+from pipeline.gateway._guard import READ_METHODS, Authenticator, Guard
 from pipeline.gateway._hub import Hub
 from pipeline.gateway._ingest import Ingest
 from pipeline.gateway._metrics import GatewayStats, make_registry
@@ -46,6 +49,13 @@ The last stage of the pipeswarm pipeline: live device coordinates out, commands 
 * `POST /api/ingest/{device_id}` — a device message over HTTP instead of MQTT, into the
   same Kafka topic after the bridge's checks.
 * REST below; Prometheus metrics at `/metrics`.
+
+Authentication (unless the gateway runs with `GATEWAY_AUTH=off`): a bearer token
+(a JWT signed HS256 with the stack secret: `pipeline.auth.mint_token`) on every POST (`Authorization: Bearer <token>`), on
+STOMP CONNECT (`passcode:<token>` or `Authorization:Bearer <token>`) and on the raw
+WebSocket (`Authorization` header or `?token=<token>`); `GET /api/*` needs one only
+with `GATEWAY_READS=token`. A missing, expired or forged token gets 401 (an ERROR
+frame on STOMP). Request bodies above `GATEWAY_MAX_BODY_BYTES` (64 KiB) get 413.
 """
 
 
@@ -55,6 +65,7 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.stats = GatewayStats()
+        self.auth = Authenticator(settings, self.stats)
         self.hub = Hub(settings, self.stats)
         self.reader = UpdateReader(settings.redis_url, self.hub, self.stats)
         self.replayer = Replayer(settings.redis_url, self.hub, self.stats)
@@ -131,7 +142,10 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.gateway = gateway
     app.add_middleware(_ws.KeepServerSend)  # the fan-out writes frames to the socket itself
+    # tokens and body limits for every HTTP route, present and future
+    app.add_middleware(Guard, authenticator=gateway.auth, max_body=settings.gateway_max_body_bytes)
     app.include_router(_rest.router)
+    app.openapi = lambda: _openapi_with_security(app, gateway.auth)  # type: ignore[method-assign]
 
     @app.exception_handler(RequestValidationError)
     async def count_invalid_commands(request: Request, exc: RequestValidationError) -> Response:
@@ -154,3 +168,33 @@ def create_app(settings: Settings) -> FastAPI:
         await _ws.serve_stomp(websocket, gateway)
 
     return app
+
+
+def _openapi_with_security(app: FastAPI, auth: Authenticator) -> dict[str, Any]:
+    """FastAPI's schema plus the bearer scheme on the operations that need a token
+    (what :class:`Guard` enforces; Swagger UI's *Authorize* button then works)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    if auth.enabled:
+        components = schema.setdefault("components", {})
+        components.setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+        }
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                if auth.needs_token(method.upper(), path):
+                    operation["security"] = [{"bearer": []}]
+                    operation.setdefault("responses", {})["401"] = {
+                        "description": "missing, expired or forged bearer token"
+                    }
+                if method.upper() not in READ_METHODS:
+                    operation.setdefault("responses", {})["413"] = {
+                        "description": "request body larger than GATEWAY_MAX_BODY_BYTES"
+                    }
+    app.openapi_schema = schema
+    return schema

@@ -91,6 +91,7 @@ def stomp_client(gw: Gateway, **connect_kwargs) -> tuple[stomp.WSStompConnection
     conn = stomp.WSStompConnection([("127.0.0.1", gw.port)], ws_path="/ws", timeout=10)
     listener = StompListener()
     conn.set_listener("test", listener)
+    connect_kwargs.setdefault("passcode", gw.token)
     conn.connect(wait=True, **connect_kwargs)
     return conn, listener
 
@@ -105,7 +106,7 @@ def raw_stomp(gw: Gateway, connect: bool = True) -> websocket.WebSocket:
     conn = gw.ws("/ws", subprotocols=["v12.stomp"])
     assert conn.getsubprotocol() == "v12.stomp"
     if connect:
-        conn.send("CONNECT\naccept-version:1.2\nhost:test\n\n\x00")
+        conn.send(f"CONNECT\naccept-version:1.2\nhost:test\npasscode:{gw.token}\n\n\x00")
         assert conn.recv().startswith("CONNECTED\n")
     return conn
 

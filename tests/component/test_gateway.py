@@ -53,8 +53,6 @@ from tests.component.gateway_clients import (
 from tests.harness import REPO, Gateway, metric
 from tests.helpers import taken_port, wait_for
 
-TOKEN = "s3cret-token"
-
 
 # -- the gateways under test (one per push mode) -----------------------------------------
 @pytest.fixture(scope="module")
@@ -77,7 +75,6 @@ def snapshot_gateway(redis_url, mqtt_url, tmp_path_factory):
         MQTT_URL=mqtt_url,
         PUSH_MODE="snapshot",
         SNAPSHOT_INTERVAL_MS="200",
-        GATEWAY_TOKEN=TOKEN,
     ).start() as gw:
         yield gw
 
@@ -431,8 +428,14 @@ def command_sink(mqtt_url):
     sink.close()
 
 
-def test_command_is_published_to_the_device_topic(gateway, command_sink):
+def seen(rds, *devices: str) -> None:
+    """Play the consumer: the pipeline has stored a message of each device."""
+    rds.zadd(DEVICES_KEY, {d: int(time.time() * 1000) for d in devices})
+
+
+def test_command_is_published_to_the_device_topic(gateway, command_sink, rds):
     dev = device()
+    seen(rds, dev)
     before = gateway.metrics()
     r = gateway.http.post(f"/api/commands/{dev}", json={"command": "tracking"})
     assert r.status_code == 202, r.text
@@ -454,8 +457,9 @@ def test_command_is_published_to_the_device_topic(gateway, command_sink):
     assert metric(after, name, result="accepted") - metric(before, name, result="accepted") == 1
 
 
-def test_invalid_commands_get_422_and_publish_nothing(gateway, command_sink):
+def test_invalid_commands_get_422_and_publish_nothing(gateway, command_sink, rds):
     dev = device()
+    seen(rds, dev)
     before = gateway.metrics()
     bad = [
         (dev, {"command": "sl am"}),
@@ -466,12 +470,14 @@ def test_invalid_commands_get_422_and_publish_nothing(gateway, command_sink):
         (dev, None),
         ("bad+id", {"command": "slam"}),
         ("x" * 129, {"command": "slam"}),
+        ("%2E%2E", {"command": "slam"}),  # "..": never a device id
     ]
     for device_id, body in bad:
         r = gateway.http.post(f"/api/commands/{device_id}", json=body)
         assert r.status_code == 422, (device_id, body, r.text)
     # A valid command after them: MQTT keeps order, so anything invalid would be first.
     sentinel = device()
+    seen(rds, sentinel)
     r = gateway.http.post(f"/api/commands/{sentinel}", json={"command": "custom_cmd-1.0"})
     assert r.status_code == 202
     wait_for(lambda: command_sink.messages, 10, "the sentinel command")
@@ -518,7 +524,7 @@ def test_snapshot_mode_sends_batches_with_latest_of_every_device(snapshot_gatewa
 
 def test_snapshot_mode_over_stomp(snapshot_gateway, rds):
     dev_a, dev_b = device(), device()
-    conn, listener = stomp_client(snapshot_gateway, passcode=TOKEN)
+    conn, listener = stomp_client(snapshot_gateway)
     try:
         subscribe(conn, listener, "/topic/coordinates", "all")
         subscribe(conn, listener, f"/topic/devices/{dev_a}", "one")
@@ -547,14 +553,15 @@ def test_snapshot_mode_over_stomp(snapshot_gateway, rds):
     assert {m["trace"]["seq"] for m in listener.bodies("one")} == {1}
 
 
-def test_token_is_required_when_configured(snapshot_gateway):
+def test_a_valid_token_is_required_in_connect(snapshot_gateway):
+    TOKEN = snapshot_gateway.token
     before = snapshot_gateway.metrics()
     for connect in (
         "CONNECT\naccept-version:1.2\nhost:x\n\n\x00",
         "CONNECT\naccept-version:1.2\nhost:x\npasscode:wrong\n\n\x00",
         "CONNECT\naccept-version:1.2\nhost:x\nAuthorization:Bearer wrong\n\n\x00",
     ):
-        conn = raw_stomp(snapshot_gateway, connect=False)
+        conn = snapshot_gateway.ws("/ws", header=[])
         try:
             conn.send(connect)
             error = recv_frame(conn)
@@ -566,8 +573,10 @@ def test_token_is_required_when_configured(snapshot_gateway):
         (f"CONNECT\naccept-version:1.2\nhost:x\npasscode:{TOKEN}\n\n\x00", None),
         (f"CONNECT\naccept-version:1.2\nhost:x\nAuthorization:Bearer {TOKEN}\n\n\x00", None),
         ("CONNECT\naccept-version:1.2\nhost:x\n\n\x00", [f"Authorization: Bearer {TOKEN}"]),
+        ("CONNECT\naccept-version:1.2\nhost:x\n\n\x00", []),  # ?token= on the upgrade
     ):
-        conn = snapshot_gateway.ws("/ws", header=headers)
+        path = "/ws" if headers != [] else f"/ws?token={TOKEN}"
+        conn = snapshot_gateway.ws(path, header=headers or [])
         try:
             conn.send(connect)
             assert recv_frame(conn).startswith("CONNECTED\n")
@@ -576,6 +585,10 @@ def test_token_is_required_when_configured(snapshot_gateway):
     after = snapshot_gateway.metrics()
     name = "pipeline_gateway_stomp_errors_total"
     assert metric(after, name, reason="auth") - metric(before, name, reason="auth") == 3
+    name = "pipeline_gateway_auth_failures_total"
+    for reason, n in (("missing", 1), ("malformed", 2)):
+        got = metric(after, name, protocol="stomp", reason=reason)
+        assert got - metric(before, name, protocol="stomp", reason=reason) == n, reason
 
 
 # -- outages and shutdown ------------------------------------------------------------------
@@ -602,7 +615,7 @@ def test_redis_loss_mqtt_down_and_sigterm(tmp_path):
         status, body = gw.health()
         assert (status, body["down"], body["status"]) == (503, ["mqtt"], "unavailable")
 
-        r = gw.http.post("/api/commands/robot-1", json={"command": "slam"})
+        r = gw.http.post(f"/api/commands/{seeded}", json={"command": "slam"})
         assert r.status_code == 503
         name = "pipeline_gateway_commands_total"
         assert metric(gw.metrics(), name, result="unavailable") == 1

@@ -59,7 +59,9 @@ def test_commands_go_to_this_runs_devices_and_reach_mqtt(gateway, redis_url, mqt
     sub.subscribe("orin/+/command", qos=1)
     live = {"cmp-rest-1", "cmp-rest-2"}
     try:
-        with LocustRun([Operator], "--gateway-url", gateway.url, results=tmp_path) as run:
+        with LocustRun(
+            [Operator], "--gateway-url", gateway.url, "--token", gateway.token, results=tmp_path
+        ) as run:
             run.start(2)
             for device in live:
                 store(rds, device, run.ledger.run_id)
@@ -114,3 +116,20 @@ def test_json_bodies_are_what_the_gateway_documents(gateway):
     accepted = spec["components"]["schemas"]["CommandAccepted"]["properties"]
     assert {"command_id", "issued_at", "topic", "device_id", "command"} <= set(accepted)
     assert accepted["issued_at"]["type"] == "integer"
+
+
+def test_commands_without_a_token_are_failures_saying_401(gateway, rds, tmp_path):
+    class Anonymous(RestCommander):
+        token = ""
+        device_ids = ("cmp-rest-anon",)
+        wait_time = constant(0.02)
+
+    store(rds, "cmp-rest-anon", "any-run")
+    with LocustRun([Anonymous], "--gateway-url", gateway.url, results=tmp_path) as run:
+        run.start(1)
+        entry = ("/api/commands/{id}", "POST")
+        run.wait(lambda: run.entry(*entry).num_failures >= 3, 10, "refused commands")
+        assert run.entry(*entry).num_requests == run.entry(*entry).num_failures
+        assert run.entry("/api/stats", "GET").num_failures == 0  # reads are public
+        (reason,) = {e for (m, n), e in run.errors().items() if (n, m) == entry}
+        assert "HTTP 401" in reason and "no bearer token" in reason, reason

@@ -15,6 +15,7 @@ import gevent
 import pytest
 from gevent import monkey
 
+from pipeline import auth
 from tests.harness import Gateway, LocustRun, push
 from tests.helpers import closed_port, wait_for
 from users.stomp import (
@@ -25,7 +26,8 @@ from users.stomp import (
     StompSubscriber,
 )
 
-TOKEN = "component-token"
+SECRET = "component-secret-" * 3
+TOKEN = auth.mint_token(SECRET, "component-test")
 _os_thread = monkey.get_original("threading", "get_ident")
 
 
@@ -36,13 +38,13 @@ def gateway(redis_url, mqtt_url, tmp_path_factory):
         REDIS_URL=redis_url,
         MQTT_URL=mqtt_url,
         PUSH_MODE="stream",
-        GATEWAY_TOKEN=TOKEN,
+        GATEWAY_JWT_SECRET=SECRET,
     ).start() as gw:
         yield gw
 
 
 class Everything(StompSubscriber):
-    token = TOKEN
+    pass  # the token: minted from --jwt-secret
 
 
 class OneDevice(StompSubscriber):
@@ -53,7 +55,8 @@ class OneDevice(StompSubscriber):
 
 def test_subscribers_count_every_update_and_report_connect_and_subscribe(gateway, rds, tmp_path):
     devices = ("cmp-stomp-1", "cmp-stomp-2")
-    with LocustRun([Everything, OneDevice], "--gateway-url", gateway.url, results=tmp_path) as run:
+    args = ("--gateway-url", gateway.url, "--jwt-secret", SECRET)
+    with LocustRun([Everything, OneDevice], *args, results=tmp_path) as run:
         run.start(2)
         run.wait(lambda: len(run.ledger.subscribers) == 2, 10, "two STOMP subscriptions")
         for seq in range(1, 101):
@@ -161,8 +164,9 @@ def test_a_restarted_gateway_is_reconnected_and_resubscribed(redis_url, mqtt_url
         reconnect_max = 0.2
 
     log = tmp_path / "gateway.log"
-    with Gateway(log, REDIS_URL=redis_url, MQTT_URL=mqtt_url, GATEWAY_TOKEN=TOKEN).start() as gw:
-        with LocustRun([Quick], "--gateway-url", gw.url, results=tmp_path) as run:
+    env = {"REDIS_URL": redis_url, "MQTT_URL": mqtt_url, "GATEWAY_JWT_SECRET": SECRET}
+    with Gateway(log, **env).start() as gw:
+        with LocustRun([Quick], "--gateway-url", gw.url, "--token", TOKEN, results=tmp_path) as run:
             run.start(1)
             run.wait(lambda: run.ledger.subscribers, 10, "the subscription")
             ledger = run.ledger

@@ -12,10 +12,12 @@ import gevent
 import pytest
 from gevent import monkey
 
-from tests.harness import Gateway, LocustRun, push
+from pipeline import auth
+from tests.harness import Gateway, LocustRun, metric, push
 from users.ws import WsSubscriber
 
 _os_thread = monkey.get_original("threading", "get_ident")
+AUTH_FAILURES = "pipeline_gateway_auth_failures_total"
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,9 @@ class Watcher(WsSubscriber):
 
 
 def test_subscribers_count_every_streamed_update(gateway, rds, tmp_path):
-    with LocustRun([Watcher], "--gateway-url", gateway.url, results=tmp_path) as run:
+    with LocustRun(
+        [Watcher], "--gateway-url", gateway.url, "--token", gateway.token, results=tmp_path
+    ) as run:
         run.start(2)
         run.wait(lambda: len(run.ledger.subscribers) == 2, 10, "two WS subscribers")
         for seq in range(1, 51):
@@ -61,7 +65,9 @@ def test_snapshot_batches_are_accounted_as_staleness(redis_url, mqtt_url, rds, t
         PUSH_MODE="snapshot",
         SNAPSHOT_INTERVAL_MS="200",
     ).start() as gw:
-        with LocustRun([Watcher], "--gateway-url", gw.url, results=tmp_path) as run:
+        with LocustRun(
+            [Watcher], "--gateway-url", gw.url, "--token", gw.token, results=tmp_path
+        ) as run:
             run.start(1)
             run.wait(lambda: run.ledger.subscribers, 10, "the WS subscriber")
             (sub,) = run.ledger.subscribers.values()
@@ -79,7 +85,9 @@ def test_snapshot_batches_are_accounted_as_staleness(redis_url, mqtt_url, rds, t
 
 def test_a_restarted_gateway_is_reconnected(redis_url, mqtt_url, rds, tmp_path):
     with Gateway(tmp_path / "gw.log", REDIS_URL=redis_url, MQTT_URL=mqtt_url).start() as gw:
-        with LocustRun([Watcher], "--gateway-url", gw.url, results=tmp_path) as run:
+        with LocustRun(
+            [Watcher], "--gateway-url", gw.url, "--token", gw.token, results=tmp_path
+        ) as run:
             run.start(1)
             run.wait(lambda: run.ledger.subscribers, 10, "the WS subscriber")
             ledger = run.ledger
@@ -113,9 +121,27 @@ def test_frames_are_read_in_the_locust_thread(gateway, rds, tmp_path):
             seen.append((_os_thread(), isinstance(gevent.getcurrent(), gevent.Greenlet)))
             super()._on_frame(data, recv_ns)
 
-    with LocustRun([Probe], "--gateway-url", gateway.url, results=tmp_path) as run:
+    with LocustRun(
+        [Probe], "--gateway-url", gateway.url, "--token", gateway.token, results=tmp_path
+    ) as run:
         run.start(1)
         run.wait(lambda: run.ledger.subscribers, 10, "the WS subscriber")
         push(rds, run.ledger.run_id, "cmp-ws-thread", 1, run.ledger)
         run.wait(lambda: seen, 10, "a frame")
     assert seen == [(_os_thread(), True)]  # a greenlet (the pump), not the hub
+
+
+def test_a_refused_token_is_a_failed_connect_saying_401(gateway, tmp_path):
+    class Forged(Watcher):
+        token = auth.mint_token("not-the-gateway-secret-" * 2)
+
+    before = metric(gateway.metrics(), AUTH_FAILURES, protocol="websocket", reason="signature")
+    with LocustRun([Forged], "--gateway-url", gateway.url, results=tmp_path) as run:
+        run.start(1)
+        name = "connect:/coordinates"
+        run.wait(lambda: run.entry(name, "WS").num_failures >= 2, 10, "failed connects")
+        assert run.entry(name, "WS").num_requests == run.entry(name, "WS").num_failures
+        (reason,) = {e for (_m, n), e in run.errors().items() if n == name}
+        assert "401" in reason, reason
+    after = metric(gateway.metrics(), AUTH_FAILURES, protocol="websocket", reason="signature")
+    assert after - before >= 2

@@ -38,7 +38,7 @@ import pytest
 import yaml
 
 from pipeline._procs import free_port
-from tests.helpers import metric_value, mqtt_client, wait_for
+from tests.helpers import metric_value, mqtt_client, stack_secret, wait_for
 from tests.promql import (
     CONFIG,
     ROOT,
@@ -203,7 +203,10 @@ def observed(stack, tmp_path_factory):
             "--host",
             stack.urls["gateway"],
         ]
-        env = dict(os.environ, PIPESWARM_STATE_DIR=str(tmp))  # never a developer's stack.json
+        env_secret = {"PIPESWARM_JWT_SECRET": stack_secret(stack)}
+        env = dict(
+            os.environ, PIPESWARM_STATE_DIR=str(tmp), **env_secret
+        )  # not a developer's stack
         start = time.time()
         master = procs.start(
             "master",

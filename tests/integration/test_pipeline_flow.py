@@ -13,7 +13,7 @@ import stomp
 import websocket
 from stomp.adapter.ws import WSStompConnection
 
-from tests.helpers import Collector, metric_value, mqtt_client, traced, wait_for
+from tests.helpers import Collector, metric_value, mqtt_client, stack_token, traced, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +34,17 @@ def stomp_subscriber(stack, destination: str) -> tuple[WSStompConnection, _Stomp
     conn = WSStompConnection([("127.0.0.1", stack.ports["gateway"])], ws_path="/ws")
     listener = _StompCollector()
     conn.set_listener("collector", listener)
-    conn.connect(wait=True)
+    conn.connect(wait=True, passcode=stack_token(stack))
     conn.subscribe(destination, id="sub-1", receipt="subscribed")
     wait_for(lambda: "subscribed" in listener.receipts, 5, "SUBSCRIBE receipt")
     return conn, listener
 
 
 def ws_subscriber(stack) -> tuple[websocket.WebSocket, Collector, threading.Thread]:
-    ws = websocket.create_connection(f"ws://127.0.0.1:{stack.ports['gateway']}/coordinates")
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{stack.ports['gateway']}/coordinates",
+        header=[f"Authorization: Bearer {stack_token(stack)}"],
+    )
     got = Collector()
 
     def read() -> None:
@@ -121,9 +124,19 @@ def test_command_reaches_device_and_invalid_body_publishes_nothing(stack):
     sub.on_message = lambda c, u, msg: received.add(msg.payload)
     sub.subscribe(f"orin/{device}/command", qos=1)
     url = f"{stack.urls['gateway']}/api/commands/{device}"
+    http = httpx.Client(headers={"Authorization": f"Bearer {stack_token(stack)}"}, timeout=10)
+    # commands go only to devices the pipeline has seen: this one says hello first
+    hello = mqtt_client(stack.ports["mqtt"])
+    hello.publish(f"sensors/{device}/coordinates", traced(device, 1), qos=1).wait_for_publish(5)
+    hello.loop_stop()
+    wait_for(
+        lambda: httpx.get(f"{stack.urls['gateway']}/api/coordinates/{device}").status_code == 200,
+        20,
+        "the device stored",
+    )
     try:
         # Wait until our subscription is live by sending until one arrives.
-        resp = httpx.post(url, json={"command": "tracking"})
+        resp = http.post(url, json={"command": "tracking"})
         assert resp.status_code == 202
         command_id = resp.json()["command_id"]
         (cmd,) = wait_for(
@@ -135,19 +148,20 @@ def test_command_reaches_device_and_invalid_body_publishes_nothing(stack):
         assert cmd["issued_at"] > 1e18  # epoch ns
 
         for bad in ({"command": ""}, {"command": "rm -rf /"}, {"nope": 1}, []):
-            assert httpx.post(url, json=bad).status_code == 422
+            assert http.post(url, json=bad).status_code == 422
         assert (
-            httpx.post(
+            http.post(
                 url, content=b"{not json", headers={"content-type": "application/json"}
             ).status_code
             == 422
         )
         # A valid command sent after the bad ones is the next thing the device sees.
-        marker = httpx.post(url, json={"command": "slam"}).json()["command_id"]
+        marker = http.post(url, json={"command": "slam"}).json()["command_id"]
         wait_for(lambda: received.where(lambda m: m["command_id"] == marker), 10, "marker")
         assert [m["command"] for m in received.items] == ["tracking", "slam"]
     finally:
         sub.loop_stop()
+        http.close()
 
 
 def test_bad_payloads_go_to_the_dlq_and_the_bridge_keeps_serving(stack):

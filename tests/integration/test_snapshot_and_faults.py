@@ -16,7 +16,15 @@ import websocket
 
 from pipeline._mqtt_plugin import GATEWAY_USER
 from pipeline._procs import free_port, http_ok, spawn, wait_until
-from tests.helpers import closed_port, mqtt_client, scraped, taken_port, traced, wait_for
+from tests.helpers import (
+    closed_port,
+    mqtt_client,
+    scraped,
+    stack_token,
+    taken_port,
+    traced,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +49,9 @@ def test_snapshot_mode_sends_one_batch_per_interval_with_every_device(stack, tmp
             for d in devices:
                 pub.publish(f"sensors/{d}/coordinates", traced(d, seq), qos=1).wait_for_publish(5)
         pub.loop_stop()
-        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/coordinates", timeout=5)
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{port}/coordinates?token={stack_token(stack)}", timeout=5
+        )
 
         def latest_seqs(batch: dict) -> dict[str, int]:
             return {

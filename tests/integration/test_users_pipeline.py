@@ -10,6 +10,7 @@ import pytest
 from locust import constant
 
 from tests.harness import LocustRun
+from tests.helpers import stack_secret
 from users.kafka import KafkaProducer
 from users.mqtt import MqttDevice
 from users.rest import RestCommander
@@ -29,6 +30,7 @@ def stack_args(stack) -> tuple[str, ...]:
         "--kafka-bootstrap", u["kafka"],
         "--redis-url", u["redis"],
         "--mqtt-secret-file", str(stack.secret_file),  # each device logs in as itself
+        "--jwt-secret", stack_secret(stack),
     )  # fmt: skip
 
 

@@ -47,3 +47,12 @@ def test_a_minted_token_verifies_with_its_claims():
 def test_bad_tokens_are_rejected_saying_why(token, why):
     with pytest.raises(auth.InvalidToken, match=why):
         auth.verify_token(SECRET, token())
+
+
+def test_the_load_sides_token_is_one_the_gateway_accepts():
+    from users._token import mint_token
+
+    claims = auth.verify_token(SECRET, mint_token(SECRET, "pipeswarm-load"))
+    assert claims["sub"] == "pipeswarm-load"
+    with pytest.raises(auth.InvalidToken, match="signature"):
+        auth.verify_token("z" * 43, mint_token(SECRET))

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def compose_config(**env: str) -> subprocess.CompletedProcess[str]:
     """``docker-compose config`` with only ``env`` set (not a developer's own .env)."""
-    clean = {k: v for k, v in os.environ.items() if k not in ("GRAFANA_ADMIN_PASSWORD",)}
+    secrets = ("GRAFANA_ADMIN_PASSWORD", "PIPESWARM_SECRET")
+    clean = {k: v for k, v in os.environ.items() if k not in secrets}
     with tempfile.NamedTemporaryFile("w", suffix=".env") as empty:
         return subprocess.run(
             ["docker-compose", "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"),
@@ -32,15 +33,22 @@ needs_compose = pytest.mark.skipif(
 
 @needs_compose
 def test_docker_compose_config_is_valid():
-    result = compose_config(GRAFANA_ADMIN_PASSWORD="s3cret")
+    result = compose_config(GRAFANA_ADMIN_PASSWORD="s3cret", PIPESWARM_SECRET="x" * 32)
     assert result.returncode == 0, result.stderr
 
 
 @needs_compose
 def test_compose_refuses_to_start_grafana_without_a_password_in_one_sentence():
-    result = compose_config()
+    result = compose_config(PIPESWARM_SECRET="x" * 32)
     assert result.returncode != 0
     assert "set GRAFANA_ADMIN_PASSWORD in .env" in result.stderr
+
+
+@needs_compose
+def test_compose_refuses_to_start_the_gateway_without_a_token_secret():
+    result = compose_config(GRAFANA_ADMIN_PASSWORD="s3cret")
+    assert result.returncode != 0
+    assert "set PIPESWARM_SECRET in .env" in result.stderr
 
 
 def services() -> dict:
@@ -79,6 +87,14 @@ def test_published_ports_are_loopback_only_and_nothing_is_open_by_default():
     grafana = svcs["grafana"]["environment"]
     assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
     assert "admin" not in grafana["GF_SECURITY_ADMIN_PASSWORD"].split(":")[0]
+
+
+def test_the_gateway_and_locust_share_the_token_secret():
+    svcs = services()
+    secret = "${PIPESWARM_SECRET:?set PIPESWARM_SECRET in .env (see .env.example)}"
+    assert svcs["gateway"]["environment"]["GATEWAY_JWT_SECRET"] == secret
+    for name in ("locust-master", "locust-worker"):
+        assert svcs[name]["environment"]["PIPESWARM_JWT_SECRET"] == secret
 
 
 def test_services_get_the_urls_the_pipeline_reads():

@@ -26,7 +26,7 @@ def _all() -> list[opts.Option]:
 
 def test_every_load_side_option_is_declared_once():
     flags = [o.flag for o in _all()]
-    assert len(flags) == len(set(flags)) == 44
+    assert len(flags) == len(set(flags)) == 45
     groups = {g.title for g in opts.GROUPS}
     assert groups == {
         "pipeswarm telemetry",
@@ -58,7 +58,7 @@ def test_the_readme_names_the_declared_options_with_their_env_vars(monkeypatch, 
         assert default in (str(o.current_default()), o.doc_default.strip("`")), flag
     table = _readme().split("| option | env | default |", 1)[1].split("\n\n", 1)[0]
     named = set(re.findall(r"`(--[a-z][a-z-]+)", table))
-    assert len(named) == 26
+    assert len(named) == 27
     for flag in named - {"--step-", "--spike-"}:  # `--step-*`, `--spike-*` name groups
         assert flag in declared, flag
 

@@ -55,7 +55,14 @@ EXPECTED = {
     "PUSH_MODE": "stream",
     "SNAPSHOT_INTERVAL_MS": 1000,
     "CLIENT_QUEUE": 10_000,
-    "GATEWAY_TOKEN": "",
+    "GATEWAY_AUTH": "on",
+    "GATEWAY_JWT_SECRET_FILE": "",
+    "GATEWAY_JWT_SECRET": "",
+    "GATEWAY_READS": "public",
+    "GATEWAY_MAX_BODY_BYTES": 65536,
+    "GATEWAY_MAX_FRAME_BYTES": 65536,
+    "GATEWAY_CONNECT_TIMEOUT_MS": 10000,
+    "GATEWAY_MAX_SUBSCRIPTIONS": 100,
 }
 
 
@@ -76,9 +83,9 @@ def test_the_docs_table_is_current():
 
 def test_values_are_read_and_converted():
     s = Settings.from_env(
-        {"KAFKA_PARTITIONS": " 12 ", "PUSH_MODE": "snapshot", "GATEWAY_TOKEN": "t0k"}
+        {"KAFKA_PARTITIONS": " 12 ", "PUSH_MODE": "snapshot", "GATEWAY_JWT_SECRET": "t0k"}
     )
-    assert (s.kafka_partitions, s.push_mode, s.gateway_token) == (12, "snapshot", "t0k")
+    assert (s.kafka_partitions, s.push_mode, s.gateway_jwt_secret) == (12, "snapshot", "t0k")
 
 
 def test_an_empty_variable_is_the_default_for_numbers_and_the_bridge_client_id():
@@ -96,6 +103,8 @@ def test_an_empty_variable_is_the_default_for_numbers_and_the_bridge_client_id()
         ("CONSUMER_INSTANCE", "two", "must be an integer"),
         ("GATEWAY_PORT", "70000", "must be a port number from 0 to 65535"),
         ("PUSH_MODE", "sideways", "must be 'stream' or 'snapshot'"),
+        ("GATEWAY_AUTH", "maybe", "must be 'on' or 'off'"),
+        ("GATEWAY_MAX_BODY_BYTES", "0", "must be 1 or more"),
         ("MQTT_URL", "http://broker:1883", "must start with mqtt:// or mqtts://"),
         ("MQTT_URL", "mqtt://broker:port", "must be an MQTT URL"),
     ],

@@ -6,7 +6,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from users.shapes import PresetShape, parse_stages
+from users.exceptions import ConfigError
+from users.shapes import (
+    RAMP_SECONDS,
+    SPIKE_AT,
+    SPIKE_SECONDS,
+    SPIKE_USERS,
+    STEP_SECONDS,
+    STEP_USERS,
+    PresetShape,
+    parse_stages,
+)
 
 
 def shape_at(t: float, **opts) -> tuple[int, float] | None:
@@ -74,3 +84,20 @@ def test_run_time_stops_every_preset():
     for preset, users_and_rate in before.items():
         assert shape_at(59, shape=preset, run_time=60) == users_and_rate
         assert shape_at(60, shape=preset, run_time=60) is None
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "why"),
+    [
+        (STEP_SECONDS, 0.0, "must be more than 0 seconds per step"),
+        (STEP_USERS, 0, "must be 1 or more users per step"),
+        (SPIKE_AT, -5.0, "must be 0 or more seconds"),
+        (SPIKE_SECONDS, -1.0, "must be 0 or more seconds"),
+        (RAMP_SECONDS, -60.0, "must be 0 or more seconds"),
+        (SPIKE_USERS, -1, "must be 0"),
+    ],
+)
+def test_negative_durations_and_counts_are_one_sentence_before_the_run(option, value, why):
+    with pytest.raises(ConfigError) as err:
+        option.read(SimpleNamespace(**{option.dest: value}))
+    assert str(err.value).startswith(f"{option.flag} {value!r}: {why}")

@@ -119,8 +119,8 @@ def test_the_index_loads_the_charts_script_and_lists_every_option_by_group(env):
     assert [k for k in extra if k in shown] == shown
     assert list(extra)[: len(shown)] == shown
     assert extra["mqtt_qos"]["help_text"].startswith("Backends and devices: QoS")
-    assert extra["stomp_token"]["help_text"].startswith("STOMP subscriber: ")
-    assert extra["mqtt_url"]["is_secret"] and not extra["device_interval"]["is_secret"]
+    assert extra["stomp_destination"]["help_text"].startswith("STOMP subscriber: ")
+    assert extra["mqtt_url"]["is_secret"] and extra["jwt_secret"]["is_secret"] and not extra["device_interval"]["is_secret"]
 
 
 def test_the_charts_page_and_its_per_second_series(env):

@@ -7,18 +7,18 @@ import argparse
 from locust.argument_parser import get_empty_argument_parser
 
 from tests.harness import parse_options
-from users import stomp as stomp_users
+from users import _config as users_config
 
 
 def test_every_pipeswarm_user_option_has_its_env_var(monkeypatch):
     opts = parse_options()
     assert opts.stomp_destination == "/topic/coordinates"
-    assert opts.stomp_token == ""
+    assert opts.token == ""
     assert opts.stomp_device_count == 0
     assert (opts.kafka_interval, opts.kafka_acks, opts.kafka_linger_ms) == (0.1, "all", 5.0)
     assert (opts.kafka_compression, opts.kafka_max_messages) == ("none", 0)
     monkeypatch.setenv("PIPESWARM_STOMP_DESTINATION", "/topic/devices/{device_id}")
-    monkeypatch.setenv("PIPESWARM_STOMP_TOKEN", "jwt")
+    monkeypatch.setenv("PIPESWARM_TOKEN", "jwt")
     monkeypatch.setenv("PIPESWARM_STOMP_DEVICE_COUNT", "10")
     monkeypatch.setenv("PIPESWARM_KAFKA_INTERVAL", "0.02")
     monkeypatch.setenv("PIPESWARM_KAFKA_ACKS", "1")
@@ -27,19 +27,21 @@ def test_every_pipeswarm_user_option_has_its_env_var(monkeypatch):
     monkeypatch.setenv("PIPESWARM_KAFKA_MAX_MESSAGES", "500")
     opts = parse_options()
     assert opts.stomp_destination == "/topic/devices/{device_id}"
-    assert opts.stomp_token == "jwt"
+    assert opts.token == "jwt"
     assert opts.stomp_device_count == 10
     assert (opts.kafka_interval, opts.kafka_acks, opts.kafka_linger_ms) == (0.02, "1", 0.0)
     assert (opts.kafka_compression, opts.kafka_max_messages) == ("lz4", 500)
     # the command line wins over the environment
-    assert parse_options("--stomp-token", "cli").stomp_token == "cli"
+    assert parse_options("--token", "cli").token == "cli"
 
 
-def test_the_token_is_masked_in_the_web_ui_and_in_run_json():
+def test_the_token_and_secret_are_masked_in_the_web_ui_and_in_run_json():
     parser = get_empty_argument_parser()
-    stomp_users.OPTIONS.add_arguments(parser)
-    (action,) = [a for a in parser._actions if a.dest == "stomp_token"]
-    assert getattr(action, "is_secret", False) is True
+    users_config.OPTIONS.add_arguments(parser)
+    for dest in ("token", "jwt_secret"):
+        (action,) = [a for a in parser._actions if a.dest == dest]
+        assert getattr(action, "is_secret", False) is True
     from telemetry.results import safe_options
 
-    assert safe_options(argparse.Namespace(stomp_token="jwt"))["stomp_token"] == "***"
+    masked = safe_options(argparse.Namespace(token="jwt", jwt_secret="s"))
+    assert masked == {"token": "***", "jwt_secret": "***"}

@@ -47,7 +47,7 @@ def test_destination_and_endpoint_come_from_the_options():
     assert user.client.token == ""
     assert user.client.heartbeats == (10_000, 10_000)
 
-    user = AllDevices(env("--gateway-url", "https://gw.example", "--stomp-token", "jwt"))
+    user = AllDevices(env("--gateway-url", "https://gw.example", "--token", "jwt"))
     assert user.endpoint.url == "wss://gw.example:443/ws" and user.client.tls
     assert user.client.token == "jwt"
 
