@@ -12,7 +12,7 @@ Over each window the recorder takes, for that protocol only:
 - generator CPU (this process, ``psutil``): acknowledged messages per CPU second
   is messages/s per generator core;
 - acknowledgement latency (the Locust request events of the acknowledgement);
-- end-to-end latency (``recv − t0``, the ledger's E2E events of the protocol's
+- end-to-end latency (``recv − t0``, every delivery the ledger counts on the protocol's
   paths, ``mqtt→stomp``, ``http→stomp``…), from the window's opening until the
   next phase of the same protocol (late arrivals count where they were sent);
 - bytes on the wire per acknowledged message, both directions, counted on the
@@ -38,7 +38,7 @@ import psutil
 
 from telemetry import results
 from telemetry.hdr import Histogram
-from telemetry.plugin import E2E_REQUEST_TYPE, get_plugin
+from telemetry.plugin import get_plugin
 from telemetry.stages import split_path
 from telemetry.wire import wire_counts
 
@@ -193,6 +193,9 @@ class Recorder:
         self._wire0 = self._wire(src)
         self._open = phase
         self._latest[src] = phase
+        ledger = get_plugin(self.environment).ledger  # the run's (made at test start)
+        if self._on_delivery not in ledger.sample_listeners:
+            ledger.sample_listeners.append(self._on_delivery)
         self.phases.append(phase)
         return phase
 
@@ -233,6 +236,12 @@ class Recorder:
         count = wire_counts(self.environment).get(entry.wire)
         return count.connections if count is not None else 0
 
+    def _on_delivery(self, path: str, total_ms: float) -> None:
+        src, kind = split_path(path)
+        phase = self._latest.get(src)
+        if phase is not None and kind:
+            phase.e2e.record_us(int(total_ms * 1000))
+
     def _on_request(
         self,
         request_type: str,
@@ -241,12 +250,6 @@ class Recorder:
         exception: Exception | None = None,
         **_kw: Any,
     ) -> None:
-        if request_type == E2E_REQUEST_TYPE:
-            src, kind = split_path(name)
-            phase = self._latest.get(src)
-            if phase is not None and kind and ":" not in kind and response_time is not None:
-                phase.e2e.record_us(int(response_time * 1000))
-            return
         phase = self._open
         if phase is None or not self.entries[phase.src].matches(request_type, name):
             return

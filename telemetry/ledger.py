@@ -293,6 +293,9 @@ class Ledger:
         #: True while the test drains: publishers must not publish (see ``published``).
         self.draining = False
         self._fire = fire
+        #: called with ``(path, total_ms)`` for every delivery, whatever ``fire`` is
+        #: (e.g. ``telemetry.ingest_compare`` splits them by phase)
+        self.sample_listeners: list[Callable[[str, float], None]] = []
         self._ids = itertools.count(1)
         self.subscribers: dict[str, Subscriber] = {}
         self.publishers: dict[str, _Publisher] = {}
@@ -367,6 +370,8 @@ class Ledger:
             fire(path, max(total, 0) / 1e6, length)
             if self.hop_events:
                 fire(self._name(path, "service"), max(service, 0) / 1e6, length)
+        for listen in self.sample_listeners:
+            listen(path, max(total, 0) / 1e6)
         hops = tr.hops
         if hops:
             src = tr.src

@@ -15,7 +15,7 @@ from kafka import KafkaConsumer, TopicPartition
 from pipeline.config import DEFAULTS
 from report.cli import main as analyze
 from telemetry.ingest_compare import COMPARISON_FORMAT
-from tests.helpers import traced, wait_for
+from tests.helpers import stack_token, traced, wait_for
 from tests.integration.test_bridge import dead_letters, latest
 from tests.swarm import run_locust
 
@@ -43,7 +43,11 @@ def test_a_posted_message_is_in_kafka_when_answered_then_in_redis(stack):
     body = json.loads(traced(device, 1))
     del body["device_id"]  # the original devices' format: the path names the device
     sent_ns = time.time_ns()
-    r = httpx.post(f"{stack.urls['gateway']}/api/ingest/{device}", content=json.dumps(body))
+    r = httpx.post(
+        f"{stack.urls['gateway']}/api/ingest/{device}",
+        content=json.dumps(body),
+        headers={"Authorization": f"Bearer {stack_token(stack)}"},
+    )
     assert r.status_code == 202, r.text
     where = r.json()
     key, value = record_at(stack, where["partition"], where["offset"])
@@ -59,7 +63,9 @@ def test_a_posted_message_is_in_kafka_when_answered_then_in_redis(stack):
 def test_a_rejected_post_is_dead_lettered_with_its_reason(stack):
     device = f"it-http-{uuid.uuid4().hex[:6]}"
     r = httpx.post(
-        f"{stack.urls['gateway']}/api/ingest/{device}", content=traced("someone-else", 1)
+        f"{stack.urls['gateway']}/api/ingest/{device}",
+        content=traced("someone-else", 1),
+        headers={"Authorization": f"Bearer {stack_token(stack)}"},
     )
     assert (r.status_code, r.json()["reason"]) == (422, "device_mismatch")
     (letter,) = dead_letters(stack, f"/api/ingest/{device}", 1)
