@@ -38,39 +38,54 @@ def sample(t0: int, t1: int, t2: int, t3: int) -> Estimate:
 
 
 class Offset:
-    """This process's clock offset to the master (0 on the master and in a local run)."""
+    """This process's clock offset to the master (0 on the master and in a local run).
 
-    __slots__ = ("offset_ns", "uncertainty_ns", "samples", "applied", "measured_at_ns", "_measured")
+    The measured offset is applied only when it is larger than its uncertainty:
+    one within ``± uncertainty`` of 0 is indistinguishable from none (workers on the
+    master's own host, one kernel clock), and applying it would only add its error.
+    """
+
+    __slots__ = (
+        "offset_ns",
+        "uncertainty_ns",
+        "samples",
+        "enabled",
+        "measured_at_ns",
+        "measured_ns",
+    )
 
     def __init__(self) -> None:
-        #: subtracted from every local timestamp (0 unless applied)
+        #: subtracted from every local timestamp
         self.offset_ns = 0
+        #: the best estimate (worker clock − master clock), applied or not
+        self.measured_ns = 0
         self.uncertainty_ns = 0
         self.samples = 0
-        #: whether ``offset_ns`` corrects timestamps (``--clock-sync true``)
-        self.applied = True
+        #: whether a significant offset corrects timestamps (``--clock-sync true``)
+        self.enabled = True
         self.measured_at_ns = 0
-        self._measured = 0
 
     def set(self, est: Estimate, samples: int) -> None:
-        self._measured = est.offset_ns
-        self.offset_ns = est.offset_ns if self.applied else 0
+        self.measured_ns = est.offset_ns
+        significant = abs(est.offset_ns) > est.uncertainty_ns
+        self.offset_ns = est.offset_ns if self.enabled and significant else 0
         self.uncertainty_ns = est.uncertainty_ns
         self.samples = samples
         self.measured_at_ns = est.at_ns
 
     def reset(self) -> None:
-        self.offset_ns = self.uncertainty_ns = self.samples = self.measured_at_ns = 0
-        self._measured = 0
-        self.applied = True
+        self.offset_ns = self.measured_ns = self.uncertainty_ns = 0
+        self.samples = self.measured_at_ns = 0
+        self.enabled = True
 
     def to_wire(self) -> dict[str, Any]:
-        """What a worker reports: measured offset and uncertainty (ns), samples, applied."""
+        """What a worker reports: measured and applied offset, uncertainty (ns), samples."""
         return {
-            "offset_ns": self._measured,
+            "offset_ns": self.measured_ns,
             "uncertainty_ns": self.uncertainty_ns,
             "samples": self.samples,
-            "applied": self.applied,
+            "enabled": self.enabled,
+            "applied_ns": self.offset_ns,
         }
 
 

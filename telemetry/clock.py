@@ -177,7 +177,7 @@ def install(environment: Environment) -> ClockSync | None:
         return None
     if isinstance(runner, WorkerRunner) and MSG_PONG not in runner.custom_messages:
         state.reset()
-        state.applied = CLOCK_SYNC.get(environment) == "true"
+        state.enabled = CLOCK_SYNC.get(environment) == "true"
         sync = ClockSync(runner)
         sync.start()
         return sync

@@ -28,7 +28,8 @@ def _clock_entry(wire: dict[str, Any] | None) -> dict[str, Any] | None:
         "offset_ms": round(wire["offset_ns"] / 1e6, 3),
         "uncertainty_ms": round(wire["uncertainty_ns"] / 1e6, 3),
         "samples": int(wire["samples"]),
-        "corrected": bool(wire.get("applied", True)),
+        "enabled": bool(wire.get("enabled", True)),
+        "applied_ms": round(wire.get("applied_ns", 0) / 1e6, 3),
     }
 
 
@@ -37,7 +38,7 @@ def _clock_summary(workers: list[dict[str, Any]]) -> dict[str, Any]:
     measured = [w["clock"] for w in workers if w.get("clock")]
     return {
         "reference": "master",
-        "corrected": bool(measured) and all(c["corrected"] for c in measured),
+        "enabled": bool(measured) and all(c["enabled"] for c in measured),
         "max_uncertainty_ms": max((c["uncertainty_ms"] for c in measured), default=None),
         "max_abs_offset_ms": max((abs(c["offset_ms"]) for c in measured), default=None),
     }

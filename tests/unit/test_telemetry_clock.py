@@ -22,10 +22,10 @@ MS = 1_000_000
 @pytest.fixture
 def offset():
     """This process's offset, restored after the test (it is process-wide state)."""
-    saved = (clock.state.offset_ns, clock.state.applied)
+    saved = clock.state.offset_ns
     yield clock.state
     clock.state.reset()
-    clock.state.offset_ns, clock.state.applied = saved
+    clock.state.offset_ns = saved
 
 
 class _Master(MasterRunner):
@@ -120,13 +120,18 @@ def test_the_window_forgets_old_samples():
     assert sync.offset.offset_ns == 12 * MS and sync.offset.uncertainty_ns == 400_000
 
 
-def test_not_applied_offsets_are_measured_but_correct_nothing():
+def test_offsets_are_applied_only_when_enabled_and_larger_than_their_uncertainty():
     off = Offset()
-    off.applied = False
     off.set(clock.Estimate(offset_ns=50 * MS, delay_ns=MS, at_ns=1), 3)
-    assert off.offset_ns == 0
+    assert off.offset_ns == 50 * MS
     assert off.to_wire() == {"offset_ns": 50 * MS, "uncertainty_ns": MS // 2, "samples": 3,
-                             "applied": False}  # fmt: skip
+                             "enabled": True, "applied_ns": 50 * MS}  # fmt: skip
+    # 0.3 ms ± 0.5 ms: indistinguishable from 0 (same host): correcting would add error
+    off.set(clock.Estimate(offset_ns=300_000, delay_ns=MS, at_ns=2), 4)
+    assert off.offset_ns == 0 and off.to_wire()["offset_ns"] == 300_000
+    off.enabled = False  # --clock-sync false: measured, reported, not applied
+    off.set(clock.Estimate(offset_ns=50 * MS, delay_ns=MS, at_ns=3), 5)
+    assert off.offset_ns == 0 and off.to_wire()["offset_ns"] == 50 * MS
 
 
 def test_a_publisher_ahead_by_50_ms_and_a_subscriber_on_the_master_clock_agree(offset):
