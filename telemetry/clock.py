@@ -40,7 +40,7 @@ import gevent
 from locust.runners import MasterRunner, WorkerRunner
 
 from telemetry._offset import Estimate, Offset, now_ns, sample, state, to_master
-from telemetry.options import Option, OptionGroup
+from telemetry.options import CLOCK_SYNC
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -72,19 +72,6 @@ BURST_GAP_S = 0.05
 REFRESH_S = 2.0
 #: samples the minimum-delay filter chooses from (the burst plus ~30 s of refreshes)
 WINDOW = 16
-
-CLOCK_SYNC = Option(
-    "--clock-sync",
-    str,
-    "true",
-    "PIPESWARM_CLOCK_SYNC",
-    "Workers measure their clock offset to the master and correct every timestamp to the "
-    "master's clock; 'false' trusts the hosts' clocks as they are (offsets still measured "
-    "and recorded in run.json)",
-    choices=("true", "false"),
-    web_ui=False,  # read when a worker starts, before any test
-)
-CLOCKS = OptionGroup("pipeswarm clocks", CLOCK_SYNC, web_ui=False).register()
 
 
 class ClockSync:
