@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
         help="put Toxiproxy in front of Mosquitto, Kafka and Redis (for network faults: "
         "locust --faults 'partition:kafka@30s+10s'; its API URL goes into stack.json)",
     )
+    up.add_argument(
+        "--listen-host",
+        choices=["127.0.0.1", "0.0.0.0"],
+        default="127.0.0.1",
+        help="where Mosquitto and the gateway listen: 0.0.0.0 (every interface) lets load "
+        "generators on other hosts in; the rest of the stack stays on loopback",
+    )
     down = sub.add_parser("down", help="stop the stack and remove its data")
     down.add_argument(
         "--keep-data",
@@ -184,6 +191,7 @@ def _up(args: argparse.Namespace) -> int:
         redis_ttl_s=mirrored["redis_ttl_s"],
         consumers=args.consumers,
         fault_proxies=args.fault_proxies,
+        listen_host=args.listen_host,
     )
     stack.start()
     _print_endpoints(stack)

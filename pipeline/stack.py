@@ -76,7 +76,7 @@ MOSQUITTO_CONF = """\
 # and a graceful restart came back without the bridge's session or its queue (~600
 # messages lost at 200 msg/s). So it stays the user that started it.
 user {user}
-listener {port} 127.0.0.1
+listener {port} {host}
 allow_anonymous true
 persistence true
 persistence_location {data}/
@@ -106,6 +106,9 @@ class Stack:
     consumers: int = 1  # consumer processes in one group (Kafka's own way to scale)
     #: Toxiproxy in front of Mosquitto, Kafka and Redis (``pipeline._toxiproxy``)
     fault_proxies: bool = False
+    #: where Mosquitto and the gateway listen (what load generators on other hosts reach);
+    #: "0.0.0.0" is every interface. Everything else stays on 127.0.0.1.
+    listen_host: str = "127.0.0.1"
     procs: dict[str, Proc] = field(default_factory=dict)
     paused: set[str] = field(default_factory=set)
 
@@ -161,6 +164,7 @@ class Stack:
             push_mode=self.push_mode,
             snapshot_interval_ms=self.snapshot_interval_ms,
             redis_ttl_s=self.redis_ttl_s,
+            gateway_host=self.listen_host,
         )
         return {**env, "PYTHONUNBUFFERED": "1"}
 
@@ -302,6 +306,7 @@ class Stack:
             "redis_ttl_s": self.redis_ttl_s,
             "consumers": self.consumers,
             "fault_proxies": self.fault_proxies,
+            "listen_host": self.listen_host,
             "services": {n: p.as_dict() for n, p in self.procs.items()},
             "paused": sorted(self.paused),
             "started_at": time.time(),
@@ -329,6 +334,7 @@ class Stack:
             redis_ttl_s=doc.get("redis_ttl_s", DEFAULTS.redis_ttl_s),
             consumers=doc.get("consumers", 1),
             fault_proxies=doc.get("fault_proxies", False),
+            listen_host=doc.get("listen_host", "127.0.0.1"),
             procs={n: Proc(**p) for n, p in doc["services"].items()},
             paused=set(doc.get("paused", [])),
         )
@@ -368,7 +374,9 @@ class Stack:
         data = (self.state_dir / "mosquitto-data").resolve()
         data.mkdir(parents=True, exist_ok=True)
         user = pwd.getpwuid(os.geteuid()).pw_name
-        conf.write_text(MOSQUITTO_CONF.format(port=port, data=data, user=user))
+        conf.write_text(
+            MOSQUITTO_CONF.format(port=port, data=data, user=user, host=self.listen_host)
+        )
         argv = [find_binary("mosquitto", "mosquitto"), "-c", str(conf)]
         proc, popen = spawn("mosquitto", argv, self._logs)
         wait_until(lambda: accepts(port), 10, f"Mosquitto on port {port}", popen)
