@@ -12,6 +12,9 @@ a class does what the role of the process it lands in says:
   both offsets); it idles on any other worker (``idle``: a worker to kill).
 
 ``mqtt→near`` and ``mqtt→far`` are then the same messages seen from two hosts.
+``PIPESWARM_TEST_GATEWAY_URL`` gives one worker's watchers another way to the
+gateway (a delaying proxy on that host): the master's ``--gateway-url`` reaches
+every worker with the spawn message and overrides a worker's own.
 ``Watcher`` has a fixed count and ``Device`` a weight: Locust dispatches fixed
 users first, round robin over the workers, so every worker gets watchers.
 """
@@ -45,3 +48,4 @@ class Device(MqttDevice if ROLE in ("", "publish") else _Idle):  # type: ignore[
 class Watcher(StompSubscriber if ROLE in ("", *KIND) else _Idle):  # type: ignore[misc]
     fixed_count = 4
     ledger_kind = KIND.get(ROLE, "stomp")
+    url = os.environ.get("PIPESWARM_TEST_GATEWAY_URL") or None
