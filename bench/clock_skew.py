@@ -86,8 +86,9 @@ def split_run(
     ]  # fmt: skip
     worker = [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", port]
     shifted = faketime_env(shift_s) if shift_s else {}
-    procs = [subprocess.Popen(master, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)]  # fmt: skip
+    procs: list[subprocess.Popen[Any]] = [subprocess.Popen(
+        master, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )]  # fmt: skip
     try:
         for role, extra in (("publish", shifted), ("subscribe", {})):
             procs.append(subprocess.Popen(
