@@ -1,19 +1,22 @@
 """Clock-skew correction, proved: one worker's clock shifted by libfaketime, latency unchanged.
 
 Starts the embedded stack on free ports, then runs ``bench/split_hosts_locustfile.py``
-as a real distributed Locust run — a master and two worker processes, each its
-own clock — three times:
+as a real distributed Locust run — a master and three worker processes, each
+its own clock — three times:
 
-1. ``unshifted``: both workers on the machine's clock;
-2. ``shifted``: the publishing worker under libfaketime (``FAKETIME=+0.05``:
-   its ``time.time()`` runs 50 ms ahead), offsets corrected (the default);
+1. ``unshifted``: every worker on the machine's clock;
+2. ``shifted``: the publishing worker and the ``near`` subscribing worker under
+   libfaketime (``FAKETIME=+0.05``: their ``time.time()`` runs 50 ms ahead),
+   offsets corrected (the default);
 3. ``uncorrected``: the same shift with ``--clock-sync false`` (offsets still
    measured, not applied).
 
-Devices publish on worker 1 (``Near`` subscribes there too: one clock);
-``Far`` subscribes on worker 2. ``mqtt→far`` is the cross-host latency that
-the offsets correct. Printed per run: each worker's measured offset and
-uncertainty (``run.json``), and the p50/p99 of ``mqtt→near`` and ``mqtt→far``.
+Devices publish on one worker; ``near`` watchers subscribe on a second worker
+on the publishers' (shifted) clock, ``far`` watchers on a third on the real
+clock. The two subscribing processes carry the same load, so ``mqtt→near`` and
+``mqtt→far`` are the same messages measured alike, on one clock and across two:
+their difference is the correction's error. Printed per run: each worker's
+measured offset and uncertainty (``run.json``), and the p50/p99 of both paths.
 
     PATH=$PATH:/usr/sbin .venv/bin/python -m bench clock-skew [--seconds 10] [--shift 0.05]
 """
@@ -69,8 +72,8 @@ def split_run(
     clock_sync: bool = True,
     timeout: float = 120.0,
 ) -> dict[str, Any]:
-    """A master and two workers (publish, subscribe) on this machine; ``run.json`` and
-    ``e2e.json`` of the run. The publishing worker runs ``shift_s`` seconds ahead."""
+    """A master and three workers (publish, near, far) on this machine; ``run.json`` and
+    ``e2e.json`` of the run. The publish and near workers run ``shift_s`` seconds ahead."""
     env = {
         **os.environ,
         "PIPESWARM_STATE_DIR": str(out.parent / "no-stack-file"),
@@ -79,9 +82,9 @@ def split_run(
     port = str(master_port)
     common = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, *_url_options(urls)]
     master = [
-        *common, "--master", "--headless", "--only-summary", "--expect-workers", "2",
+        *common, "--master", "--headless", "--only-summary", "--expect-workers", "3",
         "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
-        "-u", "34", "-r", "34", "-t", f"{round(seconds)}s", "--e2e-drain", "2",
+        "-u", "36", "-r", "36", "-t", f"{round(seconds)}s", "--e2e-drain", "2",
         "--results-dir", str(out), "--prometheus-port", "0",
     ]  # fmt: skip
     worker = [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", port]
@@ -90,7 +93,7 @@ def split_run(
         master, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )]  # fmt: skip
     try:
-        for role, extra in (("publish", shifted), ("subscribe", {})):
+        for role, extra in (("publish", shifted), ("near", shifted), ("far", {})):
             procs.append(subprocess.Popen(
                 worker, cwd=ROOT, env={**env, **extra, "PIPESWARM_TEST_ROLE": role},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -110,18 +113,21 @@ def split_run(
 
 
 def figures(result: dict[str, Any]) -> dict[str, Any]:
-    """Offsets per worker role and p50/p99 (ms) of mqtt→near and mqtt→far."""
+    """Offsets per worker (ms, by worker index) and, per path (near, far), the p50 (ms)
+    of ``total`` (t0 -> receive), ``push`` (gateway stamp -> receive) and ``mqtt``
+    (publish -> bridge stamp), the count, the loss and the negative samples of any hop."""
     run, e2e = result["run"], result["e2e"]
     out: dict[str, Any] = {"workers": [w.get("clock") for w in run["workers"]]}
     for kind in ("near", "far"):
         entry = e2e["paths"].get(f"mqtt→{kind}", {})
-        total = entry.get("latency", {}).get("total", {})
+        latency = entry.get("latency", {})
         out[kind] = {
-            "p50_ms": total.get("p50_us", 0) / 1000,
-            "p99_ms": total.get("p99_us", 0) / 1000,
-            "count": total.get("count", 0),
+            **{f"{hop}_p50_ms": latency.get(hop, {}).get("p50_us", 0) / 1000
+               for hop in ("total", "push", "mqtt")},
+            "count": latency.get("total", {}).get("count", 0),
             "lost": entry.get("totals", {}).get("lost"),
-        }
+            "negative": sum(h.get("negative", 0) for h in latency.values()),
+        }  # fmt: skip
     return out
 
 
@@ -159,28 +165,29 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stack.stop()
     print(
-        f"# clock-skew  {time.strftime('%Y-%m-%d %H:%M')}  master + 2 worker processes, "
-        f"15 of 30 devices publishing (the publish worker's) x 10 msg/s, {args.seconds:.0f} s per run"
+        f"# clock-skew  {time.strftime('%Y-%m-%d %H:%M')}  master + 3 worker processes, "
+        f"10 devices x 10 msg/s (the publish worker's), {args.seconds:.0f} s per run; ms"
     )
     print(
-        f"{'run':12} {'shift':>7} {'sync':>5} {'w0 offset':>10} {'± ms':>6} {'w1 offset':>10} "
-        f"{'± ms':>6} {'near p50':>9} {'far p50':>9} {'far-near':>9} {'far p99':>9} {'far lost':>8}"
+        f"{'run':12} {'shift':>6} {'sync':>5}  {'offsets (± uncertainty) of w0 w1 w2':40} "
+        f"{'total p50 near/far':>19} {'push p50 near/far':>18} {'mqtt p50':>8} {'neg':>5} "
+        f"{'lost':>5}"
     )
     for name, shift, sync, f in rows:
-        cols = []
-        for c in (f["workers"] + [None, None])[:2]:
-            cols += [f"{c['offset_ms']:+10.3f}", f"{c['uncertainty_ms']:6.3f}"] if c else ["-", "-"]
-        print(
-            f"{name:12} {shift * 1000:+5.0f}ms {str(sync).lower():>5} {' '.join(cols)} "
-            f"{f['near']['p50_ms']:9.3f} {f['far']['p50_ms']:9.3f} "
-            f"{f['far']['p50_ms'] - f['near']['p50_ms']:+9.3f} {f['far']['p99_ms']:9.3f} "
-            f"{f['far']['lost']!s:>8}"
+        offsets = " ".join(
+            f"{c['offset_ms']:+.2f}±{c['uncertainty_ms']:.2f}" if c else "-" for c in f["workers"]
         )
-    base = rows[0][3]["far"]["p50_ms"]
+        near, far = f["near"], f["far"]
+        print(
+            f"{name:12} {shift * 1000:+4.0f}ms {str(sync).lower():>5}  {offsets:40} "
+            f"{near['total_p50_ms']:9.2f}/{far['total_p50_ms']:<9.2f} "
+            f"{near['push_p50_ms']:8.3f}/{far['push_p50_ms']:<8.3f} {far['mqtt_p50_ms']:8.3f} "
+            f"{near['negative'] + far['negative']:5} {(near['lost'] or 0) + (far['lost'] or 0):5}"
+        )
     print(
-        f"shifted far p50 − unshifted far p50: {rows[1][3]['far']['p50_ms'] - base:+.3f} ms "
-        "(two runs: includes the pipeline's run-to-run variation); far − near within a run is "
-        "the correction's own error (same messages, one vs two clocks)"
+        "near: a subscriber on the publishers' clock; far: on the real clock. push = gateway "
+        "stamp -> receive, on the pipeline's (real) clock vs the subscriber's; mqtt = publish -> "
+        "bridge stamp; neg = latency samples below 0 (recorded as 0), any hop, both paths."
     )
     return 0
 

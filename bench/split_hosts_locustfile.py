@@ -1,17 +1,18 @@
-"""Publishers on one host, subscribers on another: the scenario of ``bench clock-skew``
+"""Publishers on one host, subscribers on others: the scenario of ``bench clock-skew``
 and the clock tests.
 
-Each worker process plays the role in its ``PIPESWARM_TEST_ROLE`` environment
-variable. The master dispatches users by class name without knowing roles, so
-a class does what the role of the process it lands in says:
+Each worker process plays the roles in its ``PIPESWARM_TEST_ROLE`` environment
+variable (comma-separated). The master dispatches users by class name without
+knowing roles, so a class does what the roles of the process it lands in say:
 
-- ``Device`` (MqttDevice, 10 msg/s): publishes on a ``publish`` worker, idles elsewhere;
+- ``Device`` (MqttDevice, 10 msg/s): publishes where the roles include
+  ``publish``, idles elsewhere;
 - ``Watcher`` (a STOMP subscriber on ``/topic/coordinates``, every message):
-  on a ``publish`` worker its ledger kind is ``near`` (publisher and subscriber
-  share one clock), on a ``subscribe`` worker ``far`` (two clocks, corrected by
-  both offsets); it idles on any other worker (``idle``: a worker to kill).
+  ledger kind ``near`` where the roles include ``near`` (a process on the
+  publishers' clock), ``far`` where they include ``far`` (another clock,
+  corrected by both offsets); it idles elsewhere (``idle``: a worker to kill).
 
-``mqtt→near`` and ``mqtt→far`` are then the same messages seen from two hosts.
+``mqtt→near`` and ``mqtt→far`` are then the same messages seen on two clocks.
 ``PIPESWARM_TEST_GATEWAY_URL`` gives one worker's watchers another way to the
 gateway (a delaying proxy on that host): the master's ``--gateway-url`` reaches
 every worker with the spawn message and overrides a worker's own.
@@ -27,8 +28,9 @@ from locust import User, constant, task
 
 from users import MqttDevice, StompSubscriber
 
-ROLE = os.environ.get("PIPESWARM_TEST_ROLE", "")
-KIND = {"publish": "near", "subscribe": "far"}
+ROLES = set(os.environ.get("PIPESWARM_TEST_ROLE", "").split(",")) - {""}
+KIND = "near" if "near" in ROLES else "far" if "far" in ROLES else ""
+MASTER = not ROLES  # the master loads the real classes
 
 
 class _Idle(User):
@@ -40,12 +42,12 @@ class _Idle(User):
         pass
 
 
-class Device(MqttDevice if ROLE in ("", "publish") else _Idle):  # type: ignore[misc]
+class Device(MqttDevice if MASTER or "publish" in ROLES else _Idle):  # type: ignore[misc]
     weight = 1
     interval = 0.1
 
 
-class Watcher(StompSubscriber if ROLE in ("", *KIND) else _Idle):  # type: ignore[misc]
-    fixed_count = 4
-    ledger_kind = KIND.get(ROLE, "stomp")
+class Watcher(StompSubscriber if MASTER or KIND else _Idle):  # type: ignore[misc]
+    fixed_count = 6
+    ledger_kind = KIND or "stomp"
     url = os.environ.get("PIPESWARM_TEST_GATEWAY_URL") or None

@@ -1,12 +1,13 @@
-"""Clock-skew correction across processes: the publishing worker runs 50 ms ahead.
+"""Clock-skew correction across processes: the publishers' clock runs 50 ms ahead.
 
-A real distributed run (``bench/split_hosts_locustfile.py``: a master and two
-worker processes against the embedded stack); the publishing worker is under
-libfaketime (``FAKETIME=+0.05``), so every wall-clock time it takes is 50 ms
-ahead. Its measured offset must be +50 ms, and the latency a subscriber on the
-other worker computes (two clocks, ``mqtt→far``) must agree with the one a
-subscriber next to the publishers computes (one clock, ``mqtt→near``) for the
-same messages — uncorrected, it would be 50 ms short (negative, recorded as 0).
+A real distributed run (``bench/split_hosts_locustfile.py``: a master and three
+worker processes against the embedded stack). The publishing worker and the
+``near`` subscribing worker are under libfaketime (``FAKETIME=+0.05``): every
+wall-clock time they take is 50 ms ahead. Their measured offsets must be
++50 ms, and the latency the ``far`` worker (real clock) computes for the same
+messages (``mqtt→far``, two clocks) must agree with the ``near`` one
+(``mqtt→near``, one clock) — uncorrected, ``far`` is 50 ms short (negative,
+recorded as 0): ``python -m bench clock-skew`` shows both.
 """
 
 from __future__ import annotations
@@ -31,19 +32,23 @@ def test_a_worker_50_ms_ahead_is_measured_and_corrected(stack, tmp_path):
                        shift_s=0.05)  # fmt: skip
     run = result["run"]
     clocks = sorted((w["clock"] for w in run["workers"]), key=lambda c: c["offset_ms"])
-    unshifted, shifted = clocks
+    unshifted, *shifted = clocks
     for c in clocks:
         assert c["enabled"] and c["samples"] >= 8, c
-        assert c["uncertainty_ms"] < 1.0, c
+        assert 0 < c["uncertainty_ms"] < 5.0, c
     assert abs(unshifted["offset_ms"]) <= 1.0, clocks
-    assert abs(shifted["offset_ms"] - 50.0) <= 1.0, clocks
-    assert shifted["applied_ms"] != 0  # last value applied (refreshed during the run)
-    assert run["clock"]["max_abs_offset_ms"] == shifted["offset_ms"]
+    for c in shifted:
+        assert abs(c["offset_ms"] - 50.0) <= 1.0, clocks
+        assert c["applied_ms"] == c["offset_ms"], c  # the last estimate corrects its clock
+    assert run["clock"]["max_abs_offset_ms"] == shifted[-1]["offset_ms"]
 
     f = figures(result)
     near, far = f["near"], f["far"]
     assert near["count"] > 500 and far["count"] > 500, f
     assert near["lost"] == 0 and far["lost"] == 0, f  # subscription vs publish times agree too
-    # the same messages, seen from the publishers' host and from the other one
-    assert abs(far["p50_ms"] - near["p50_ms"]) < 1.0, f
-    assert far["p50_ms"] > 0.5, f  # not clamped at 0: 50 ms would have been subtracted
+    # the last leg, gateway (real clock) -> subscriber: the near subscriber runs 50 ms ahead,
+    # the far one does not; corrected, both measure the same push within 1 ms
+    assert abs(near["push_p50_ms"] - far["push_p50_ms"]) < 1.0, f
+    # the publishers' 50 ms would make publish -> bridge (and push, near) negative: no sample is
+    assert near["negative"] == 0 and far["negative"] == 0, f
+    assert 0 < far["mqtt_p50_ms"] < 50, f

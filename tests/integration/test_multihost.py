@@ -118,8 +118,8 @@ def _run(lab: netns.Lab, tmp: Path, hosts: tuple[netns.Host, ...], ports: dict) 
     ], cwd=ROOT, env=_env(tmp), stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     far_gateway = _delaying_proxy(lab, w2, f"{pipe.address}:{ports['gateway']}", tmp)
     worker = [*locust, "--worker", "--master-host", master.address, "--master-port", MASTER_PORT]
-    roles = ((w1, {"PIPESWARM_TEST_ROLE": "publish"}),
-             (w2, {"PIPESWARM_TEST_ROLE": "subscribe", "PIPESWARM_TEST_GATEWAY_URL": far_gateway}),
+    roles = ((w1, {"PIPESWARM_TEST_ROLE": "publish,near"}),
+             (w2, {"PIPESWARM_TEST_ROLE": "far", "PIPESWARM_TEST_GATEWAY_URL": far_gateway}),
              (w3, {"PIPESWARM_TEST_ROLE": "idle"}))  # fmt: skip
     procs = {
         h.name: lab.popen(h, worker, cwd=ROOT, env=_env(tmp, **env),
