@@ -34,6 +34,7 @@ import logging
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -78,7 +79,10 @@ class ClockSync:
     """Worker side: send pings, keep the last :data:`WINDOW` samples, set :data:`state`."""
 
     def __init__(
-        self, runner: WorkerRunner, offset: Offset = state, clock_ns: Any = time.time_ns
+        self,
+        runner: WorkerRunner,
+        offset: Offset = state,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.runner = runner
         self.offset = offset
