@@ -42,10 +42,10 @@ def clock_warnings(run: Run) -> list[str]:
         if clocks and all(c.get("enabled", True) for _w, c in clocks):
             worst = max(c.get("uncertainty_ms", 0.0) for _w, c in clocks)
             out.append(
-                f"Publishers and subscribers ran on different hosts ({hosts}): every worker's "
-                "timestamps were corrected to the master's clock by its measured offset (largest "
-                f"uncertainty ±{worst:.3f} ms); per-hop latencies use the pipeline host's clock "
-                "as it is."
+                f"Publishers and subscribers ran on different hosts ({hosts}): latencies were "
+                "corrected to the master's clock by each worker's measured offset (where larger "
+                f"than its uncertainty; the largest was ±{worst:.3f} ms); per-hop latencies use "
+                "the pipeline host's clock as it is."
             )
         else:
             out.append(

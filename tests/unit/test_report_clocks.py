@@ -39,6 +39,9 @@ def _with_workers(base, tmp_path, workers: list[dict]):
 def test_corrected_hosts_with_precise_offsets_say_so_and_warn_of_nothing_else(base, tmp_path):
     warnings = _with_workers(base, tmp_path, [_worker(0, "pub", 50.02, 0.2),
                                               _worker(1, "sub", -0.1, 0.3)])  # fmt: skip
+    (pub, _sub) = build_report(load_run(tmp_path / "run"), charts=False).meta["workers"]
+    assert (pub["address"], pub["clock"], pub["state"]) == ("10.0.0.2", "+50.020 ± 0.200 ms",
+                                                            "running")  # fmt: skip
     (cross,) = [w for w in warnings if "different hosts" in w]
     assert "corrected to the master's clock" in cross and "±0.300 ms" in cross
     assert not any("known only to" in w or "stopped during" in w for w in warnings)
