@@ -60,8 +60,12 @@ class Lab:
     def __post_init__(self) -> None:
         self.switch = f"ps{self.tag}sw"
         _ip("netns", "add", self.switch)
-        _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
-        _ip("-n", self.switch, "link", "set", "br0", "up")
+        try:
+            _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
+            _ip("-n", self.switch, "link", "set", "br0", "up")
+        except subprocess.CalledProcessError:
+            _ip("netns", "del", self.switch, check=False)
+            raise
 
     def __enter__(self) -> Lab:
         return self
