@@ -80,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
         "--mqtt-tls-port", type=int, default=None,
         help="port of the TLS listener (default 8883, a free one with --ports auto)",
     )  # fmt: skip
+    up.add_argument(
+        "--listen-host",
+        choices=["127.0.0.1", "0.0.0.0"],
+        default="127.0.0.1",
+        help="where Mosquitto and the gateway listen: 0.0.0.0 (every interface) lets load "
+        "generators on other hosts in; the rest of the stack stays on loopback",
+    )
     down = sub.add_parser("down", help="stop the stack and remove its data")
     down.add_argument(
         "--keep-data",
@@ -256,6 +263,7 @@ def _up(args: argparse.Namespace) -> int:
         consumers=args.consumers,
         fault_proxies=args.fault_proxies,
         mqtt_tls=args.mqtt_tls or bool(args.mqtt_tls_port),
+        listen_host=args.listen_host,
     )
     stack.start()
     _print_endpoints(stack)

@@ -76,7 +76,7 @@ MOSQUITTO_CONF = """\
 # and a graceful restart came back without the bridge's session or its queue (~600
 # messages lost at 200 msg/s). So it stays the user that started it.
 user {user}
-listener {port} 127.0.0.1
+listener {port} {host}
 {security}persistence true
 persistence_location {data}/
 autosave_interval 1
@@ -127,6 +127,9 @@ class Stack:
     mqtt_auth: bool = True
     #: a TLS listener too, on port ``mqtt_tls`` (``up --mqtt-tls``; ``pipeline._tls``)
     mqtt_tls: bool = False
+    #: where Mosquitto and the gateway listen (what load generators on other hosts reach);
+    #: "0.0.0.0" is every interface. Everything else stays on 127.0.0.1.
+    listen_host: str = "127.0.0.1"
     procs: dict[str, Proc] = field(default_factory=dict)
     paused: set[str] = field(default_factory=set)
 
@@ -187,6 +190,7 @@ class Stack:
             snapshot_interval_ms=self.snapshot_interval_ms,
             redis_ttl_s=self.redis_ttl_s,
             gateway_jwt_secret_file=self.secret_file,
+            gateway_host=self.listen_host,
         )
         return {**env, "PYTHONUNBUFFERED": "1"}
 
@@ -367,6 +371,7 @@ class Stack:
             "secret_file": str(self.secret_file),
             "mqtt_auth": self.mqtt_auth,
             "mqtt_tls": self.mqtt_tls,
+            "listen_host": self.listen_host,
             "services": {n: p.as_dict() for n, p in self.procs.items()},
             "paused": sorted(self.paused),
             "started_at": time.time(),
@@ -396,6 +401,7 @@ class Stack:
             fault_proxies=doc.get("fault_proxies", False),
             mqtt_auth=doc.get("mqtt_auth", True),
             mqtt_tls=doc.get("mqtt_tls", False),
+            listen_host=doc.get("listen_host", "127.0.0.1"),
             procs={n: Proc(**p) for n, p in doc["services"].items()},
             paused=set(doc.get("paused", [])),
         )
@@ -437,7 +443,9 @@ class Stack:
         user = pwd.getpwuid(os.geteuid()).pw_name
         security, tls = self._mosquitto_security()
         conf.write_text(
-            MOSQUITTO_CONF.format(port=port, data=data, user=user, security=security, tls=tls)
+            MOSQUITTO_CONF.format(
+                port=port, data=data, user=user, security=security, tls=tls, host=self.listen_host
+            )
         )
         argv = [find_binary("mosquitto", "mosquitto"), "-c", str(conf)]
         proc, popen = spawn("mosquitto", argv, self._logs)

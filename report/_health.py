@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from report._clocks import clock_warnings
 from report._load import Run
 from report._tables import PathTables
 from telemetry.slo import Figures, RequestFigures, format_value
@@ -135,12 +136,7 @@ def warnings(
             "Loss figures are incomplete: a worker's final state never reached the master "
             "(it died or timed out)."
         )
-    if run.run.get("cross_host_timing"):
-        hosts = ", ".join(run.run.get("hosts", []))
-        out.append(
-            f"Publishers and subscribers ran on different hosts ({hosts}): latencies compare "
-            "two clocks and are only as good as their synchronisation."
-        )
+    out += clock_warnings(run)  # lost workers, cross-host timing, clock offsets
     sched = figures.schedule_lag_p99_ms
     if sched is not None and sched > SCHEDULE_LAG_P99_MS:
         out.append(

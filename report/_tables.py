@@ -66,6 +66,13 @@ def hop_key(hop: str) -> tuple[int, str]:
 
 
 # --- run metadata -----------------------------------------------------------------------------
+def _clock_cell(clock: Any) -> str:
+    """A worker's clock offset to the master: ``+50.061 ± 0.170 ms`` (run.json ``clock``)."""
+    if not isinstance(clock, dict):
+        return ""
+    return f"{clock.get('offset_ms', 0):+.3f} ± {clock.get('uncertainty_ms', 0):.3f} ms"
+
+
 def metadata(run: Run) -> dict[str, Any]:
     r = run.run
     options = r.get("options", {})
@@ -77,6 +84,9 @@ def metadata(run: Run) -> dict[str, Any]:
             "users": ", ".join(
                 f"{k} {v}" for k, v in sorted((w.get("user_classes_count") or {}).items())
             ),
+            "address": w.get("address") or "",
+            "clock": _clock_cell(w.get("clock")),
+            "state": (w.get("state") or "") + ("" if w.get("final", True) else ", no final state"),
         }
         for i, w in enumerate(r.get("workers", []))
     ]

@@ -12,6 +12,10 @@ A device message keeps its original fields and gains one ``trace`` object::
 - ``hops`` is written empty by publishers; each pipeline stage that knows the
   envelope stamps its own name (``HOPS``, in path order). A pipeline that does not
   know it leaves ``hops`` as it is, and end-to-end figures still work.
+- ``t0`` and ``tp`` are on the run's clock, the Locust master's: a worker writes
+  its own clock minus its measured offset (``telemetry.clock``), so a subscriber
+  on another host compares them with its own corrected receive time. Hop stamps
+  are the pipeline host's clock as it is.
 - ``src`` (optional, pipeswarm's addition) names the entry protocol when it is not
   MQTT, e.g. ``"kafka"`` for messages produced straight into the Kafka topic.
   Absent means ``"mqtt"``.
@@ -33,6 +37,7 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _js
 from typing import Any
 
+from telemetry._offset import state as _clock
 from telemetry.stages import STAMPS
 
 __all__ = [
@@ -107,14 +112,20 @@ def build(
 ) -> bytes:
     """Encode the original coordinate message plus its trace, as UTF-8 JSON bytes.
 
-    ``tp`` defaults to now (``time.time_ns()``) and ``timestamp`` (the original
-    field, epoch seconds) to ``tp / 1e9``. ``x``/``y`` must be finite numbers.
+    ``t0`` and ``tp`` are this process's clock; ``tp`` defaults to now
+    (``time.time_ns()``). Both are written on the master's clock (minus this
+    worker's offset, ``telemetry.clock``; 0 in a local run) and ``timestamp``
+    (the original field, epoch seconds) defaults to that ``tp / 1e9``.
+    ``x``/``y`` must be finite numbers.
 
     >>> build("robot-1", 1.5, 2.0, run="r", seq=1, t0=10, tp=20, timestamp=1.0)
     b'{"device_id":"robot-1","x":1.5,"y":2.0,"timestamp":1.0,"trace":{"run":"r","seq":1,"t0":10,"tp":20,"hops":{}}}'
     """
     if tp is None:
         tp = time.time_ns()
+    offset = _clock.offset_ns
+    t0 -= offset
+    tp -= offset
     if timestamp is None:
         timestamp = tp / 1e9
     fields = (_js(device_id), float(x), float(y), float(timestamp), _js(run), seq, t0, tp)
@@ -137,9 +148,16 @@ def wrap(
     """Encode any message body (a payload template's fields) plus its trace.
 
     ``fields`` must contain ``device_id``; a ``trace`` key in it is replaced.
-    Slower than :func:`build` (a dict copy and ``json.dumps``, ~3-4 µs).
+    Slower than :func:`build` (a dict copy and ``json.dumps``, ~3-4 µs). Times as
+    in :func:`build`: this process's clock in, the master's clock out.
     """
-    trace: dict[str, Any] = {"run": run, "seq": seq, "t0": t0, "tp": tp or time.time_ns()}
+    offset = _clock.offset_ns
+    trace: dict[str, Any] = {
+        "run": run,
+        "seq": seq,
+        "t0": t0 - offset,
+        "tp": (tp or time.time_ns()) - offset,
+    }
     if src != DEFAULT_SRC:
         trace["src"] = src
     trace["hops"] = {}

@@ -21,6 +21,11 @@ master, where ``telemetry.collector`` merges them and decides what was lost.
     sub.received(frame.body)            # every MESSAGE, as bytes/str
     sub.close()                         # on_stop
 
+Times: callers pass their own clock (``time.time_ns()``); the ledger keeps
+and ships everything on the master's clock (``telemetry.clock``: minus this
+worker's measured offset), so publish and receive times taken on different hosts
+compare, and so do subscription times with publish times when loss is decided.
+
 Path names are ``"{src}→{kind}"`` (``mqtt→stomp``); hop names are the legs of
 the pipeline a delta crosses (``telemetry.stages``), joined with ``+`` when a
 stage in between left no stamp.
@@ -29,11 +34,12 @@ stage in between left no stamp.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from telemetry import envelope
+from telemetry._offset import now_ns as _now
+from telemetry._offset import state as _clock
 from telemetry._sequence import DUPLICATE, LATE, ORDERED, REORDERED, SnapshotStream, Stream
 from telemetry._windows import Windows
 from telemetry._wire import PublisherWire
@@ -107,7 +113,7 @@ class Subscriber:
         self.id = sub_id
         self.kind = kind
         self.devices = devices
-        self.since_ns = time.time_ns()
+        self.since_ns = _now()
         self.closed_ns = 0
         #: when the subscription last came back after a reconnect (0: never lost)
         self.resumed_ns = 0
@@ -146,8 +152,7 @@ class Subscriber:
         accounting; a snapshot batch through staleness accounting. Returns None
         (and counts ``untraced``) for frames without a valid trace.
         """
-        if recv_ns is None:
-            recv_ns = time.time_ns()
+        recv_ns = _now() if recv_ns is None else recv_ns - _clock.offset_ns
         if isinstance(data, Trace | Snapshot):
             obj: Trace | Snapshot | None = data
             length = 0
@@ -230,7 +235,7 @@ class Subscriber:
         now that arrive more than the grace window after they were due count as
         ``late`` (the counter of a gap filled after the grace window).
         """
-        self.resumed_ns = time.time_ns()
+        self.resumed_ns = _now()
 
     def close(self) -> None:
         """Mark the subscription ended; call it from ``on_stop``.
@@ -240,7 +245,7 @@ class Subscriber:
         begun) changes nothing: it ran to the end.
         """
         if not self.closed_ns and not self._ledger.draining:
-            self.closed_ns = time.time_ns()
+            self.closed_ns = _now()
 
     def overdue(self, now_ns: int) -> dict[str, int]:
         """Per path: seqs missing for longer than the grace window so far."""
@@ -318,6 +323,9 @@ class Ledger:
         call it and reuse the same ``seq`` for the next attempt, or the skipped seq
         is reported lost. Do not publish while :attr:`draining` is True.
         """
+        offset = _clock.offset_ns
+        tp_ns -= offset
+        t0_ns -= offset
         rec = self.publishers.get(device_id)
         if rec is None:
             self.publishers[device_id] = _Publisher(src, seq, tp_ns)
@@ -406,7 +414,7 @@ class Ledger:
         Histograms and windows are reset (shipped as deltas); everything else is
         cumulative and replaces the master's previous copy.
         """
-        now_ns = time.time_ns() if now_ns is None else now_ns
+        now_ns = _now() if now_ns is None else now_ns
         sched = self.schedule_lag.to_wire()
         self.schedule_lag.reset()
         return {

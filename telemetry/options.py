@@ -55,6 +55,7 @@ __all__ = [
     "E2E_GRACE",
     "E2E_DRAIN",
     "E2E_HOP_EVENTS",
+    "CLOCK_SYNC",
     "E2E_IN_STATS",
     "TELEMETRY",
 ]
@@ -279,6 +280,17 @@ E2E_HOP_EVENTS = Option(
     "E2E request entry; 'false' fires only the total (e2e.json keeps every hop either way)",
     choices=("true", "false"),
 )
+CLOCK_SYNC = Option(
+    "--clock-sync",
+    str,
+    "true",
+    "PIPESWARM_CLOCK_SYNC",
+    "Workers measure their clock offset to the master and correct every timestamp to the "
+    "master's clock; 'false' trusts the hosts' clocks as they are (offsets still measured "
+    "and recorded in run.json)",
+    choices=("true", "false"),
+    web_ui=False,  # read when a worker starts (telemetry.clock), before any test
+)
 TELEMETRY = OptionGroup(
     "pipeswarm telemetry",
     RESULTS_DIR,
@@ -287,4 +299,5 @@ TELEMETRY = OptionGroup(
     E2E_DRAIN,
     E2E_IN_STATS,
     E2E_HOP_EVENTS,
+    CLOCK_SYNC,
 )

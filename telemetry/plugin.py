@@ -42,7 +42,7 @@ import locust
 import psutil
 from locust.runners import MasterRunner, WorkerRunner
 
-from telemetry import results, run_info, summary
+from telemetry import clock, results, run_info, summary
 from telemetry.collector import Collector
 from telemetry.exceptions import OptionError
 from telemetry.ledger import Ledger
@@ -111,6 +111,10 @@ class E2EPlugin:
         self._worker_hosts: dict[str, str] = {}
         self._worker_cpu: dict[str, float] = {}
         self._worker_users: dict[str, dict[str, int]] = {}
+        #: per worker: its clock offset to the master and its address (``telemetry.clock``)
+        self._worker_clocks: dict[str, dict[str, Any]] = {}
+        self._worker_addresses: dict[str, str] = {}
+        self._address = ""
         self._process = psutil.Process()
         self._process.cpu_percent()  # the first call only starts the measurement
         self._final_sent = False
@@ -143,6 +147,8 @@ class E2EPlugin:
             runner.register_message(MSG_DRAIN, self._on_drain_message)
         elif isinstance(runner, MasterRunner) and MSG_FINAL not in runner.custom_messages:
             runner.register_message(MSG_FINAL, self._on_final_message)
+        if clock.install(self.environment) is not None:
+            self._address = clock.local_address(self.environment)
 
     # --- sampling -------------------------------------------------------------
     def _fire(self, name: str, response_time_ms: float, length: int) -> None:
@@ -214,6 +220,9 @@ class E2EPlugin:
         payload = self.ledger.final() if final else self.ledger.report()
         payload["looplag"] = self.probe.take_wire()
         payload["host"] = socket.gethostname()
+        if self.is_worker:
+            payload["address"] = self._address
+            payload["clock"] = clock.state.to_wire()
         # CPU since the previous report: Locust's own figure is refreshed only every 10 s
         payload["cpu_percent"] = self._process.cpu_percent()
         return payload
@@ -233,6 +242,10 @@ class E2EPlugin:
             self._worker_hosts[source] = payload["host"]
         if "cpu_percent" in payload:
             self._worker_cpu[source] = float(payload["cpu_percent"])
+        if "clock" in payload:
+            self._worker_clocks[source] = payload["clock"]
+        if payload.get("address"):
+            self._worker_addresses[source] = payload["address"]
         self.collector.merge(source, payload)
 
     def _local_merge(self, final: bool) -> None:
@@ -391,6 +404,9 @@ class E2EPlugin:
             e2e=e2e,
             worker_hosts=self._worker_hosts,
             worker_users=self._worker_users,
+            worker_clocks=self._worker_clocks,
+            worker_addresses=self._worker_addresses,
+            finals=self._finals_received,
             peak_users=self.timeseries.peak_users if self.timeseries else 0,
         )
 

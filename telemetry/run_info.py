@@ -20,6 +20,30 @@ if TYPE_CHECKING:
 __all__ = ["build"]
 
 
+def _clock_entry(wire: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A worker's ``telemetry.clock`` report in ms (None: it never measured)."""
+    if not wire or not wire.get("samples"):
+        return None
+    return {
+        "offset_ms": round(wire["offset_ns"] / 1e6, 3),
+        "uncertainty_ms": round(wire["uncertainty_ns"] / 1e6, 3),
+        "samples": int(wire["samples"]),
+        "enabled": bool(wire.get("enabled", True)),
+        "applied_ms": round(wire.get("applied_ns", 0) / 1e6, 3),
+    }
+
+
+def _clock_summary(workers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's clock: the master's; the worst uncertainty of any worker's offset."""
+    measured = [w["clock"] for w in workers if w.get("clock")]
+    return {
+        "reference": "master",
+        "enabled": bool(measured) and all(c["enabled"] for c in measured),
+        "max_uncertainty_ms": max((c["uncertainty_ms"] for c in measured), default=None),
+        "max_abs_offset_ms": max((abs(c["offset_ms"]) for c in measured), default=None),
+    }
+
+
 def build(
     environment: Environment,
     *,
@@ -30,6 +54,9 @@ def build(
     worker_hosts: dict[str, str],
     worker_users: dict[str, dict[str, int]],
     peak_users: int,
+    worker_clocks: dict[str, dict[str, Any]] | None = None,
+    worker_addresses: dict[str, str] | None = None,
+    finals: set[str] | None = None,
 ) -> dict[str, Any]:
     """The ``run.json`` document of ``run_id`` (its ``e2e`` section from ``e2e.json``)."""
     runner = environment.runner
@@ -44,6 +71,7 @@ def build(
         )
     if isinstance(runner, MasterRunner):
         ids = set(worker_hosts) | set(runner.clients.keys())
+        clocks = worker_clocks or {}
         for wid in sorted(ids, key=runner.get_worker_index):
             node = runner.clients.get(wid)
             workers.append(
@@ -51,9 +79,14 @@ def build(
                     "index": runner.get_worker_index(wid),
                     "id": wid,
                     "host": worker_hosts.get(wid, wid.rsplit("_", 1)[0]),
+                    "address": (worker_addresses or {}).get(wid, ""),
                     "user_classes_count": worker_users.get(
                         wid, dict(node.user_classes_count) if node else {}
                     ),
+                    # Locust's view at the end ("missing": heartbeats stopped, e.g. killed)
+                    "state": node.state if node else "gone",
+                    "final": finals is None or wid in finals,
+                    "clock": _clock_entry(clocks.get(wid)),
                 }
             )
     hosts = sorted({w["host"] for w in workers} | {socket.gethostname()})
@@ -83,6 +116,7 @@ def build(
         "hosts": hosts,
         "master": results.host_info(),
         "cross_host_timing": len(hosts) > 1,
+        "clock": _clock_summary(workers),
         "versions": results.versions(),
         "options": results.safe_options(options),
         "e2e": {

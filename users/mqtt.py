@@ -59,7 +59,7 @@ from locust import User, constant, task
 from locust.env import Environment
 
 import telemetry
-from telemetry import envelope
+from telemetry import clock, envelope
 from users import _mqtt_auth
 from users._config import (
     MQTT_VERSIONS,
@@ -322,8 +322,12 @@ class MqttDevice(DeviceIds, User):
                 None, len(payload), context, CommandError("the command is not a JSON object")
             )
             return
-        issued = command.get("issued_at")
-        ms = max(0.0, (recv_ns - issued) / 1e6) if type(issued) is int and issued > 0 else None
+        issued = command.get("issued_at")  # the gateway's clock; ours converted to the master's
+        ms = (
+            max(0.0, (clock.to_master(recv_ns) - issued) / 1e6)
+            if type(issued) is int and issued > 0
+            else None
+        )
         context["command_id"] = command.get("command_id")
         context["command"] = command.get("command")
         self._fire_command(ms, len(payload), context, None)

@@ -15,7 +15,7 @@ from locust.rpc import Message
 from locust.runners import MasterRunner, WorkerNode, WorkerNodes, WorkerRunner
 
 import telemetry
-from telemetry import envelope
+from telemetry import clock, envelope
 from telemetry.plugin import MSG_DRAIN, MSG_FINAL
 from telemetry.results import TIMESERIES_COLUMNS
 
@@ -221,7 +221,7 @@ def test_run_id_travels_to_workers_and_worker_reports_merge_exactly(tmp_path):
     for wid, env, wplugin in workers:
         wplugin._on_drain_message(env, Message(MSG_DRAIN, {"run": run_id}, "master"))
         assert wplugin.ledger.draining
-        ((msg_type, data),) = env.runner.sent
+        ((msg_type, data),) = [m for m in env.runner.sent if m[0] != clock.MSG_PING]
         assert msg_type == MSG_FINAL
         master.custom_messages[MSG_FINAL][0](
             environment=master_env, msg=Message(MSG_FINAL, data, wid)

@@ -112,7 +112,10 @@ def test_the_index_loads_the_charts_script_and_lists_every_option_by_group(env):
     extra = _template_args(client)["extra_options"]
     ours = [o for g in GROUPS for o in g.options]
     shown = [o.dest for o in ours if o.web_ui]
-    assert [o.dest for o in ours if not o.web_ui] == ["fault_command"]  # a shell command
+    assert [o.dest for o in ours if not o.web_ui] == [
+        "clock_sync",
+        "fault_command",
+    ]  # read at worker start; a shell command
     assert len(shown) >= 36 and {"mqtt_url", "device_interval", "mqtt_qos", "slo"} <= set(shown)
     assert {"shape", "shape_stages", "e2e_in_stats", "results_dir"} <= set(shown)
     # every one of them, in declaration order (group by group), each help led by its group
@@ -120,7 +123,11 @@ def test_the_index_loads_the_charts_script_and_lists_every_option_by_group(env):
     assert list(extra)[: len(shown)] == shown
     assert extra["mqtt_qos"]["help_text"].startswith("Backends and devices: QoS")
     assert extra["stomp_destination"]["help_text"].startswith("STOMP subscriber: ")
-    assert extra["mqtt_url"]["is_secret"] and extra["jwt_secret"]["is_secret"] and not extra["device_interval"]["is_secret"]
+    assert (
+        extra["mqtt_url"]["is_secret"]
+        and extra["jwt_secret"]["is_secret"]
+        and not extra["device_interval"]["is_secret"]
+    )
 
 
 def test_the_charts_page_and_its_per_second_series(env):

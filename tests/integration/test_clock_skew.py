@@ -1,0 +1,54 @@
+"""Clock-skew correction across processes: the publishers' clock runs 50 ms ahead.
+
+A real distributed run (``bench/split_hosts_locustfile.py``: a master and three
+worker processes against the embedded stack). The publishing worker and the
+``near`` subscribing worker are under libfaketime (``FAKETIME=+0.05``): every
+wall-clock time they take is 50 ms ahead. Their measured offsets must be
++50 ms, and the latency the ``far`` worker (real clock) computes for the same
+messages (``mqtt→far``, two clocks) must agree with the ``near`` one
+(``mqtt→near``, one clock) — uncorrected, ``far`` is 50 ms short (negative,
+recorded as 0): ``python -m bench clock-skew`` shows both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.clock_skew import LIBFAKETIME, figures, split_run
+from pipeline._procs import free_port
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not Path(LIBFAKETIME).exists(), reason="libfaketime is not installed (make setup)"
+    ),
+]
+
+
+def test_a_worker_50_ms_ahead_is_measured_and_corrected(stack, tmp_path):
+    result = split_run(stack.urls, tmp_path / "run", master_port=free_port(), seconds=6,
+                       shift_s=0.05)  # fmt: skip
+    run = result["run"]
+    clocks = sorted((w["clock"] for w in run["workers"]), key=lambda c: c["offset_ms"])
+    unshifted, *shifted = clocks
+    for c in clocks:
+        assert c["enabled"] and c["samples"] >= 8, c
+        assert 0 < c["uncertainty_ms"] < 5.0, c
+    assert abs(unshifted["offset_ms"]) <= 1.0, clocks
+    for c in shifted:
+        assert abs(c["offset_ms"] - 50.0) <= 1.0, clocks
+        assert c["applied_ms"] == c["offset_ms"], c  # the last estimate corrects its clock
+    assert run["clock"]["max_abs_offset_ms"] == shifted[-1]["offset_ms"]
+
+    f = figures(result)
+    near, far = f["near"], f["far"]
+    assert near["count"] > 500 and far["count"] > 500, f
+    assert near["lost"] == 0 and far["lost"] == 0, f  # subscription vs publish times agree too
+    # the last leg, gateway (real clock) -> subscriber: the near subscriber runs 50 ms ahead,
+    # the far one does not; corrected, both measure the same push within 1 ms
+    assert abs(near["push_p50_ms"] - far["push_p50_ms"]) < 1.0, f
+    # the publishers' 50 ms would make publish -> bridge (and push, near) negative: no sample is
+    assert near["negative"] == 0 and far["negative"] == 0, f
+    assert 0 < far["mqtt_p50_ms"] < 50, f
