@@ -55,10 +55,14 @@ def faketime_env(shift_s: float) -> dict[str, str]:
     }
 
 
-def _url_options(urls: dict[str, str]) -> list[str]:
+def _url_options(urls: dict[str, str], secret_file: Path | None) -> list[str]:
+    login = []
+    if secret_file is not None:  # the stack's MQTT logins and gateway tokens
+        login = ["--mqtt-secret-file", str(secret_file),
+                 "--jwt-secret", secret_file.read_text().strip()]  # fmt: skip
     return [
         "--mqtt-url", urls["mqtt"], "--gateway-url", urls["gateway"],
-        "--kafka-bootstrap", urls["kafka"], "--redis-url", urls["redis"],
+        "--kafka-bootstrap", urls["kafka"], "--redis-url", urls["redis"], *login,
     ]  # fmt: skip
 
 
@@ -70,6 +74,7 @@ def split_run(
     seconds: float = 8.0,
     shift_s: float = 0.0,
     clock_sync: bool = True,
+    secret_file: Path | None = None,
     timeout: float = 120.0,
 ) -> dict[str, Any]:
     """A master and three workers (publish, near, far) on this machine; ``run.json`` and
@@ -80,7 +85,7 @@ def split_run(
         "PIPESWARM_CLOCK_SYNC": "true" if clock_sync else "false",
     }
     port = str(master_port)
-    common = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, *_url_options(urls)]
+    common = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, *_url_options(urls, secret_file)]
     master = [
         *common, "--master", "--headless", "--only-summary", "--expect-workers", "3",
         "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
@@ -151,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         # a first run after the stack started is slower (consumer group joins, JIT): not shown
-        split_run(stack.urls, tmp / "warm-up", master_port=free_port(), seconds=5)
+        split_run(
+            stack.urls, tmp / "warm-up", master_port=free_port(), seconds=5,
+            secret_file=stack.secret_file,
+        )  # fmt: skip
         for name, shift, sync in (
             ("unshifted", 0.0, True),
             ("shifted", args.shift, True),
@@ -159,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         ):
             result = split_run(
                 stack.urls, tmp / name, master_port=free_port(), seconds=args.seconds,
-                shift_s=shift, clock_sync=sync,
+                shift_s=shift, clock_sync=sync, secret_file=stack.secret_file,
             )  # fmt: skip
             rows.append((name, shift, sync, figures(result)))
     finally:

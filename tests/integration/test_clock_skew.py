@@ -29,7 +29,7 @@ pytestmark = [
 
 def test_a_worker_50_ms_ahead_is_measured_and_corrected(stack, tmp_path):
     result = split_run(stack.urls, tmp_path / "run", master_port=free_port(), seconds=6,
-                       shift_s=0.05)  # fmt: skip
+                       shift_s=0.05, secret_file=stack.secret_file)  # fmt: skip
     run = result["run"]
     clocks = sorted((w["clock"] for w in run["workers"]), key=lambda c: c["offset_ms"])
     unshifted, *shifted = clocks

@@ -107,7 +107,10 @@ def _run(lab: netns.Lab, tmp: Path, hosts: tuple[netns.Host, ...], ports: dict) 
     urls = ["--mqtt-url", f"mqtt://{pipe.address}:{ports['mqtt']}",
             "--gateway-url", f"http://{pipe.address}:{ports['gateway']}",
             "--kafka-bootstrap", f"{pipe.address}:{ports['kafka']}",
-            "--redis-url", f"redis://{pipe.address}:{ports['redis']}/0"]  # fmt: skip
+            "--redis-url", f"redis://{pipe.address}:{ports['redis']}/0",
+            # the stack's MQTT logins and gateway tokens (its secret, shared as a file here)
+            "--mqtt-secret-file", str(tmp / "stack" / "secret"),
+            "--jwt-secret", (tmp / "stack" / "secret").read_text().strip()]  # fmt: skip
     locust = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, *urls]
     log = (tmp / "master.log").open("w")
     master_proc = lab.popen(master, [
