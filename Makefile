@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 # command -> Debian package that provides it
 OS_TOOLS := mosquitto:mosquitto mosquitto_pub:mosquitto-clients redis-server:redis-server \
             prometheus:prometheus promtool:prometheus chromium:chromium docker-compose:docker-compose \
-            java:default-jre-headless mvn:maven go:golang-go
+            java:default-jre-headless mvn:maven go:golang-go \
+            rabbitmq-server:rabbitmq-server
 
 .PHONY: setup demo test test-fast up down status lint bench clean
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from pipeline import _kafka_server, _toxiproxy
 from pipeline.config import DEFAULTS, SETTINGS
 from pipeline.exceptions import exit_on_error
-from pipeline.stack import COMPONENTS, PORTS, STALL_WINDOW_S, Stack
+from pipeline.stack import AMQP_PORTS, COMPONENTS, PORTS, STALL_WINDOW_S, Stack
 
 #: The settings an `up` option mirrors (``--partitions``, ``--redis-ttl``, ``--push-mode``,
 #: ``--snapshot-interval-ms``): the option wins, then the environment variable, then the default.
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         default="default",
         help="auto: pick free ports for everything not given explicitly",
     )
-    for name, (default, what, option) in PORTS.items():
+    for name, (default, what, option) in {**PORTS, **AMQP_PORTS}.items():
         up.add_argument(
             option, type=int, dest=name, default=None, help=f"{what} port (default {default})"
         )
@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="put Toxiproxy in front of Mosquitto, Kafka and Redis (for network faults: "
         "locust --faults 'partition:kafka@30s+10s'; its API URL goes into stack.json)",
+    )
+    up.add_argument(
+        "--amqp",
+        dest="with_amqp",
+        action="store_true",
+        help="also start RabbitMQ (its own node, ports and data in the state dir) for "
+        "locustfiles/mqtt_vs_amqp.py; its URL goes into stack.json",
     )
     down = sub.add_parser("down", help="stop the stack and remove its data")
     down.add_argument(
@@ -122,6 +129,8 @@ def _print_endpoints(stack: Stack) -> None:
     print(f"  STOMP      {u['gateway'].replace('http', 'ws')}/ws   (/topic/coordinates)")
     print(f"  metrics    {u['bridge_metrics']}  {u['consumer_metrics']}  {u['gateway_metrics']}")
     print(f"  push mode  {stack.push_mode}")
+    if stack.amqp:
+        print(f"  AMQP       {u['amqp']}   (RabbitMQ, topic exchange sensors)")
     if stack.fault_proxies:
         print(f"  Toxiproxy  {u['toxiproxy']}   (proxies mqtt, kafka, redis on the ports above)")
 
@@ -168,7 +177,7 @@ def _up(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    given = {name: getattr(args, name) for name in PORTS if getattr(args, name)}
+    given = {name: getattr(args, name) for name in {**PORTS, **AMQP_PORTS} if getattr(args, name)}
     mirrored = {
         s.name: s.read(os.environ) if getattr(args, s.name) is None else getattr(args, s.name)
         for s in MIRRORED
@@ -184,6 +193,7 @@ def _up(args: argparse.Namespace) -> int:
         redis_ttl_s=mirrored["redis_ttl_s"],
         consumers=args.consumers,
         fault_proxies=args.fault_proxies,
+        amqp=args.with_amqp,
     )
     stack.start()
     _print_endpoints(stack)
