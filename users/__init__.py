@@ -4,6 +4,7 @@ Import what a locustfile needs from here::
 
     from users import MqttDevice, StompSubscriber, WsSubscriber, KafkaProducer, RestCommander
     from users import RedisUser          # the pipeline's Redis operations
+    from users import AmqpDevice, AmqpSubscriber, MqttSubscriber   # MQTT vs AMQP
     from users import PresetShape        # --shape constant|stages|step|spike|soak
 
 Importing ``users`` registers the pipeswarm options (``users._config``: backend
@@ -14,6 +15,8 @@ the end-to-end ledger, the Prometheus exporter and the SLO check.
 from __future__ import annotations
 
 from users._config import MqttUrl, Settings, settings
+from users._mqtt_subscriber import MqttSubscriber
+from users.amqp import AmqpDevice, AmqpSubscriber
 from users.exceptions import (
     ConfigError,
     KafkaDeliveryFailed,
@@ -52,6 +55,8 @@ from users.stomp import (
 from users.ws import WsSubscriber
 
 __all__ = [
+    "AmqpDevice",
+    "AmqpSubscriber",
     "COMMANDS",
     "ClientConfig",
     "CommandError",
@@ -65,6 +70,7 @@ __all__ = [
     "KafkaUserError",
     "MqttDevice",
     "MqttError",
+    "MqttSubscriber",
     "MqttUrl",
     "PresetShape",
     "ProducerEngine",
