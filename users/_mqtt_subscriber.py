@@ -87,7 +87,7 @@ class MqttSubscriber(DeviceIds, User):
         while self.client.subscribing and time.monotonic() < deadline:
             gevent.sleep(0.005)
         if self.sub is None:  # from SUBACK on, everything published must arrive
-            self.sub = self._ledger.subscriber(self.ledger_kind)
+            self.sub = self._ledger.subscriber(self.ledger_kind, srcs=("mqtt",))
 
     def on_stop(self) -> None:
         if self.client is not None:

@@ -425,6 +425,7 @@ class AmqpSubscriber(DeviceIds, PushSubscriber):
 
     request_type = REQUEST_TYPE
     ledger_kind = "amqp"
+    ledger_srcs = (SRC,)  # straight from the broker: only what AMQP devices publish
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
