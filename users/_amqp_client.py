@@ -150,7 +150,10 @@ class AmqpConnection:
                 mechanisms = mechanisms.decode()
             if "PLAIN" not in mechanisms.split():
                 raise AmqpClosed("the broker does not offer PLAIN authentication")
-            props = {"product": self.client_name, "capabilities": {"publisher_confirms": True}}
+            # authentication_failure_close: a wrong password is a Connection.Close 403, not a
+            # silently closed socket (RabbitMQ's "Authentication failure notifications")
+            caps = {"publisher_confirms": True, "authentication_failure_close": True}
+            props = {"product": self.client_name, "capabilities": caps}
             response = f"\0{self.username}\0{self.password}"
             self._send(0, spec.Connection.StartOk(props, "PLAIN", response, "en_US"))
             tune = self._await(spec.Connection.Tune)

@@ -421,6 +421,7 @@ class AmqpSubscriber(DeviceIds, PushSubscriber):
     queue_expires_ms: int = 600_000
     connect_timeout: float = 10.0
     numbering = "amqp-sub"
+    device_id_prefix = "amqp-sub-"
     resume = False  # the durable queue keeps what arrived meanwhile: nothing to ask for
 
     request_type = REQUEST_TYPE
