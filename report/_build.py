@@ -10,6 +10,7 @@ from report._charts import Chart, render_charts
 from report._compare import DEFAULT_TOLERANCE_PCT, Delta, Headline, compare, headlines
 from report._health import WorkerHealth, generator_health, warnings
 from report._load import Run
+from report._protocols import protocol_rows
 from report._tables import (
     LatencyRow,
     PathTables,
@@ -64,6 +65,8 @@ class Report:
     charts: dict[str, Chart] = field(default_factory=dict)
     #: ``--faults`` phases, each with its figures (``telemetry._fault_figures``)
     faults: list[dict[str, Any]] = field(default_factory=list)
+    #: MQTT vs AMQP rows (``report._protocols``), empty for other runs
+    protocols: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def failed_checks(self) -> list[Check]:
@@ -187,6 +190,7 @@ def build_report(
         tolerance_pct=tolerance_pct,
         tolerance_ms=tolerance_ms,
         faults=fault_rows(run),
+        protocols=protocol_rows(run),
     )
     if slo is not None:
         report.checks = evaluate(slo, figures)

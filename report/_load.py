@@ -81,6 +81,8 @@ class Run:
     locust_html: Path | None = None
     #: ``faults.json`` of a ``--faults`` run (docs/results.md), else None
     faults: dict[str, Any] | None = None
+    #: ``protocols.json`` of an MQTT vs AMQP run (``users.broker_compare``), else None
+    protocols: dict[str, Any] | None = None
 
     @property
     def run_id(self) -> str:
@@ -366,7 +368,17 @@ def load_run(folder: str | Path) -> Run:
         locust=_locust(folder, run),
         locust_html=_locust_html(folder, run),
         faults=_faults(folder / "faults.json"),
+        protocols=_protocols(folder / "protocols.json"),
     )
+
+
+def _protocols(path: Path) -> dict[str, Any] | None:
+    """``protocols.json`` of ``locustfiles/mqtt_vs_amqp.py`` (optional)."""
+    if not path.exists():
+        return None
+    doc = _read_json(path, "pipeswarm-protocols/1")
+    _field(doc, "protocols", (dict,), str(path))
+    return doc
 
 
 def _faults(path: Path) -> dict[str, Any] | None:
