@@ -15,6 +15,7 @@ Commands:
   telemetry-costs      µs per message of the envelope and the ledger (bench/telemetry_costs.py)
   redis                RedisUser (Locust) vs redis-benchmark on the same server (bench/redis_bench.py)
   reconnect-storm      the broker restarted under 5,000 connected devices: time until all are back (bench/reconnect_storm.py)
+  amqp-engines         pika BlockingConnection under gevent vs the AMQP users' engine: msg/s, loop lag (bench/amqp_engines.py)
 
 With no command, runs mqtt-ratio and idle-devices with their defaults. Figures: bench/README.md.
 """
@@ -39,6 +40,7 @@ COMMANDS = {
     "telemetry-costs": "bench.telemetry_costs",
     "redis": "bench.redis_bench",
     "reconnect-storm": "bench.reconnect_storm",
+    "amqp-engines": "bench.amqp_engines",
 }
 DEFAULT = ("mqtt-ratio", "idle-devices")
 

@@ -459,9 +459,7 @@ class Stack:
         port = self.ports["amqp"]
         argv, env = _rabbitmq.prepare(self.state_dir, port, self.ports["amqp_dist"], epmd_port)
         proc, popen = spawn("rabbitmq", argv, self._logs, env=env)
-        wait_until(
-            lambda: amqp_answers(self.urls["amqp"]), 90, f"RabbitMQ on port {port}", popen
-        )
+        wait_until(lambda: amqp_answers(self.urls["amqp"]), 90, f"RabbitMQ on port {port}", popen)
         return proc
 
     def _start_python(self, name: str, env: dict[str, str] | None = None) -> Proc:

@@ -207,6 +207,7 @@ class Collector:
                     "kind": kind,
                     "mode": sub.get("mode"),
                     "devices": sub.get("devices"),
+                    "srcs": sub.get("srcs"),
                     "since_ns": sub.get("since_ns", 0),
                     "closed_ns": sub.get("closed_ns", 0),
                     "untraced": int(sub.get("untraced", 0)),

@@ -61,7 +61,9 @@ class AmqpClosed(Exception):
 
 def publish_method_frame(exchange: str, routing_key: str) -> bytes:
     """The encoded ``Basic.Publish`` method frame (constant for one exchange and key)."""
-    return pframe.Method(_CH, spec.Basic.Publish(exchange=exchange, routing_key=routing_key)).marshal()
+    return pframe.Method(
+        _CH, spec.Basic.Publish(exchange=exchange, routing_key=routing_key)
+    ).marshal()
 
 
 def _header_parts(properties: spec.BasicProperties) -> tuple[bytes, bytes]:
@@ -239,9 +241,7 @@ class AmqpConnection:
 
     def ack(self, delivery_tag: int, multiple: bool = True) -> None:
         """Acknowledge a delivery (``multiple``: and every one before it)."""
-        self._out.append(
-            pframe.Method(_CH, spec.Basic.Ack(delivery_tag, multiple)).marshal()
-        )
+        self._out.append(pframe.Method(_CH, spec.Basic.Ack(delivery_tag, multiple)).marshal())
         self.flush()
 
     def flush(self) -> None:
@@ -317,9 +317,7 @@ class AmqpConnection:
                 self._dlv_have += size
                 if self._dlv_have >= self._dlv_size:
                     body = (
-                        self._dlv_body[0]
-                        if len(self._dlv_body) == 1
-                        else b"".join(self._dlv_body)
+                        self._dlv_body[0] if len(self._dlv_body) == 1 else b"".join(self._dlv_body)
                     )
                     last_tag = self._delivered(body, recv_ns) or last_tag
             elif ftype == 8:

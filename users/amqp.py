@@ -327,7 +327,9 @@ class AmqpDevice(DeviceIds, User):
         self._unconfirmed.clear()
         try:
             for entry in old:
-                tag = self.conn.publish(self.exchange, self.key, entry[1], self.properties, flush=False)
+                tag = self.conn.publish(
+                    self.exchange, self.key, entry[1], self.properties, flush=False
+                )
                 self._unconfirmed[tag] = entry
             self.conn.flush()
         except AmqpClosed:
@@ -462,7 +464,8 @@ class AmqpSubscriber(DeviceIds, PushSubscriber):
             ),
             spec.Queue.Bind(queue=self.queue, exchange=self.exchange, routing_key=self.binding_key),
             spec.Basic.Qos(prefetch_count=self.prefetch),
-            spec.Basic.Consume(queue=self.queue, consumer_tag=self.queue),
+            # the consumer tag is in every Basic.Deliver: a short one (not the queue's name)
+            spec.Basic.Consume(queue=self.queue, consumer_tag=f"c{self.number}"),
         ]
         start = time.perf_counter()
         try:

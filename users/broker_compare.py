@@ -24,6 +24,7 @@ counters are per process. ``analyze.py`` turns the file into the report's
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,8 +57,6 @@ def mqtt_wire_bytes(topic: str, payload_len: int, qos: int) -> tuple[int, int]:
 
 
 def _stack_pids(names: tuple[str, ...]) -> dict[str, tuple[int, float]]:
-    import os
-
     folder = Path(os.environ.get(STATE_DIR_ENV) or ".pipeswarm")
     try:
         services = json.loads((folder / "stack.json").read_text()).get("services", {})
@@ -112,8 +111,9 @@ class _Comparison:
                 cpu = _cpu(pid, created)
                 before = self.start.get(broker)
                 if cpu is not None:
-                    same = before is not None and before[0] == pid and before[1] == created
-                    entry["broker_cpu_s"] = round(cpu - (before[2] if same else 0.0), 3)
+                    same = before is not None and before[:2] == (pid, created)
+                    since = before[2] if before is not None and same else 0.0
+                    entry["broker_cpu_s"] = round(cpu - since, 3)
                     entry["restarted"] = not same
             doc["protocols"][proto] = entry
         doc["protocols"]["mqtt"]["wire"] = self._mqtt_wire(environment)
@@ -155,20 +155,19 @@ class _Comparison:
         m = wire_meter(environment)
         if not m.published or not m.delivered:
             return {}
-        out = {
-            "source": "counted (every byte of the AMQP connections, handshakes included)",
-            "messages_published": m.published,
-            "messages_delivered": m.delivered,
+        sides = {
             "publisher_out": round(m.publisher[0] / m.published, 1),
             "publisher_in": round(m.publisher[1] / m.published, 1),
             "subscriber_in": round(m.subscriber[1] / m.delivered, 1),
             "subscriber_out": round(m.subscriber[0] / m.delivered, 1),
         }
-        out["per_message"] = round(
-            out["publisher_out"] + out["publisher_in"] + out["subscriber_in"] + out["subscriber_out"],
-            1,
-        )
-        return out
+        return {
+            "source": "counted (every byte of the AMQP connections, handshakes included)",
+            "messages_published": m.published,
+            "messages_delivered": m.delivered,
+            **sides,
+            "per_message": round(sum(sides.values()), 1),
+        }
 
 
 def compare_brokers(mqtt: str = "mosquitto", amqp: str = "rabbitmq") -> None:
