@@ -138,8 +138,9 @@ class _Comparison:
         qos = int(rows[0].name.split(":")[1])
         topic = MqttDevice.publish_topic.format(device_id="robot-0001")
         pub, ack = mqtt_wire_bytes(topic, round(payload), qos)
-        # broker -> subscriber: the same PUBLISH (QoS 1 subscription) and its PUBACK back
-        dpub, dack = mqtt_wire_bytes(topic, round(payload), 1)
+        # broker -> subscriber: the same PUBLISH at min(publish QoS, subscription QoS 1)
+        # (MQTT 3.1.1 §3.8.4), and its PUBACK back
+        dpub, dack = mqtt_wire_bytes(topic, round(payload), min(qos, 1))
         return {
             "source": "computed (users._mqtt_codec)",
             "payload_bytes": round(payload, 1),

@@ -26,7 +26,7 @@ def _all() -> list[opts.Option]:
 
 def test_every_load_side_option_is_declared_once():
     flags = [o.flag for o in _all()]
-    assert len(flags) == len(set(flags)) == 36
+    assert len(flags) == len(set(flags)) == 38
     groups = {g.title for g in opts.GROUPS}
     assert groups == {
         "pipeswarm telemetry",
@@ -37,6 +37,7 @@ def test_every_load_side_option_is_declared_once():
         "pipeswarm STOMP subscriber",
         "pipeswarm load shape",
         "pipeswarm faults",
+        "pipeswarm AMQP users",
     }
 
 
