@@ -9,8 +9,8 @@ its greenlet until the ``Basic.Ack`` (pika's BlockingConnection has no other
 way to see a confirm). Ours (``users._amqp_client``): up to 20 unconfirmed per
 connection, confirms read by a reader greenlet.
 
-    python -m pipeline up --detach --amqp        # or any RabbitMQ: --url amqp://…
-    python -m bench amqp-engines --connections 10 --seconds 10
+    python -m bench amqp-engines --connections 10 --seconds 10   # its own RabbitMQ
+    python -m bench amqp-engines --url amqp://user:pw@host:5672/%2F  # or yours
 """
 
 from gevent import monkey
@@ -25,7 +25,6 @@ import pika  # noqa: E402
 from pika import spec  # noqa: E402
 
 from users._amqp_client import AmqpConnection  # noqa: E402
-from users._config import stack_urls  # noqa: E402
 from users.amqp import parse_amqp_url  # noqa: E402
 
 BODY = b'{"device_id":"robot-0001","x":1.0,"y":2.0,"trace":{"run":"bench","seq":1}}' + b" " * 100
@@ -141,9 +140,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench amqp-engines", description=__doc__)
-    p.add_argument(
-        "--url", default=stack_urls().get("amqp", "amqp://guest:guest@127.0.0.1:5672/%2F")
-    )
+    p.add_argument("--url", default="", help="a RabbitMQ of your own (default: start one)")
     p.add_argument("--connections", type=int, default=10)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--bytes-only", action="store_true", help="only the computed bytes table")
@@ -161,6 +158,26 @@ def main(argv: list[str]) -> int:
     if args.bytes_only:
         return 0
     print()
+    stack = None
+    if not args.url:
+        import tempfile
+        from pathlib import Path
+
+        from pipeline.stack import Stack
+
+        stack = Stack.with_ports(auto=True, amqp=True, state_dir=Path(tempfile.mkdtemp()))
+        t = time.monotonic()
+        stack.start_service("rabbitmq")
+        print(f"RabbitMQ started on its own ports in {time.monotonic() - t:.1f} s")
+        args.url = stack.urls["amqp"]
+    try:
+        return _engines(args)
+    finally:
+        if stack is not None:
+            stack.stop(remove_data=True)
+
+
+def _engines(args: argparse.Namespace) -> int:
     print(f"{args.connections} connections, {args.seconds:.0f} s each, persistent + confirms")
     print(f"{'engine':<28} {'msg/s':>9} {'loop lag p50':>13} {'p99':>9} {'max':>9}")
     for name, fn in (("pika BlockingConnection", _pika), ("users._amqp_client", _ours)):

@@ -5,7 +5,8 @@
         --device-interval 0.1 --mqtt-qos 1 --amqp-confirms 1
     python analyze.py results/<run id>/      # report.html: "MQTT vs AMQP"
 
-Half the devices publish MQTT (``sensors/{id}/coordinates``) to Mosquitto,
+Half the devices publish MQTT (``compare/{id}/coordinates``, a topic the
+pipeline's bridge does not take, so each broker routes a message to one subscriber) to Mosquitto,
 half AMQP 0-9-1 (exchange ``sensors``, key ``sensors.{id}.coordinates``) to
 RabbitMQ, same envelope, same timetable; one subscriber per broker takes every
 device message straight from it (``mqtt→mqtt``, ``amqp→amqp`` in the ledger).
@@ -26,6 +27,7 @@ compare_brokers(mqtt="mosquitto", amqp="rabbitmq")
 
 class MqttWatcher(MqttSubscriber):
     fixed_count = 1
+    topic = "compare/+/coordinates"
 
 
 class AmqpWatcher(AmqpSubscriber):
@@ -34,6 +36,9 @@ class AmqpWatcher(AmqpSubscriber):
 
 class MqttFleet(MqttDevice):
     weight = 1
+    # not sensors/…: the embedded pipeline's bridge subscribes to that, and Mosquitto would
+    # route every message twice (bridge + watcher) while RabbitMQ routes it once
+    publish_topic = "compare/{device_id}/coordinates"
 
 
 class AmqpFleet(AmqpDevice):

@@ -124,8 +124,6 @@ class _Comparison:
 
     @staticmethod
     def _mqtt_wire(environment: Environment) -> dict[str, Any]:
-        from users.mqtt import MqttDevice
-
         rows = [
             e
             for (name, rtype), e in environment.stats.entries.items()
@@ -135,8 +133,9 @@ class _Comparison:
         if not n:
             return {}
         payload = sum(e.total_content_length for e in rows) / n
-        qos = int(rows[0].name.split(":")[1])
-        topic = MqttDevice.publish_topic.format(device_id="robot-0001")
+        _, qos_text, template = rows[0].name.split(":", 2)  # publish:1:sensors/+/coordinates
+        qos = int(qos_text)
+        topic = template.replace("+", "robot-0001")
         pub, ack = mqtt_wire_bytes(topic, round(payload), qos)
         # broker -> subscriber: the same PUBLISH at min(publish QoS, subscription QoS 1)
         # (MQTT 3.1.1 §3.8.4), and its PUBACK back
