@@ -14,6 +14,7 @@ Locust entries (``request_type="MQTT"``): ``connect``, ``subscribe:1:sensors/+/c
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING
 
@@ -92,8 +93,22 @@ class MqttSubscriber(DeviceIds, User):
     def on_stop(self) -> None:
         if self.client is not None:
             self.client.close(wait=1.0)
+            self._end_session()
         if self.sub is not None:
             self.sub.close()
+
+    def _end_session(self) -> None:
+        """Drop the broker's session now, not ``session_expiry`` seconds later.
+
+        Left alone, it keeps queueing every device message for nobody (and the next
+        run's broker figures with it). A connect with Clean Start and no expiry ends
+        it (MQTT 5 §3.1.2.4): the broker discards the old session at once.
+        """
+        cfg = dataclasses.replace(self._cfg, clean=True, session_expiry=0)
+        cleaner = DeviceClient(self.environment, cfg, self._client_id)
+        cleaner.connect()
+        cleaner.wait_connected(self.subscribe_timeout)
+        cleaner.close(wait=1.0)
 
     @task
     def idle(self) -> None:
