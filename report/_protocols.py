@@ -52,7 +52,9 @@ def protocol_rows(run: Run) -> list[dict[str, Any]]:
                 "max_ms": _ms(total, "max_us"),
                 "broker_cpu_s": cpu,
                 "restarted": info.get("restarted", False),
-                "per_core": delivered / cpu if cpu else None,
+                # a restarted broker's CPU counts from its new start only: no per-core figure
+                "per_core": delivered / cpu if cpu and not info.get("restarted") else None,
+                "late": totals.get("late", 0),
                 "bytes": wire.get("per_message"),
                 "bytes_source": wire.get("source", ""),
             }
