@@ -193,7 +193,7 @@ def _up(args: argparse.Namespace) -> int:
         redis_ttl_s=mirrored["redis_ttl_s"],
         consumers=args.consumers,
         fault_proxies=args.fault_proxies,
-        amqp=args.with_amqp,
+        amqp=args.with_amqp or args.amqp is not None,  # --amqp-port implies it
     )
     stack.start()
     _print_endpoints(stack)

@@ -21,7 +21,7 @@ the start). Start-up: 6-9 s to an open AMQP port on this 2-core machine
 
 Credentials: a user ``pipeswarm`` with a password generated once per state dir
 (``default_user``/``default_pass`` only act on an empty database, so the
-password is kept in the state dir beside it); the URL in ``stack.json`` carries them.
+password is kept beside it, and removed with it); the URL in ``stack.json`` carries them.
 """
 
 from __future__ import annotations
@@ -79,10 +79,10 @@ def require() -> None:
 
 def password(state_dir: Path) -> str:
     """The node's password: made on first use, then read back (the database keeps it)."""
-    path = state_dir / "rabbitmq-password"
+    path = data_dir(state_dir) / "password"  # beside the database: `down` removes both
     if path.exists():
         return path.read_text().strip()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     pw = secrets.token_urlsafe(18)
     path.write_text(pw)
     path.chmod(0o600)
