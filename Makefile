@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 OS_TOOLS := mosquitto:mosquitto mosquitto_pub:mosquitto-clients redis-server:redis-server \
             prometheus:prometheus promtool:prometheus chromium:chromium docker-compose:docker-compose \
             java:default-jre-headless mvn:maven go:golang-go gcc:gcc openssl:openssl \
-            faketime:faketime ip:iproute2
+            faketime:faketime ip:iproute2 rabbitmq-server:rabbitmq-server
 # header -> Debian package: Mosquitto's auth plugin (pipeline/mosquitto_auth.c) is built against them
 OS_HEADERS := /usr/include/mosquitto_plugin.h:mosquitto-dev /usr/include/mosquitto.h:libmosquitto-dev \
               /usr/include/openssl/hmac.h:libssl-dev

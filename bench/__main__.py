@@ -18,6 +18,7 @@ Commands:
   mqtt-auth            the MQTT auth plugin's cost per CONNECT vs anonymous, and a password file's (bench/mqtt_auth.py)
   http-vs-mqtt         HTTP vs MQTT ingest, equal fleets taking turns, rising rate (bench/http_vs_mqtt.py)
   clock-skew           one worker's clock 50 ms ahead (libfaketime): offsets measured, cross-host p50 unchanged (bench/clock_skew.py)
+  amqp-engines         pika BlockingConnection under gevent vs the AMQP users' engine: msg/s, loop lag (bench/amqp_engines.py)
 
 With no command, runs mqtt-ratio and idle-devices with their defaults. Figures: bench/README.md.
 """
@@ -45,6 +46,7 @@ COMMANDS = {
     "mqtt-auth": "bench.mqtt_auth",
     "http-vs-mqtt": "bench.http_vs_mqtt",
     "clock-skew": "bench.clock_skew",
+    "amqp-engines": "bench.amqp_engines",
 }
 DEFAULT = ("mqtt-ratio", "idle-devices")
 

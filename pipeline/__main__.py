@@ -17,7 +17,7 @@ from pathlib import Path
 from pipeline import _kafka_server, _mqtt_plugin, _toxiproxy, auth
 from pipeline.config import DEFAULTS, SETTINGS
 from pipeline.exceptions import exit_on_error
-from pipeline.stack import COMPONENTS, PORTS, STALL_WINDOW_S, Stack
+from pipeline.stack import AMQP_PORTS, COMPONENTS, PORTS, STALL_WINDOW_S, Stack
 
 #: The settings an `up` option mirrors (``--partitions``, ``--redis-ttl``, ``--push-mode``,
 #: ``--snapshot-interval-ms``): the option wins, then the environment variable, then the default.
@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         default="default",
         help="auto: pick free ports for everything not given explicitly",
     )
-    for name, (default, what, option) in PORTS.items():
+    for name, (default, what, option) in {**PORTS, **AMQP_PORTS}.items():
         up.add_argument(
             option, type=int, dest=name, default=None, help=f"{what} port (default {default})"
         )
@@ -86,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="where Mosquitto and the gateway listen: 0.0.0.0 (every interface) lets load "
         "generators on other hosts in; the rest of the stack stays on loopback",
+    )
+    up.add_argument(
+        "--amqp",
+        dest="with_amqp",
+        action="store_true",
+        help="also start RabbitMQ (its own node, ports and data in the state dir) for "
+        "locustfiles/mqtt_vs_amqp.py; its URL goes into stack.json",
     )
     down = sub.add_parser("down", help="stop the stack and remove its data")
     down.add_argument(
@@ -153,6 +160,8 @@ def _print_endpoints(stack: Stack) -> None:
     print(f"  push mode  {stack.push_mode}")
     if stack.mqtt_tls:
         print(f"  MQTT TLS   {u['mqtt_tls']}")
+    if stack.amqp:
+        print(f"  AMQP       {u['amqp']}   (RabbitMQ, topic exchange sensors)")
     print("  creds      python -m pipeline creds [DEVICE_ID]   (MQTT auth is on)")
     if stack.fault_proxies:
         print(f"  Toxiproxy  {u['toxiproxy']}   (proxies mqtt, kafka, redis on the ports above)")
@@ -244,7 +253,7 @@ def _up(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    given = {name: getattr(args, name) for name in PORTS if getattr(args, name)}
+    given = {name: getattr(args, name) for name in {**PORTS, **AMQP_PORTS} if getattr(args, name)}
     if args.mqtt_tls_port:
         given["mqtt_tls"] = args.mqtt_tls_port
     mirrored = {
@@ -264,6 +273,7 @@ def _up(args: argparse.Namespace) -> int:
         fault_proxies=args.fault_proxies,
         mqtt_tls=args.mqtt_tls or bool(args.mqtt_tls_port),
         listen_host=args.listen_host,
+        amqp=args.with_amqp or args.amqp is not None,  # --amqp-port implies it
     )
     stack.start()
     _print_endpoints(stack)

@@ -9,6 +9,7 @@ Kafka, not from the consumer's own report.
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 import urllib.request
@@ -69,10 +70,35 @@ def health_check(stack: Stack, name: str) -> Callable[[], bool]:
         return lambda: accepts(stack.listen_port("redis"))
     if name == "kafka":
         return lambda: kafka_answers(stack.urls["kafka"])
+    if name == "rabbitmq":
+        return lambda: amqp_answers(stack.urls["amqp"])
     if name == "gateway":
         return lambda: http_ok(stack.urls["gateway"] + "/api/health")
     marker = "pipeline_bridge_ready 1.0" if name == "bridge" else "pipeline_consumer_ready 1.0"
     return lambda: http_ok(f"http://127.0.0.1:{stack._metrics_port(name)}/metrics", marker)
+
+
+def amqp_answers(url: str) -> bool:
+    """RabbitMQ accepts an AMQP 0-9-1 connection with these credentials and opens a channel.
+
+    An open port is not enough: the node listens a moment before it has booted, and
+    a wrong password only shows in the handshake.
+    """
+    import pika  # only with `up --amqp`
+
+    if not accepts_hostport(url.rsplit("@", 1)[-1].split("/")[0]):
+        return False
+    logging.getLogger("pika").setLevel(logging.CRITICAL)  # a refused probe is no error
+    params = pika.URLParameters(url)
+    params.socket_timeout = 2.0
+    params.blocked_connection_timeout = 2.0
+    params.connection_attempts = 1
+    conn = pika.BlockingConnection(params)
+    try:
+        conn.channel().close()
+    finally:
+        conn.close()
+    return True
 
 
 def progress(stack: Stack, name: str) -> tuple[float, float]:

@@ -11,6 +11,7 @@ from report._compare import DEFAULT_TOLERANCE_PCT, Delta, Headline, compare, hea
 from report._health import WorkerHealth, generator_health, warnings
 from report._ingest import comparison_view
 from report._load import Run
+from report._protocols import protocol_rows
 from report._tables import (
     LatencyRow,
     PathTables,
@@ -67,6 +68,8 @@ class Report:
     faults: list[dict[str, Any]] = field(default_factory=list)
     #: the HTTP-vs-MQTT ingest comparison (``report._ingest``), when the run was one
     comparison: dict[str, Any] | None = None
+    #: MQTT vs AMQP rows (``report._protocols``), empty for other runs
+    protocols: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def failed_checks(self) -> list[Check]:
@@ -191,6 +194,7 @@ def build_report(
         tolerance_ms=tolerance_ms,
         faults=fault_rows(run),
         comparison=comparison_view(run),
+        protocols=protocol_rows(run),
     )
     if slo is not None:
         report.checks = evaluate(slo, figures)

@@ -83,6 +83,8 @@ class Run:
     faults: dict[str, Any] | None = None
     #: ``comparison.json`` of an ingest comparison (``locustfiles/http_vs_mqtt.py``), else None
     comparison: dict[str, Any] | None = None
+    #: ``protocols.json`` of an MQTT vs AMQP run (``users.broker_compare``), else None
+    protocols: dict[str, Any] | None = None
 
     @property
     def run_id(self) -> str:
@@ -369,6 +371,7 @@ def load_run(folder: str | Path) -> Run:
         locust_html=_locust_html(folder, run),
         faults=_faults(folder / "faults.json"),
         comparison=_comparison(folder / "comparison.json"),
+        protocols=_protocols(folder / "protocols.json"),
     )
 
 
@@ -386,6 +389,15 @@ def _comparison(path: Path) -> dict[str, Any] | None:
         for key in ("ack_ms", "e2e_ms"):
             _field(phase, key, (dict,), where)
     _field(doc, "summary", (dict,), str(path))
+    return doc
+
+
+def _protocols(path: Path) -> dict[str, Any] | None:
+    """``protocols.json`` of ``locustfiles/mqtt_vs_amqp.py`` (optional)."""
+    if not path.exists():
+        return None
+    doc = _read_json(path, "pipeswarm-protocols/1")
+    _field(doc, "protocols", (dict,), str(path))
     return doc
 
 

@@ -51,7 +51,7 @@ NETWORK_ACTIONS: dict[str, tuple[str, ...]] = {
 ACTIONS = (*PROCESS_ACTIONS, *NETWORK_ACTIONS)
 
 #: The embedded stack's parts (``python -m pipeline kill|stop|... COMPONENT``).
-STACK_COMPONENTS = ("mosquitto", "redis", "kafka", "bridge", "consumer", "gateway")
+STACK_COMPONENTS = ("mosquitto", "redis", "kafka", "bridge", "consumer", "gateway", "rabbitmq")
 #: The embedded stack's Toxiproxy proxies (``python -m pipeline up --fault-proxies``).
 PROXIES = ("mqtt", "kafka", "redis")
 #: Other names users write for the same part.

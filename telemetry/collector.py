@@ -207,6 +207,7 @@ class Collector:
                     "kind": kind,
                     "mode": sub.get("mode"),
                     "devices": sub.get("devices"),
+                    "srcs": sub.get("srcs"),
                     "since_ns": sub.get("since_ns", 0),
                     "closed_ns": sub.get("closed_ns", 0),
                     "untraced": int(sub.get("untraced", 0)),
@@ -294,11 +295,12 @@ class Collector:
         else:
             devices = scope
         sid = sub.get("id", "")
+        srcs = sub.get("srcs")
         lost_total = est_total = 0
         for device in devices:
             pub = publishers.get(device)
             st = streams.get(device)
-            if pub is None:
+            if pub is None or (srcs is not None and pub.src not in srcs):
                 continue
             first, first_tp, hi, hi_tp = pub.first, pub.first_tp, pub.hi, pub.hi_tp
             path = path_name(pub.src, kind)
@@ -365,9 +367,10 @@ class Collector:
             entry["_worst"]["max_staleness_us"].append((shown.max_stale_us, device, sid))
         scope = sub.get("devices")
         devices = scope if scope is not None else publishers.keys()
+        srcs = sub.get("srcs")
         for device in devices:
             pub = publishers.get(device)
-            if pub is None or device in snaps:
+            if pub is None or device in snaps or (srcs is not None and pub.src not in srcs):
                 continue
             entry = path_entry(path_name(pub.src, kind))
             entry["totals"]["devices_never_seen"] += 1

@@ -97,6 +97,7 @@ class Subscriber:
         "id",
         "kind",
         "devices",
+        "srcs",
         "since_ns",
         "closed_ns",
         "resumed_ns",
@@ -109,10 +110,19 @@ class Subscriber:
         "_counters",
     )
 
-    def __init__(self, ledger: Ledger, sub_id: str, kind: str, devices: frozenset[str] | None):
+    def __init__(
+        self,
+        ledger: Ledger,
+        sub_id: str,
+        kind: str,
+        devices: frozenset[str] | None,
+        srcs: frozenset[str] | None = None,
+    ):
         self.id = sub_id
         self.kind = kind
         self.devices = devices
+        #: entry protocols it can receive (None: all); publishers of others are not its loss
+        self.srcs = srcs
         self.since_ns = _now()
         self.closed_ns = 0
         #: when the subscription last came back after a reconnect (0: never lost)
@@ -266,6 +276,7 @@ class Subscriber:
             "closed_ns": self.closed_ns,
             "mode": self.mode,
             "devices": sorted(self.devices) if self.devices is not None else None,
+            "srcs": sorted(self.srcs) if self.srcs is not None else None,
             "untraced": self.untraced,
             "batches": self.batches,
             "counters": {p: list(c) for p, c in self._counters.items()},
@@ -342,16 +353,27 @@ class Ledger:
         self.windows.published(src, tp_ns)
 
     # --- subscriber side ---------------------------------------------------
-    def subscriber(self, kind: str, devices: Iterable[str] | None = None) -> Subscriber:
+    def subscriber(
+        self, kind: str, devices: Iterable[str] | None = None, srcs: Iterable[str] | None = None
+    ) -> Subscriber:
         """Register one subscription and return its handle.
 
         ``kind`` is the subscriber protocol as it should appear in path names
         (``"stomp"``, ``"ws"``); ``devices`` the device ids it subscribed to
         (None: all devices — e.g. ``/topic/coordinates``). Loss is only counted
         for devices in scope and for messages published after it subscribed.
+        ``srcs``: the entry protocols (the envelope's ``src``) it can receive at
+        all (None: every one); an MQTT subscriber on the broker never sees what
+        AMQP devices publish.
         """
         sub_id = f"{self.source}/{next(self._ids)}"
-        sub = Subscriber(self, sub_id, kind, frozenset(devices) if devices is not None else None)
+        sub = Subscriber(
+            self,
+            sub_id,
+            kind,
+            frozenset(devices) if devices is not None else None,
+            frozenset(srcs) if srcs is not None else None,
+        )
         self.subscribers[sub_id] = sub
         return sub
 

@@ -42,6 +42,7 @@ from pipeline.config import STREAM_FIELD, UPDATES_STREAM, Settings
 from telemetry import envelope
 from tests.helpers import wait_for
 from users import _config
+from users import amqp as amqp_users
 from users import kafka as kafka_users
 from users import stomp as stomp_users
 
@@ -57,6 +58,7 @@ def parse_options(*args: str) -> argparse.Namespace:
         telemetry.options.TELEMETRY,
         stomp_users.OPTIONS,
         kafka_users.OPTIONS,
+        amqp_users.OPTIONS,
     ):
         group.add_arguments(parser)
     return parser.parse_args(list(args))

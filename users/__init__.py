@@ -5,6 +5,7 @@ Import what a locustfile needs from here::
     from users import MqttDevice, StompSubscriber, WsSubscriber, KafkaProducer, RestCommander
     from users import HttpDevice         # device messages over HTTP (POST /api/ingest/{id})
     from users import RedisUser          # the pipeline's Redis operations
+    from users import AmqpDevice, AmqpSubscriber, MqttSubscriber   # MQTT vs AMQP
     from users import PresetShape        # --shape constant|stages|step|spike|soak
     from users import IngestSweep        # HTTP vs MQTT ingest, phase by phase (--sweep-steps)
 
@@ -16,6 +17,8 @@ the end-to-end ledger, the Prometheus exporter and the SLO check.
 from __future__ import annotations
 
 from users._config import MqttUrl, Settings, settings
+from users._mqtt_subscriber import MqttSubscriber
+from users.amqp import AmqpDevice, AmqpSubscriber
 from users.exceptions import (
     ConfigError,
     KafkaDeliveryFailed,
@@ -56,6 +59,8 @@ from users.stomp import (
 from users.ws import WsSubscriber
 
 __all__ = [
+    "AmqpDevice",
+    "AmqpSubscriber",
     "COMMANDS",
     "ClientConfig",
     "CommandError",
@@ -71,6 +76,7 @@ __all__ = [
     "KafkaUserError",
     "MqttDevice",
     "MqttError",
+    "MqttSubscriber",
     "MqttUrl",
     "PresetShape",
     "ProducerEngine",

@@ -225,6 +225,11 @@ class DeviceClient(Transport):
         """QoS 1/2 publishes sent and not yet acknowledged."""
         return len(self._inflight)
 
+    @property
+    def subscribing(self) -> bool:
+        """A SUBSCRIBE was sent and its SUBACK has not arrived yet."""
+        return bool(self._sub_wait)
+
     def connect(self) -> None:
         """Start connecting (returns at once); the client reconnects on loss until :meth:`close`.
 

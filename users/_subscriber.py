@@ -50,6 +50,8 @@ class PushSubscriber(User):
     request_type: str = ""
     #: The ledger's subscriber kind (``stomp``, ``ws``): paths ``mqtt→{kind}``.
     ledger_kind: str = ""
+    #: The entry protocols (envelope ``src``) it can receive; None: all (through the pipeline).
+    ledger_srcs: tuple[str, ...] | None = None
 
     # The task only supervises the connection; frames arrive in a reader greenlet.
     wait_time = constant(0)
@@ -133,7 +135,7 @@ class PushSubscriber(User):
             return
         if self.sub is None:
             devices = self.watched_devices()
-            self.sub = self._ledger.subscriber(self.ledger_kind, devices)
+            self.sub = self._ledger.subscriber(self.ledger_kind, devices, self.ledger_srcs)
         elif self.sessions > 1:
             self.sub.reconnected()
 

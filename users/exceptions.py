@@ -17,9 +17,13 @@
      ├── WsError                    the raw WebSocket subscriber (users/ws.py)
      │    ├── WsConnectFailed       refused, a non-101 answer, or a timeout
      │    └── WsConnectionLost      an open connection ended without us closing it
-     └── KafkaUserError             the Kafka producer (users/_kafka_engine.py)
-          ├── KafkaDeliveryFailed   the delivery callback reported an error
-          └── KafkaTopicMissing     the topic does not exist (nothing is auto-created)
+     ├── KafkaUserError             the Kafka producer (users/_kafka_engine.py)
+     │    ├── KafkaDeliveryFailed   the delivery callback reported an error
+     │    └── KafkaTopicMissing     the topic does not exist (nothing is auto-created)
+     └── AmqpError                  the AMQP users (users/amqp.py)
+          ├── AmqpConnectFailed     refused, bad credentials, a declare refused, timeout
+          ├── AmqpConnectionLost    an open connection ended without us closing it
+          └── AmqpNacked            the broker answered a publish with Basic.Nack
 
 One way to an exit code, shared with the telemetry: a :class:`ConfigError`
 raised while Locust starts (the options' ``init`` check) ends the process with
@@ -36,6 +40,10 @@ from telemetry.exceptions import EXIT_USAGE, OptionError, exit_code, exit_on_opt
 
 __all__ = [
     "EXIT_USAGE",
+    "AmqpConnectFailed",
+    "AmqpConnectionLost",
+    "AmqpError",
+    "AmqpNacked",
     "CommandError",
     "ConfigError",
     "ConnectFailed",
@@ -138,3 +146,20 @@ class KafkaDeliveryFailed(KafkaUserError):
 
 class KafkaTopicMissing(KafkaUserError):
     """The topic does not exist; the pipeline's bridge/consumer create it at start."""
+
+
+# --- AMQP -------------------------------------------------------------------------------------
+class AmqpError(UsersError):
+    """Base of the AMQP users' errors."""
+
+
+class AmqpConnectFailed(AmqpError):
+    """The connection, channel or a declaration could not be opened."""
+
+
+class AmqpConnectionLost(AmqpError):
+    """An open connection ended without us closing it (a broker restart, a reset)."""
+
+
+class AmqpNacked(AmqpError):
+    """The broker refused a publish (``Basic.Nack``: an internal error of the queue)."""

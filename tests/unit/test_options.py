@@ -26,7 +26,7 @@ def _all() -> list[opts.Option]:
 
 def test_every_load_side_option_is_declared_once():
     flags = [o.flag for o in _all()]
-    assert len(flags) == len(set(flags)) == 46
+    assert len(flags) == len(set(flags)) == 48
     groups = {g.title for g in opts.GROUPS}
     assert groups == {
         "pipeswarm telemetry",
@@ -38,6 +38,7 @@ def test_every_load_side_option_is_declared_once():
         "pipeswarm load shape",
         "pipeswarm faults",
         "pipeswarm ingest comparison",
+        "pipeswarm AMQP users",
     }
 
 
