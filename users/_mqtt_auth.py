@@ -31,7 +31,11 @@ from pathlib import Path
 
 from users.exceptions import ConfigError
 
-__all__ = ["Credentials", "from_file", "from_secret", "mqtt_password"]
+__all__ = ["TOOL_USER", "Credentials", "from_file", "from_secret", "mqtt_password", "tool_login"]
+
+#: The embedded stack's device-less account, allowed to publish and subscribe anything
+#: (``pipeline._mqtt_plugin.TOOL_USER``; a unit test holds them equal).
+TOOL_USER = "pipeswarm-tool"
 
 #: device id -> (username, password)
 Credentials = Callable[[str], tuple[str, str]]
@@ -99,3 +103,13 @@ def _load(path: Path) -> dict[str, str]:
             )
         passwords[row[0].strip()] = row[1].strip()
     return passwords
+
+
+def tool_login(secret_file: str) -> tuple[str, str]:
+    """The tool account's username and password from a stack secret file (observers
+    such as ``MqttSubscriber`` that read every device's topic)."""
+    try:
+        secret = Path(secret_file).read_text().strip()
+    except OSError as err:
+        raise ConfigError(f"--mqtt-secret-file {secret_file!r}: cannot read it ({err}).") from None
+    return TOOL_USER, mqtt_password(secret, TOOL_USER)

@@ -22,8 +22,9 @@ import gevent
 from locust import User, constant, task
 
 import telemetry
-from users._config import parse_mqtt_url, settings
+from users._config import parse_mqtt_url, settings, stack_secret_file
 from users._devices import DeviceIds
+from users._mqtt_auth import tool_login
 from users._mqtt_client import ClientConfig, DeviceClient
 from users._mqtt_codec import MQTT5
 
@@ -56,12 +57,16 @@ class MqttSubscriber(DeviceIds, User):
         super().__init__(environment)
         s = settings(environment)
         url = parse_mqtt_url(self.url, f"{type(self).__name__}.url") if self.url else s.mqtt
+        username, password = url.username, url.password
+        secret_file = s.mqtt_secret_file or stack_secret_file(url)
+        if not username and secret_file:  # a pipeswarm stack: its account that reads all
+            username, password = tool_login(secret_file)
         cfg = ClientConfig(
             host=url.host,
             port=url.port,
             version=MQTT5,
-            username=url.username,
-            password=url.password,
+            username=username,
+            password=password,
             keepalive=s.mqtt_keepalive,
             clean=False,
             session_expiry=self.session_expiry,

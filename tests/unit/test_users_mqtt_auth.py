@@ -103,3 +103,11 @@ def test_each_device_logs_in_as_itself_from_the_running_stack(tmp_path, monkeypa
     )
     assert (e.client.cfg.username, e.client.cfg.password) == ("robot-0001", "pw1")
     assert f.client.cfg.password == "pw2"
+
+
+def test_the_tool_account_is_the_stacks(tmp_path):
+    from pipeline._mqtt_plugin import TOOL_USER
+    from users._mqtt_auth import tool_login
+
+    (tmp_path / "secret").write_text("s" * 43 + "\n")
+    assert tool_login(str(tmp_path / "secret")) == (TOOL_USER, mqtt_password("s" * 43, TOOL_USER))
