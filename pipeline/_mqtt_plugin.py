@@ -67,6 +67,8 @@ user {GATEWAY_USER}
 topic write orin/+/command
 pattern write sensors/%u/coordinates
 pattern read orin/%u/command
+# locustfiles/mqtt_vs_amqp.py: the broker alone, on a topic the bridge does not take
+pattern write compare/%u/coordinates
 """
 
 
