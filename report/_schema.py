@@ -140,11 +140,19 @@ RUN = {
     "files": Map(Opt(str)),
 }
 
+_WORST = {"lost": INT, "max_total_us": NUM, "max_staleness_us": NUM}
+
+
+def _worst(figure: str, spec: Any) -> dict[str, Any]:
+    """A row of ``worst_devices[figure]``: the device, its subscriber, the figure."""
+    return {"device_id": Req(str), "subscriber": Req(Opt(str)), figure: Req(spec)}
+
+
 _PATH = {
     "src": Opt(str),
     "subscriber": Opt(str),
-    "subscribers": INT,
-    "modes": [str],
+    "subscribers": Req(INT),
+    "modes": Req([str]),
     "totals": {
         key: Req(INT)
         for key in (
@@ -160,21 +168,11 @@ _PATH = {
             "devices_seen",
         )
     },
-    "snapshot": {
-        key: Req(INT) for key in ("batches", "updates", "repeats", "conflated", "regressions")
-    },
-    "latency": Map(_HISTOGRAM),
-    "worst_devices": Map(
-        [
-            {
-                "device_id": str,
-                "subscriber": Opt(str),
-                "lost": INT,
-                "max_total_us": NUM,
-                "max_staleness_us": NUM,
-            }
-        ]
+    "snapshot": Req(
+        {key: Req(INT) for key in ("batches", "updates", "repeats", "conflated", "regressions")}
     ),
+    "latency": Map(_HISTOGRAM),
+    "worst_devices": {key: [_worst(key, spec)] for key, spec in _WORST.items()},
 }
 
 #: ``e2e.json`` (``telemetry/collector.py``)
