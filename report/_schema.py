@@ -104,9 +104,10 @@ _HISTOGRAM = {
     "hdr": Opt(str),
     "negative": Opt(INT),
     "clamped_high": Opt(INT),
-    **{key: Opt(NUM) for key in ("min_us", "mean_us", "p50_us", "p90_us", "p95_us", "p99_us",
-                                 "p999_us", "max_us")},
-}  # fmt: skip
+    **dict.fromkeys(
+        ("min_us", "mean_us", "p50_us", "p90_us", "p95_us", "p99_us", "p999_us", "max_us"), NUM
+    ),
+}
 
 #: ``run.json`` (``telemetry/run_info.py``)
 RUN = {
@@ -192,10 +193,11 @@ E2E = {
             "worker": Opt(str),
             "kind": Opt(str),
             "mode": Opt(str),
-            "untraced": Opt(INT),
-            "batches": Opt(INT),
-            "lost": Opt(INT),
-            "lost_estimated": Opt(INT),
+            "devices": Opt([str]),
+            "untraced": INT,
+            "batches": INT,
+            "lost": INT,
+            "lost_estimated": INT,
             "counters": Map(Map(INT)),
         }
     ],

@@ -335,13 +335,16 @@ WRONG_TYPES = [
     ("e2e.json", _set("paths", "mqtt→stomp", "subscribers", "x"), "paths['mqtt→stomp'].subscribers should be an integer"),
     ("e2e.json", _set("paths", "mqtt→stomp", "snapshot", None), "paths['mqtt→stomp'].snapshot should be an object"),
     ("e2e.json", _set("paths", "mqtt→stomp", "snapshot", "regressions", "x"), "paths['mqtt→stomp'].snapshot.regressions should be an integer"),
-    ("e2e.json", _set("paths", "mqtt→stomp", "worst_devices", "max_total_us", 0, "max_total_us", "x"), "worst_devices['max_total_us'][0].max_total_us should be a number"),
-    ("e2e.json", _set("paths", "mqtt→stomp", "worst_devices", "lost", 0, "device_id", None), "worst_devices['lost'][0].device_id should be a string"),
+    ("e2e.json", _set("paths", "mqtt→stomp", "worst_devices", "max_total_us", 0, "max_total_us", "x"), "worst_devices.max_total_us[0].max_total_us should be a number"),
+    ("e2e.json", _set("paths", "mqtt→stomp", "worst_devices", "lost", 0, "device_id", None), "worst_devices.lost[0].device_id should be a string"),
     ("e2e.json", _set("subscribers", 0, -1), "e2e.json: subscribers[0] should be an object"),
     ("e2e.json", _set("loop_lag", "local", "count", "x"), "e2e.json: loop_lag['local'].count should be an integer"),
     ("run.json", _set("master", {}), "run.json: master has no 'hostname'"),
     ("e2e.json", _set("paths", "mqtt→stomp", "totals", {}), "e2e.json: paths['mqtt→stomp'].totals has no 'published'"),
     ("e2e.json", _set("published", {}), "e2e.json: published has no 'messages'"),
+    ("e2e.json", _set("paths", "mqtt→stomp", "worst_devices", "lost", 0, {}), "worst_devices.lost[0] has no 'device_id'"),
+    ("e2e.json", _set("subscribers", 0, "lost", None), "e2e.json: subscribers[0].lost should be an integer"),
+    ("e2e.json", _set("schedule_lag", "p99_us", None), "e2e.json: schedule_lag.p99_us should be a number"),
 ]  # fmt: skip
 
 
