@@ -11,8 +11,9 @@ When the embedded stack is up, ``.pipeswarm/stack.json`` (written by
 ``python -m pipeline up --detach``; directory overridable with
 ``PIPESWARM_STATE_DIR``) supplies the backend defaults, so an explicit value
 always wins over it, and its ``secret_file`` the secret the gateway users mint
-their bearer token with (``--jwt-secret``; one token per process). ``users/``
-reads the file here and imports only ``pipeline.auth`` (made to be shared) to mint.
+their bearer token with (``--jwt-secret``; one token per process, the claims
+``pipeline.auth`` checks). ``users/`` never imports ``pipeline/``: the file is read
+and the token minted here.
 
 User code reads the parsed result with :func:`settings`::
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -233,6 +235,12 @@ def stack_secret(state_dir: str | Path | None = None) -> str | None:
         return None
 
 
+#: The claims ``pipeline.auth.verify_token`` checks (issuer, expiry), minted here:
+#: ``users/`` cannot import ``pipeline`` — ``locust -f locustfiles/pipeline.py`` puts
+#: ``locustfiles/`` first on ``sys.path``, where ``pipeline`` is that locustfile.
+#: ``tests/unit/test_users_harness.py`` holds the two to the same format.
+TOKEN_ISSUER = "pipeswarm"
+TOKEN_TTL_S = 12 * 3600
 _minted: dict[str, str] = {}
 
 
@@ -241,9 +249,12 @@ def gateway_token(token: str, secret: str) -> str:
     if token or not secret:
         return token
     if secret not in _minted:
-        from pipeline import auth  # the one token format, shared with the gateway
+        import jwt
 
-        _minted[secret] = auth.mint_token(secret, "pipeswarm-load")
+        now = int(time.time())
+        claims = {"iss": TOKEN_ISSUER, "sub": "pipeswarm-load", "iat": now,
+                  "exp": now + TOKEN_TTL_S}  # fmt: skip
+        _minted[secret] = jwt.encode(claims, secret, algorithm="HS256")
     return _minted[secret]
 
 
