@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from report import _schema
 from report.exceptions import UnusableInput
 from telemetry.hdr import Histogram
 
@@ -197,6 +198,7 @@ def _check_run(doc: dict[str, Any], where: str) -> None:
     for w in doc.get("workers", []):
         if not isinstance(w, dict):
             raise UnusableInput(f"{where}: 'workers' should be a list of objects.")
+    _schema.check(doc, _schema.RUN, where)  # every other field the report reads
 
 
 def _check_e2e(doc: dict[str, Any], where: str) -> None:
@@ -221,6 +223,7 @@ def _check_e2e(doc: dict[str, Any], where: str) -> None:
         for key, rows in worst.items():
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                 raise UnusableInput(f"{at}.worst_devices[{key!r}] should be a list of objects.")
+    _schema.check(doc, _schema.E2E, where)  # every other field the report reads
 
 
 def _timeseries(path: Path) -> list[TimeseriesRow]:

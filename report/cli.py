@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             charts=not args.no_charts,
         )
         write_report(report, out_dir)
+        summary = terminal_summary(report, out_dir)
     except OSError as err:
         _error(f"cannot write the report to {out_dir} ({err.strerror or err}).")
         return EXIT_UNUSABLE
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                "(run with --debug for the traceback, and please report it).")  # fmt: skip
         return EXIT_BUG
     if not args.quiet:
-        print(terminal_summary(report, out_dir))
+        print(summary)
     if report.failed_checks or (args.fail_on_regression and report.regressions):
         return EXIT_FAIL
     return EXIT_PASS

@@ -11,8 +11,9 @@ When the embedded stack is up, ``.pipeswarm/stack.json`` (written by
 ``python -m pipeline up --detach``; directory overridable with
 ``PIPESWARM_STATE_DIR``) supplies the backend defaults, so an explicit value
 always wins over it, and its ``secret_file`` the secret the gateway users mint
-their bearer token with (``--jwt-secret``; one token per process). ``users/``
-reads the file here and imports only ``pipeline.auth`` (made to be shared) to mint.
+their bearer token with (``--jwt-secret``; one token per process, the claims
+``pipeline.auth`` checks). ``users/`` never imports ``pipeline/``: the file is read
+and the token minted here.
 
 User code reads the parsed result with :func:`settings`::
 
@@ -258,6 +259,7 @@ def stack_secret(state_dir: str | Path | None = None) -> str | None:
         return None
 
 
+#: tokens minted by ``users._token`` (the format ``pipeline.auth.verify_token`` checks)
 _minted: dict[str, str] = {}
 
 

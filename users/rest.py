@@ -21,10 +21,11 @@ into the MQTT command, and the target ``MqttDevice`` reports the REST → MQTT
 round trip (``command:orin/+/command``) from ``issued_at``: the commander picks
 its targets among devices that really listen, i.e. the devices of the current
 run (their messages carry the run id) that entered through MQTT, as listed by
-``GET /api/coordinates``, plus the MQTT devices publishing in this process
-(``GET /api/coordinates/{id}`` asks only for listed ones). Against a pipeline
-whose messages carry no trace, every listed device is a target. With no target
-yet, the per-device tasks send nothing.
+``GET /api/coordinates``. Only listed ones: the gateway takes commands only for
+devices the pipeline has stored a message of (404 otherwise), so a device that
+has just started publishing becomes a target once it is listed. Against a
+pipeline whose messages carry no trace, every listed device is a target. With
+no target yet, the per-device tasks send nothing.
 
 Every request carries ``Authorization: Bearer <token>`` (:attr:`RestCommander.token`:
 ``--token``, or one minted from ``--jwt-secret``, by default the running embedded
@@ -191,7 +192,6 @@ class RestCommander(FastHttpUser):
                     live.add(msg["device_id"])
             else:
                 anyone.add(msg["device_id"])
+        # the gateway answers 404 for a device it has not stored yet: listed ones only
         self.stored = sorted(live or anyone)
-        if ledger is not None:
-            live.update(d for d, p in ledger.publishers.items() if p.src == "mqtt")
-        self.targets = sorted(live or anyone)
+        self.targets = list(self.stored)

@@ -264,8 +264,8 @@ def test_schemathesis_finds_no_server_error_in_the_openapi(gateway, rds, tmp_pat
             sys.executable, "-m", "schemathesis.cli", "run", f"{gateway.url}/openapi.json",
             "--checks", "not_a_server_error",
             "--phases", "examples,coverage,fuzzing",
-            "--max-examples", "100",
-            "--max-time", "30",
+            "--max-examples", "80",
+            "--max-time", "20",
             "--seed", "11",
             "--workers", "4",
             "--generation-database", "none",
@@ -282,4 +282,4 @@ def test_schemathesis_finds_no_server_error_in_the_openapi(gateway, rds, tmp_pat
     run = json.loads(report.read_text())
     assert run["operations"]["tested"] == 5, run["operations"]
     assert (run["failures"], run["errors"]) == ([], []), run
-    assert run["test_cases"]["generated"] >= 100, run["test_cases"]  # ~280 with time to spare
+    assert run["test_cases"]["generated"] >= 100, run["test_cases"]  # ~230 on an idle machine

@@ -307,6 +307,59 @@ CORRUPTIONS = [
 ]  # fmt: skip
 
 
+def _set(*path_and_value):
+    """An edit that sets the field at ``path`` to ``value``."""
+    *path, value = path_and_value
+
+    def edit(doc):
+        for key in path[:-1]:
+            doc = doc[key]
+        doc[path[-1]] = value
+
+    return lambda text: _edit_json(text, edit)
+
+
+#: Values of the wrong type in fields the report reads: each used to end in exit 3
+#: ("internal error") or a traceback; now one sentence naming the file and the field.
+WRONG_TYPES = [
+    ("run.json", _set("ended_epoch_s", "x"), "run.json: ended_epoch_s should be a number"),
+    ("run.json", _set("user_count", None), "run.json: user_count should be an integer, not None"),
+    ("run.json", _set("user_classes_count", "MqttDevice", "x"), "run.json: user_classes_count['MqttDevice'] should be an integer"),
+    ("run.json", _set("hosts", None), "run.json: hosts should be a list, not None"),
+    ("run.json", _set("master", "argv", -1), "run.json: master.argv should be a list"),
+    ("run.json", _set("e2e", "paths", 5), "run.json: e2e.paths should be a list"),
+    ("e2e.json", _set("ignored", None), "e2e.json: ignored should be an object"),
+    ("e2e.json", _set("ignored", "foreign_run", "x"), "e2e.json: ignored.foreign_run should be an integer"),
+    ("e2e.json", _set("published", "messages", "x"), "e2e.json: published.messages should be an integer"),
+    ("e2e.json", _set("paths", "mqtt→stomp", "modes", -1), "e2e.json: paths['mqtt→stomp'].modes should be a list"),
+    ("e2e.json", _set("paths", "mqtt→stomp", "subscribers", "x"), "paths['mqtt→stomp'].subscribers should be an integer"),
+    ("e2e.json", _set("paths", "mqtt→stomp", "snapshot", None), "paths['mqtt→stomp'].snapshot should be an object"),
+    ("e2e.json", _set("paths", "mqtt→stomp", "snapshot", "regressions", "x"), "paths['mqtt→stomp'].snapshot.regressions should be an integer"),
+    ("e2e.json", _set("paths", "mqtt→stomp", "worst_devices", "max_total_us", 0, "max_total_us", "x"), "worst_devices.max_total_us[0].max_total_us should be a number"),
+    ("e2e.json", _set("paths", "mqtt→stomp", "worst_devices", "lost", 0, "device_id", None), "worst_devices.lost[0].device_id should be a string"),
+    ("e2e.json", _set("subscribers", 0, -1), "e2e.json: subscribers[0] should be an object"),
+    ("e2e.json", _set("loop_lag", "local", "count", "x"), "e2e.json: loop_lag['local'].count should be an integer"),
+    ("run.json", _set("master", {}), "run.json: master has no 'hostname'"),
+    ("e2e.json", _set("paths", "mqtt→stomp", "totals", {}), "e2e.json: paths['mqtt→stomp'].totals has no 'published'"),
+    ("e2e.json", _set("published", {}), "e2e.json: published has no 'messages'"),
+    ("e2e.json", _set("paths", "mqtt→stomp", "worst_devices", "lost", 0, {}), "worst_devices.lost[0] has no 'device_id'"),
+    ("e2e.json", _set("subscribers", 0, "lost", None), "e2e.json: subscribers[0].lost should be an integer"),
+    ("e2e.json", _set("schedule_lag", "p99_us", None), "e2e.json: schedule_lag.p99_us should be a number"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "edit", "words"), WRONG_TYPES)
+def test_a_field_of_the_wrong_type_is_exit_2_naming_file_and_field(
+    folders, tmp_path, capsys, name, edit, words
+):
+    folder = tmp_path / "run"
+    shutil.copytree(folders["run"].folder, folder)
+    _corrupt(folder, name, edit)
+    code, _, err = _analyze(capsys, folder)
+    _one_line_error(code, err, words)
+    assert "internal error" not in err
+
+
 @pytest.mark.parametrize(("name", "edit", "words"), CORRUPTIONS)
 def test_a_corrupt_file_is_exit_2_with_one_sentence(folders, tmp_path, capsys, name, edit, words):
     folder = tmp_path / "run"

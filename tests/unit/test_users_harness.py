@@ -45,3 +45,17 @@ def test_the_token_and_secret_are_masked_in_the_web_ui_and_in_run_json():
 
     masked = safe_options(argparse.Namespace(token="jwt", jwt_secret="s"))
     assert masked == {"token": "***", "jwt_secret": "***"}
+
+
+def test_the_minted_token_is_one_per_process_and_passes_the_gateways_check():
+    from pipeline import auth
+    from users._config import gateway_token
+    from users._token import ISSUER as TOKEN_ISSUER
+
+    secret = "load-side-secret-of-at-least-32-bytes"
+    token = gateway_token("", secret)
+    assert gateway_token("", secret) is token  # minted once per process
+    claims = auth.verify_token(secret, token)  # what the gateway runs
+    assert claims["sub"] == "pipeswarm-load" and claims["exp"] - claims["iat"] >= 3600
+    assert TOKEN_ISSUER == auth.ISSUER
+    assert gateway_token("given", secret) == "given" and gateway_token("", "") == ""
