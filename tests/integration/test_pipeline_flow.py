@@ -126,7 +126,7 @@ def test_command_reaches_device_and_invalid_body_publishes_nothing(stack):
     url = f"{stack.urls['gateway']}/api/commands/{device}"
     http = httpx.Client(headers={"Authorization": f"Bearer {stack_token(stack)}"}, timeout=10)
     # commands go only to devices the pipeline has seen: this one says hello first
-    hello = mqtt_client(stack.ports["mqtt"])
+    hello = mqtt_client(stack)
     hello.publish(f"sensors/{device}/coordinates", traced(device, 1), qos=1).wait_for_publish(5)
     hello.loop_stop()
     wait_for(
