@@ -11,8 +11,9 @@ derived from it, so nobody ships a file of 50,000 passwords:
 - gateway tokens are JWTs signed HS256 with the secret (:func:`mint_token`),
   with an issuer and an expiry that :func:`verify_token` checks.
 
-The load side imports this module (it has no dependency on the rest of
-``pipeline``); the pipeline never imports the load side.
+The load side cannot import this module (``locust -f locustfiles/pipeline.py`` makes
+``pipeline`` that locustfile): ``users/_token.py`` and ``users/_mqtt_auth.py`` derive the
+same values, held equal by unit tests. The pipeline never imports the load side.
 """
 
 from __future__ import annotations
