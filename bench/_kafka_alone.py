@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from pipeline._kafka import ensure_topics
 from pipeline.config import DEFAULTS
 from pipeline.stack import Stack
 
@@ -38,8 +39,8 @@ VALUE_BYTES = 100
 PER_PRODUCER = 60_000
 
 
-def _consumer(bootstrap: str, group: str, index: int, assigned: Any, received: Any,
-              commands: Any, results: Any) -> None:  # fmt: skip
+def _consumer(bootstrap: str, topic: str, group: str, index: int, assigned: Any,
+              received: Any, commands: Any, results: Any) -> None:  # fmt: skip
     """One group member: count and time every record until told to stop."""
     from confluent_kafka import Consumer
 
@@ -63,11 +64,14 @@ def _consumer(bootstrap: str, group: str, index: int, assigned: Any, received: A
     def on_revoke(_: Any, parts: list[Any]) -> None:
         assigned[index] = 0
 
-    c.subscribe([TOPIC], on_assign=on_assign, on_revoke=on_revoke)
+    c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
     seqs: dict[int, list[int]] = {}
     lats: dict[int, list[float]] = {}
     while True:
-        batch = c.consume(1000, 0.05)
+        # consume(n, timeout) waits until n records or the timeout: at low rates every
+        # record would wait out the timeout. Wait for one, then take what is ready.
+        first = c.poll(0.05)
+        batch = [first, *c.consume(999, 0)] if first is not None else []
         now = time.time_ns()
         for m in batch:
             if m.error():
@@ -92,8 +96,9 @@ def _consumer(bootstrap: str, group: str, index: int, assigned: Any, received: A
     c.close()
 
 
-def _producer(bootstrap: str, step: int, rate: float, seconds: float, start: Any, go: Any,
-              devices: int, first: int, stride: int, out: Any) -> None:  # fmt: skip
+def _producer(bootstrap: str, topic: str, step: int, rate: float, seconds: float,
+              start: Any, go: Any, devices: int, first: int, stride: int,
+              out: Any) -> None:  # fmt: skip
     """Produce ``rate * seconds`` records on an absolute schedule; report count, lag, CPU.
 
     It says it is ready (a ``None`` on ``out``) once its client exists, then waits for
@@ -115,8 +120,11 @@ def _producer(bootstrap: str, step: int, rate: float, seconds: float, start: Any
     out.put(None)
     go.wait(60)
     start_ns = start.value
+    # Paced in chunks of ~1 ms of records (a sleep per record would cap the rate), so
+    # a record leaves at most 1 ms before its t0 and its latency reads at most 1 ms low.
+    chunk = max(1, int(rate / 1000))
     for n in range(total):
-        if n % 100 == 0:  # pace in chunks: a sleep per record would cap the rate
+        if n % chunk == 0:
             t0 = start_ns + int(n * 1e9 / rate)
             now = time.time_ns()
             if t0 > now:
@@ -130,7 +138,7 @@ def _producer(bootstrap: str, step: int, rate: float, seconds: float, start: Any
         value = head + "x" * (VALUE_BYTES - len(head))
         while True:
             try:
-                p.produce(TOPIC, value, key=f"dev-{seq % devices}")
+                p.produce(topic, value, key=f"dev-{seq % devices}")
                 break
             except BufferError:  # librdkafka's queue is full: let it drain
                 p.poll(0.01)
@@ -155,10 +163,16 @@ def box_cpu(before: Any, after: Any) -> float:
 
 
 class KafkaAlone:
-    """The broker, a topic of ``partitions`` and ``consumers`` group members, for steps."""
+    """The broker, a topic of ``partitions`` and ``consumers`` group members, for steps.
 
-    def __init__(self, partitions: int, consumers: int, devices: int = 1000) -> None:
+    With ``bootstrap`` a running Kafka is used instead of one of our own, and
+    ``topic`` is created there with ``partitions`` (the tests do this).
+    """
+
+    def __init__(self, partitions: int, consumers: int, devices: int = 1000,
+                 bootstrap: str | None = None, topic: str = TOPIC) -> None:  # fmt: skip
         self.partitions, self.consumers, self.devices = partitions, consumers, devices
+        self.given, self.topic = bootstrap, topic
         self.ctx = mp.get_context("spawn")
         self.step_no = 0
         self.published = 0
@@ -168,15 +182,19 @@ class KafkaAlone:
         self.dir = Path(tempfile.mkdtemp(prefix="kafka-scaling-"))
         self.stack = Stack.with_ports(auto=True, state_dir=self.dir, partitions=self.partitions)
         try:
-            self.stack.start_service("kafka")
-            self.bootstrap = self.stack.urls["kafka"]
+            if self.given is None:  # the stack creates the pipeline's topic with `partitions`
+                self.stack.start_service("kafka")
+                self.bootstrap = self.stack.urls["kafka"]
+            else:
+                self.bootstrap = self.given
+                ensure_topics(self.bootstrap, {self.topic: self.partitions})
             self.assigned = self.ctx.Array("i", self.consumers, lock=False)
             self.received = self.ctx.Array("q", self.consumers, lock=False)
             self.results = self.ctx.Queue()
             self.commands = [self.ctx.Queue() for _ in range(self.consumers)]
             group = f"kafka-scaling-{time.time_ns()}"
             for i in range(self.consumers):
-                args = (self.bootstrap, group, i, self.assigned, self.received,
+                args = (self.bootstrap, self.topic, group, i, self.assigned, self.received,
                         self.commands[i], self.results)  # fmt: skip
                 proc = self.ctx.Process(target=_consumer, args=args, daemon=True)
                 proc.start()
@@ -201,7 +219,7 @@ class KafkaAlone:
         raise RuntimeError(f"consumer group never owned all {self.partitions} partitions: {last}")
 
     def cpu_pids(self) -> dict[str, psutil.Process]:
-        named = {"kafka": self.stack.procs["kafka"].pid}
+        named = {"kafka": self.stack.procs["kafka"].pid} if "kafka" in self.stack.procs else {}
         named.update({f"consumer-{i + 1}": p.pid for i, p in enumerate(self.procs)})
         return {n: psutil.Process(pid) for n, pid in named.items()}
 
@@ -218,6 +236,7 @@ class KafkaAlone:
                 target=_producer,
                 args=(
                     self.bootstrap,
+                    self.topic,
                     step,
                     rate / n_pub,
                     seconds,

@@ -29,21 +29,26 @@ class Cell:
     partitions: int
     consumers: int
     steps: list[dict[str, Any]] = field(default_factory=list)
-    #: highest offered msg/s sustained before the first step that was not (0: none)
+    #: highest offered msg/s that met the rule (``pipeline-throughput``'s "best"; 0: none)
     sustained: int = 0
     #: p99 (ms) at the sustained rate
     p99: float = math.nan
-    #: the first step not sustained (None: every rate offered was sustained)
-    failed: dict[str, Any] | None = None
+    #: highest offered msg/s with nothing lost, whatever its p99 (0: none)
+    kept_up: int = 0
+
+    @property
+    def top(self) -> dict[str, Any] | None:
+        """The last step: the highest rate offered (the first that lost messages, if any)."""
+        return self.steps[-1] if self.steps else None
 
     @property
     def limit(self) -> str:
-        """The busiest process at the first rate not sustained (else at the last rate)."""
-        step = self.failed or (self.steps[-1] if self.steps else None)
+        """The busiest process, and the whole box, at the highest rate offered."""
+        step = self.top
         if not step or not step.get("cpu"):
             return ""
         name, pct = max(step["cpu"].items(), key=lambda kv: kv[1])
-        box = f", box {step['box_cpu']:.0f}" if "box_cpu" in step else ""
+        box = f", box {step['box_cpu']:.0f} %" if "box_cpu" in step else ""
         return f"{name} {pct:.0f} %{box} at {step['rate']:,}/s"
 
 
@@ -59,10 +64,16 @@ def find_sustained(
     p99_limit_ms: float,
     keep_going: bool = False,
     report: Callable[[Cell, dict[str, Any], bool], None] | None = None,
+    confirm: bool = True,
 ) -> Cell:
-    """Offer ``rates`` in rising order; the cell's sustained rate is the highest one
-    sustained before the first that is not (later steps run only with ``keep_going``:
-    a backlog left by a failed step would count against the next)."""
+    """Offer ``rates`` in rising order, as ``pipeline-throughput`` does: the sustained
+    rate is the highest one that met the rule; ``kept_up`` the highest with nothing
+    lost. A step that lost messages ends the cell (with ``keep_going`` every rate is
+    offered): past it the backlog only grows, and it would count against the next.
+
+    With ``confirm`` a rate that fails is offered once more and the second step
+    stands: on a shared machine one neighbour's burst can spoil one step's p99.
+    """
     for rate in rates:
         step = run_step(rate)
         ok = sustained(step, p99_limit_ms)
@@ -70,37 +81,46 @@ def find_sustained(
         cell.steps.append(step)
         if report:
             report(cell, step, ok)
-        if ok and cell.failed is None:
+        if not ok and confirm:
+            step = run_step(rate)
+            ok = sustained(step, p99_limit_ms)
+            step["sustained"], step["retry"] = ok, True
+            cell.steps.append(step)
+            if report:
+                report(cell, step, ok)
+        if ok:
             cell.sustained, cell.p99 = rate, step["p99"]
-        elif not ok and cell.failed is None:
-            cell.failed = step
-            if not keep_going:
-                break
+        if step["lost"] == 0:
+            cell.kept_up = rate
+        elif not keep_going:
+            break
     return cell
 
 
-def _ratio(cells: list[Cell], cell: Cell) -> str:
-    """Sustained rate over the same consumer count's previous (half as many) partitions."""
+def _ratio(cells: list[Cell], cell: Cell, key: str) -> str:
+    """``key`` (a rate) over the same consumer count's next smaller partition count."""
     prev = [c for c in cells if c.consumers == cell.consumers and c.partitions < cell.partitions]
     if not prev:
         return ""
-    before = max(prev, key=lambda c: c.partitions)
-    if not before.sustained or not cell.sustained:
-        return ""
-    return f"{cell.sustained / before.sustained:.2f}x"
+    before = getattr(max(prev, key=lambda c: c.partitions), key)
+    return f"{getattr(cell, key) / before:.2f}x" if before and getattr(cell, key) else ""
 
 
 def _rows(cells: list[Cell]) -> list[list[str]]:
     rows = []
     for c in sorted(cells, key=lambda c: (c.consumers, c.partitions)):
-        top = "" if c.failed else ">="  # never failed: the real ceiling is higher
+        top = c.top["rate"] if c.top else 0
+        # the highest rate offered held: the real ceiling is higher
+        more = {k: ">=" if getattr(c, k) == top and top else "" for k in ("sustained", "kept_up")}
         rows.append(
             [
                 str(c.partitions),
                 str(c.consumers),
-                f"{top}{c.sustained:,}",
-                _ratio(cells, c),
+                f"{more['sustained']}{c.sustained:,}",
+                _ratio(cells, c, "sustained"),
                 "" if math.isnan(c.p99) else f"{c.p99:.1f}",
+                f"{more['kept_up']}{c.kept_up:,}",
+                _ratio(cells, c, "kept_up"),
                 c.limit,
             ]
         )
@@ -113,8 +133,11 @@ HEADER = [
     "sustained msg/s",
     "vs fewer partitions",
     "p99 ms at it",
-    "busiest process (CPU % of a core) at the first rate not sustained",
+    "0 lost up to msg/s",
+    "vs fewer partitions",
+    "busiest process (CPU % of a core) and box at the highest rate offered",
 ]
+N = len(HEADER) - 1  # columns before the free-text last one
 
 
 def markdown_table(cells: list[Cell]) -> str:
@@ -124,10 +147,10 @@ def markdown_table(cells: list[Cell]) -> str:
 
 
 def text_table(cells: list[Cell]) -> str:
-    rows = [HEADER[:5] + ["busiest process"], *_rows(cells)]
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    rows = [[*HEADER[:N], "busiest process at the top rate"], *_rows(cells)]
+    widths = [max(len(r[i]) for r in rows) for i in range(N)]
     return "\n".join(
-        "  ".join(v.rjust(w) for v, w in zip(r[:5], widths, strict=True)) + "  " + r[5]
+        "  ".join(v.rjust(w) for v, w in zip(r[:N], widths, strict=True)) + "  " + r[N]
         for r in rows
     )
 
@@ -148,9 +171,11 @@ def chart_svg(cells: list[Cell], title: str) -> tuple[str, str]:
             label = f"{consumers} consumer{'s' if consumers > 1 else ''}"
             style = {"color": _PALETTE[i % len(_PALETTE)], "marker": "o", "label": label}
             rate_ax.plot(x, [c.sustained for c in line], **style)
+            kept = {**style, "label": f"{label}, 0 lost", "linestyle": "--", "marker": "x"}
+            rate_ax.plot(x, [c.kept_up for c in line], **kept)
             p99_ax.plot(x, [c.p99 for c in line], **style)
         partitions = sorted({c.partitions for c in cells})
-        for ax, ylabel in ((rate_ax, "sustained msg/s"), (p99_ax, "p99 ms at that rate")):
+        for ax, ylabel in ((rate_ax, "msg/s"), (p99_ax, "p99 ms at the sustained rate")):
             ax.set_xscale("log", base=2)
             ax.set_xticks(partitions, [str(p) for p in partitions])
             ax.set_xlabel("partitions")
@@ -174,8 +199,11 @@ code,pre{{background:#f4f4f4}}</style></head><body>
 {rows}
 </table>
 <p>A rate is <em>sustained</em> when every message offered in the step arrived and p99
-(intended send time to receive) stayed under {limit:g} ms; rates rise until the first
-that is not. “&gt;=” marks a cell that sustained every rate offered.</p>
+(intended send time to receive) stayed under {limit:g} ms (<code>pipeline-throughput</code>'s
+rule; a failed rate is offered once more). Solid lines: the highest rate sustained; dashed:
+the highest rate with nothing lost, whatever its p99. Rates rise until one loses messages.
+“&gt;=” marks a figure that held at the highest rate offered: the ceiling is higher.
+“vs fewer partitions” is the figure over the same consumer count's row above.</p>
 </body></html>
 """
 

@@ -33,7 +33,7 @@ from typing import Any
 from bench._scaling_page import Cell, find_sustained, markdown_table, text_table, write_page
 
 PIPELINE_RATES = "500,1000,1500,2000,3000,4000"
-KAFKA_RATES = "5000,10000,20000,40000,80000,160000"
+KAFKA_RATES = "2000,5000,10000,20000,40000,80000,160000"
 
 
 def _ints(text: str) -> list[int]:
@@ -65,7 +65,9 @@ def _pipeline_cell(args: argparse.Namespace, partitions: int, consumers: int,
             return {**r, "p99": r["e2e_p99"], "p50": r["e2e_p50"],
                     "box_cpu": box_cpu(box, psutil.cpu_times())}  # fmt: skip
 
-        return find_sustained(cell, step, args.rates, args.p99_limit_ms, args.keep_going, report)
+        return find_sustained(
+            cell, step, args.rates, args.p99_limit_ms, args.keep_going, report, not args.no_confirm
+        )
 
 
 def _kafka_cell(args: argparse.Namespace, partitions: int, consumers: int, report: Any) -> Cell:
@@ -79,7 +81,25 @@ def _kafka_cell(args: argparse.Namespace, partitions: int, consumers: int, repor
         def step(rate: int) -> dict[str, Any]:
             return kafka.step(rate, args.step_seconds)
 
-        return find_sustained(cell, step, args.rates, args.p99_limit_ms, args.keep_going, report)
+        return find_sustained(
+            cell, step, args.rates, args.p99_limit_ms, args.keep_going, report, not args.no_confirm
+        )
+
+
+def _start_retrying(run_cell: Any, args: argparse.Namespace, partitions: int,
+                    consumers: int, attempts: int = 3) -> Cell:  # fmt: skip
+    """Run a cell; a start that failed (a free port taken by a neighbour before our
+    server bound it: seen on the shared box) is tried again on other free ports."""
+    from pipeline.exceptions import PortTaken, StartupFailed
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return run_cell(args, partitions, consumers, _print_step)
+        except (PortTaken, StartupFailed) as exc:
+            if attempt == attempts:
+                raise
+            print(f"P={partitions} C={consumers}: {exc} Again on other ports.", flush=True)
+    raise AssertionError("unreachable")
 
 
 def _print_step(cell: Cell, s: dict[str, Any], ok: bool) -> None:
@@ -87,7 +107,7 @@ def _print_step(cell: Cell, s: dict[str, Any], ok: bool) -> None:
     print(
         f"  P={cell.partitions:<2} C={cell.consumers}  {s['rate']:>7}/s  published "
         f"{s['published']:>8}  lost {s['lost']:>6}  p50 {s['p50']:>7.1f}  p99 {s['p99']:>8.1f} ms  "
-        f"{'sustained' if ok else 'NOT      '}  box {s['box_cpu']:.0f}  {cpu}",
+        f"lag {s['lag_max_ms']:>6.1f}  {'sustained' if ok else 'NOT      '}  box {s['box_cpu']:.0f}  {cpu}",
         flush=True,
     )
 
@@ -107,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         "--warmup", type=float, default=10, help="seconds at the first rate per cell, not counted"
     )
     p.add_argument("--p99-limit-ms", type=float, default=250)
+    p.add_argument(
+        "--no-confirm",
+        action="store_true",
+        help="a failed rate ends the cell at once (default: offered once more, as one "
+        "neighbour's burst on a shared box can spoil one step)",
+    )
     p.add_argument(
         "--keep-going", action="store_true", help="offer every rate, even after a failure"
     )
@@ -128,9 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     cells: list[Cell] = []
     for consumers in args.consumers:
         for partitions in args.partitions:
-            cell = run_cell(args, partitions, consumers, _print_step)
+            cell = _start_retrying(run_cell, args, partitions, consumers)
             cells.append(cell)
-            print(f"P={partitions} C={consumers}: sustained {cell.sustained} msg/s; {cell.limit}")
+            print(
+                f"P={partitions} C={consumers}: sustained {cell.sustained} msg/s, 0 lost up to "
+                f"{cell.kept_up} msg/s; {cell.limit}",
+                flush=True,
+            )
     what = "Apache Kafka alone" if args.kafka_only else "the whole pipeline"
     title = f"Kafka partitions x consumer processes: {what}"
     note = (

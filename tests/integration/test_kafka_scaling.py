@@ -1,0 +1,38 @@
+"""Partitions on a real Apache Kafka: the stack's topic has the count it was given, and
+``bench kafka-scaling --kafka-only``'s group owns a topic of its own and counts a step exactly."""
+
+from __future__ import annotations
+
+import time
+
+from kafka import KafkaConsumer
+
+from bench._kafka_alone import KafkaAlone
+from pipeline.config import DEFAULTS
+
+
+def _partitions(bootstrap: str, topic: str) -> set[int]:
+    probe = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        return probe.partitions_for_topic(topic) or set()
+    finally:
+        probe.close()
+
+
+def test_the_stack_creates_its_topic_with_its_partitions(stack):
+    # the broker's own default is num.partitions=1: 8 can only come from the stack
+    assert stack.partitions == DEFAULTS.kafka_partitions == 8
+    assert _partitions(stack.urls["kafka"], DEFAULTS.kafka_topic) == set(range(8))
+
+
+def test_kafka_alone_group_owns_every_partition_and_a_small_step_arrives_whole(stack):
+    topic = f"kafka-scaling-{time.time_ns()}"
+    with KafkaAlone(3, 2, devices=20, bootstrap=stack.urls["kafka"], topic=topic) as kafka:
+        assert _partitions(kafka.bootstrap, topic) == {0, 1, 2}
+        assert sorted(kafka.assigned) == [1, 2]  # 3 partitions between 2 members
+        step = kafka.step(rate=400, seconds=1.0)
+        members = list(kafka.procs)
+    assert (step["published"], step["lost"], step["duplicated"]) == (400, 0, 0)
+    assert 0 < step["p50"] <= step["p99"] < 5_000
+    assert set(step["cpu"]) == {"consumer-1", "consumer-2", "producer"}
+    assert not any(p.is_alive() for p in members)
