@@ -8,6 +8,7 @@ import time
 from kafka import KafkaConsumer
 
 from bench._kafka_alone import KafkaAlone
+from pipeline._kafka import ensure_topics
 from pipeline.config import DEFAULTS
 
 
@@ -23,6 +24,18 @@ def test_the_stack_creates_its_topic_with_its_partitions(stack):
     # the broker's own default is num.partitions=1: 8 can only come from the stack
     assert stack.partitions == DEFAULTS.kafka_partitions == 8
     assert _partitions(stack.urls["kafka"], DEFAULTS.kafka_topic) == set(range(8))
+
+
+def test_a_topic_that_exists_keeps_its_count_and_says_so(stack, caplog):
+    topic = f"kafka-scaling-{time.time_ns()}"
+    ensure_topics(stack.urls["kafka"], {topic: 2})
+    with caplog.at_level("WARNING", logger="pipeline._kafka"):
+        ensure_topics(stack.urls["kafka"], {topic: 5, DEFAULTS.kafka_topic: 8})
+    assert _partitions(stack.urls["kafka"], topic) == {0, 1}
+    warned = [r.getMessage() for r in caplog.records if r.name == "pipeline._kafka"]
+    assert warned == [f"topic {topic} already exists with 2 partitions, not 5; it keeps 2 "
+                      "(delete the topic, or the stack's data with `python -m pipeline down`, "
+                      "to change it)"]  # fmt: skip
 
 
 def test_kafka_alone_group_owns_every_partition_and_a_small_step_arrives_whole(stack):

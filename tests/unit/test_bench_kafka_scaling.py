@@ -37,7 +37,7 @@ def test_rates_rise_until_a_confirmed_loss_and_the_best_held_rate_is_sustained()
     # 8000 lost twice and ended the cell: 16000 was never offered
     assert calls == [500, 1000, 1000, 2000, 4000, 4000, 8000, 8000]
     assert (cell.sustained, cell.p99, cell.kept_up) == (2000, 20.0, 4000)
-    assert cell.limit == "kafka 80 %, box 150 % at 8,000/s"
+    assert cell.limit == "kafka 80, all 85, box 150 at 8,000/s"
 
 
 def test_p99_over_the_limit_is_not_sustained_and_no_confirm_offers_each_rate_once():
@@ -68,8 +68,8 @@ def test_the_table_shows_the_ratio_to_fewer_partitions_per_consumer_count():
         ["2", "2", "2,000", "2.00x", "20.0", "2,000", "2.00x"],
         ["4", "2", "3,000", "1.50x", "20.0", "3,000", "1.50x"],
     ]
-    assert rows[0][7] == "kafka 20 %, box 150 % at 2,000/s"  # the step that lost
-    assert "kafka 20 %" in text_table(_grid()).splitlines()[1]
+    assert rows[0][7] == "kafka 20, all 25, box 150 at 2,000/s"  # the step that lost
+    assert "kafka 20, all 25" in text_table(_grid()).splitlines()[1]
 
 
 def test_a_cell_that_never_failed_says_its_ceiling_is_higher():
