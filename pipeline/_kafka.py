@@ -48,10 +48,11 @@ def _warn_other_counts(admin: KafkaAdminClient, wanted: dict[str, int]) -> None:
     if not wanted:
         return
     for meta in admin.describe_topics(list(wanted)):
+        name = meta.get("name") or meta.get("topic")  # the key depends on the metadata version
         have = len(meta.get("partitions") or [])
-        if have and have != wanted[meta["topic"]]:
+        if name in wanted and have and have != wanted[name]:
             log.warning(
                 "topic %s already exists with %d partitions, not %d; it keeps %d (delete "
                 "the topic, or the stack's data with `python -m pipeline down`, to change it)",
-                meta["topic"], have, wanted[meta["topic"]], have,
+                name, have, wanted[name], have,
             )  # fmt: skip
