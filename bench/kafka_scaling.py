@@ -24,6 +24,7 @@ and ``cells.json`` to ``--out`` (default ``results/kafka-scaling-<mode>-<time>/`
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -112,6 +113,22 @@ def _print_step(cell: Cell, s: dict[str, Any], ok: bool) -> None:
     )
 
 
+def _title(args: argparse.Namespace) -> tuple[str, str]:
+    what = "Apache Kafka alone" if args.kafka_only else "the whole pipeline"
+    note = f"{args.step_seconds:g} s per rate, p99 < {args.p99_limit_ms:g} ms. {args.note}"
+    return f"Kafka partitions x consumer processes: {what}", note.strip()
+
+
+def _replot(args: argparse.Namespace) -> int:
+    cells = [Cell(**c) for c in json.loads((args.replot / "cells.json").read_text())]
+    title, note = _title(args)
+    command = (args.replot / "command.txt").read_text().strip()
+    page = write_page(args.replot, cells, title, note, command, args.p99_limit_ms)
+    print(text_table(cells))
+    print(f"page: {page}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--kafka-only", action="store_true", help="Kafka alone, no MQTT/Redis/gateway")
@@ -143,7 +160,16 @@ def main(argv: list[str] | None = None) -> int:
         "--note", default="", help="a line for the page, e.g. 'measured under contention'"
     )
     p.add_argument("--out", type=Path, help="folder for index.html, the SVG and cells.json")
+    p.add_argument(
+        "--replot",
+        type=Path,
+        metavar="DIR",
+        help="measure nothing: render DIR/index.html again from DIR/cells.json "
+        "(with --note, --kafka-only and --p99-limit-ms as given)",
+    )
     args = p.parse_args(argv)
+    if args.replot:
+        return _replot(args)
     mode = "kafka-only" if args.kafka_only else "pipeline"
     args.rates = args.rates or _ints(KAFKA_RATES if args.kafka_only else PIPELINE_RATES)
     out = args.out or Path("results") / f"kafka-scaling-{mode}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -161,12 +187,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{cell.kept_up} msg/s; {cell.limit}",
                 flush=True,
             )
-    what = "Apache Kafka alone" if args.kafka_only else "the whole pipeline"
-    title = f"Kafka partitions x consumer processes: {what}"
-    note = (
-        f"{args.step_seconds:g} s per rate, p99 < {args.p99_limit_ms:g} ms. {args.note}"
-    ).strip()
+    title, note = _title(args)
     page = write_page(out, cells, title, note, command, args.p99_limit_ms)
+    (out / "command.txt").write_text(command + "\n")
     print()
     print(text_table(cells))
     print()

@@ -105,3 +105,13 @@ def test_pipeline_up_partitions_and_consumers_reach_the_stack(tmp_path, monkeypa
             "--partitions", "3", "--consumers", "2"]  # fmt: skip
     assert cli.main(argv) == 0
     assert (started[0].partitions, started[0].consumers) == (3, 2)
+
+
+def test_replot_renders_the_page_again_from_cells_json(tmp_path, capsys):
+    write_page(tmp_path, _grid(), "old title", "", "cmd", 250)
+    (tmp_path / "command.txt").write_text("python -m bench kafka-scaling --kafka-only\n")
+    (tmp_path / "index.html").unlink()
+    assert main(["--replot", str(tmp_path), "--kafka-only", "--note", "replotted"]) == 0
+    html = (tmp_path / "index.html").read_text()
+    assert "Apache Kafka alone" in html and "replotted" in html and "--kafka-only" in html
+    assert html.count("<tr><td>") == 6 and "3,000" in capsys.readouterr().out
