@@ -74,9 +74,10 @@ def _consumer(bootstrap: str, topic: str, group: str, index: int, assigned: Any,
         batch = [first, *c.consume(999, 0)] if first is not None else []
         now = time.time_ns()
         for m in batch:
-            if m.error():
+            value = m.value()
+            if m.error() or value is None:
                 continue
-            step, seq, t0, _ = m.value().split(b",", 3)
+            step, seq, t0, _ = value.split(b",", 3)
             s = int(step)
             seqs.setdefault(s, []).append(int(seq))
             lats.setdefault(s, []).append((now - int(t0)) / 1e6)
