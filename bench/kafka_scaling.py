@@ -2,19 +2,22 @@
 
 For every cell of the grid (``--partitions`` x ``--consumers``) a fresh stack is
 started whose topic has that many partitions and whose consumer group has that
-many processes, and rates rise (``--rates``, ``--step-seconds`` each) until the
-first one not *sustained* by ``pipeline-throughput``'s rule (every message
-arrived, p99 under ``--p99-limit-ms``). Per cell it prints each step and the CPU
-(% of one core) of every process, so the table says which process was the limit.
+many processes, and rates rise (``--rates``, ``--step-seconds`` each) until one
+loses messages. The cell's *sustained* rate is the highest that met
+``pipeline-throughput``'s rule (every message arrived, p99 under
+``--p99-limit-ms``; a rate that fails is offered once more unless
+``--no-confirm``). Per step it prints the CPU (% of one core) of every process and
+of the whole machine, so the table says where the limit was.
 
 - default: the whole pipeline (``bench.soak``'s QoS 1 publisher, Mosquitto,
   bridge, Kafka, consumer(s), Redis, gateway, one WebSocket subscriber); p99 is
   end to end;
-- ``--kafka-only``: Apache Kafka alone, a paced confluent-kafka producer and the
-  consumer processes (``bench._kafka_alone``); p99 is produce -> consume.
+- ``--kafka-only``: Apache Kafka alone, paced confluent-kafka producers and the
+  consumer processes (``bench._kafka_alone``); p99 is intended send -> consume.
 
 Writes ``index.html`` (the table and the chart, inline SVG), ``kafka_scaling.svg``
-and ``cells.json`` to ``--out`` (default ``results/kafka-scaling-<mode>-<time>/``).
+and ``cells.json`` to ``--out`` (default ``results/kafka-scaling-<mode>-<time>/``)
+after every cell; ``--replot DIR`` renders the page again from them.
 
     .venv/bin/python -m bench kafka-scaling                       # the full grid, 60 s steps
     .venv/bin/python -m bench kafka-scaling --kafka-only
@@ -151,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "neighbour's burst on a shared box can spoil one step)",
     )
     p.add_argument(
-        "--keep-going", action="store_true", help="offer every rate, even after a failure"
+        "--keep-going", action="store_true", help="offer every rate, even after one lost messages"
     )
     p.add_argument(
         "--devices", type=int, default=1000, help="keys (--kafka-only; the pipeline uses 50)"
@@ -187,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{cell.kept_up} msg/s; {cell.limit}",
                 flush=True,
             )
-    title, note = _title(args)
-    page = write_page(out, cells, title, note, command, args.p99_limit_ms)
-    (out / "command.txt").write_text(command + "\n")
+            # after every cell: an interrupted grid keeps what it measured
+            title, note = _title(args)
+            page = write_page(out, cells, title, note, command, args.p99_limit_ms)
+            (out / "command.txt").write_text(command + "\n")
     print()
     print(text_table(cells))
     print()
