@@ -8,6 +8,7 @@ Commands:
   stomp-ratio          StompSubscriber's engine vs plain stomp.py, same gateway and run; the gateway's frames/s per core (bench/stomp_ratio.py)
   mqtt-latency         PUBACK time and schedule lag well below capacity (bench/mqtt_latency.py)
   pipeline-throughput  sustained msg/s through the whole embedded stack (bench/pipeline_throughput.py)
+  kafka-scaling        sustained msg/s and p99 vs Kafka partitions x consumer processes (bench/kafka_scaling.py)
   soak                 the whole stack at a steady rate for minutes: per-minute hop p50/p99, loss, RSS, CPU (bench/soak.py)
   e2e-floor            StompSubscriber p50 through the stack vs a bare paho pair (bench/e2e_floor.py)
   bridge-cost          the bridge's CPU µs per message and drain rate, MQTT -> Kafka (bench/bridge_cost.py)
@@ -36,6 +37,7 @@ COMMANDS = {
     "stomp-ratio": "bench.stomp_ratio",
     "mqtt-latency": "bench.mqtt_latency",
     "pipeline-throughput": "bench.pipeline_throughput",
+    "kafka-scaling": "bench.kafka_scaling",
     "soak": "bench.soak",
     "e2e-floor": "bench.e2e_floor",
     "bridge-cost": "bench.bridge_cost",

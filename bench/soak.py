@@ -411,16 +411,20 @@ def _fault(text: str) -> Fault:
 
 
 @contextlib.contextmanager
-def bench_stack(state_dir: Path | None, consumers: int = 1) -> Iterator[Any]:
+def bench_stack(
+    state_dir: Path | None, consumers: int = 1, partitions: int | None = None
+) -> Iterator[Any]:
     """The stack recorded in ``state_dir``; without one, a stack of our own on free
-    ports (``consumers`` consumer processes), stopped and its data removed after."""
+    ports (``consumers`` consumer processes, ``partitions`` in the topic, default the
+    pipeline's), stopped and its data removed after."""
     from pipeline.stack import Stack
 
     if state_dir is not None:
         yield Stack.load(state_dir)
         return
+    sized = {"partitions": partitions} if partitions else {}
     stack = Stack.with_ports(
-        auto=True, state_dir=Path(tempfile.mkdtemp(prefix="bench-")), consumers=consumers
+        auto=True, state_dir=Path(tempfile.mkdtemp(prefix="bench-")), consumers=consumers, **sized
     )
     stack.start()
     try:
