@@ -8,6 +8,10 @@ gap is what the Python generator costs, so its ceiling is known before a
 Redis figure from a pipeswarm run is trusted.
 
     .venv/bin/python -m bench redis --users 10 --seconds 20 --operations 100000
+
+The Locust run's results folder (``--results-dir``, default ``results/redis-<time>``)
+also gets ``redis_benchmark.json`` (both sides per operation) and ``report.html``
+with a "Redis: Locust vs redis-benchmark" section (``analyze.py``).
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,12 +40,16 @@ OPS = [
 ]  # fmt: skip
 
 
+FORMAT = "pipeswarm-redis/1"
+
+
 def run_locust(url: str, users: int, seconds: int, out: Path) -> dict[str, dict[str, str]]:
+    """Locust's stats rows by name; the run's results (run.json, e2e.json…) go to ``out``."""
     cmd = [
         sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles/redis_bench.py"),
         "--headless", "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
         "--redis-url", url, "--csv", str(out / "locust"), "--only-summary",
-        "--prometheus-port", "0", "--results-dir", str(out / "results"),
+        "--prometheus-port", "0", "--results-dir", str(out),
     ]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, timeout=seconds + 120)
     with (out / "locust_stats.csv").open() as f:
@@ -66,7 +77,15 @@ def main(argv: list[str] | None = None) -> int:
         "--operations", type=int, default=100_000, help="redis-benchmark requests per command"
     )
     p.add_argument("--redis-url", help="a server of your own (default: one started here)")
+    p.add_argument(
+        "--results-dir",
+        type=Path,
+        help="where the run's results, redis_benchmark.json and report.html go "
+        "(default results/redis-<UTC time>)",
+    )
     args = p.parse_args(argv)
+    out = args.results_dir or ROOT / "results" / time.strftime("redis-%Y%m%d-%H%M%S", time.gmtime())
+    out.mkdir(parents=True, exist_ok=True)
     stack = None
     if args.redis_url is None:
         from pipeline.stack import Stack
@@ -75,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_service("redis")
     url = args.redis_url or stack.urls["redis"]  # type: ignore[union-attr]
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            stats = run_locust(url, args.users, args.seconds, Path(tmp))
+        stats = run_locust(url, args.users, args.seconds, out)
         native = {
             label: run_redis_benchmark(url, args.users, args.operations, cmd)
             for label, _, cmd in OPS
@@ -105,7 +123,43 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Locust in total: {float(agg['Requests/s']):,.0f} requests/s, failures {agg['Failure Count']}"
     )
+    doc = comparison(stats, native, args.users, args.operations)
+    (out / "redis_benchmark.json").write_text(json.dumps(doc, indent=2) + "\n")
+    from report.cli import main as analyze
+
+    analyze([str(out), "--quiet"])
+    print(f"Results: {out}/  (redis_benchmark.json, report.html)")
     return 0
+
+
+def comparison(
+    stats: dict[str, dict[str, str]], native: dict[str, dict[str, str]], users: int, operations: int
+) -> dict[str, Any]:
+    """``redis_benchmark.json``: per operation, Locust's figures beside redis-benchmark's."""
+    rows = []
+    for label, name, _ in OPS:
+        s, n = stats[name], native[label]
+        locust_rps, native_rps = float(s["Requests/s"]), float(n["rps"])
+        rows.append(
+            {
+                "operation": label,
+                "locust_per_s": locust_rps,
+                "locust_avg_ms": float(s["Average Response Time"]),
+                "locust_p99_ms": float(s["99%"]),
+                "locust_failures": int(s["Failure Count"]),
+                "native_per_s": native_rps,
+                "native_p50_ms": float(n["p50_latency_ms"]),
+                "native_p99_ms": float(n["p99_latency_ms"]),
+                "ratio": native_rps / locust_rps if locust_rps else None,
+            }
+        )
+    return {
+        "format": FORMAT,
+        "users": users,
+        "operations": operations,
+        "cpu_count": os.cpu_count(),
+        "rows": rows,
+    }
 
 
 if __name__ == "__main__":

@@ -27,8 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jwt
-
 from pipeline.exceptions import InvalidToken
 
 __all__ = [
@@ -91,6 +89,8 @@ def mint_token(
     **claims: Any,
 ) -> str:
     """A signed HS256 bearer token for ``subject``, valid ``ttl_s`` seconds."""
+    import jwt  # here, not at import: it imports ssl, which gevent must patch first
+
     issued = int(time.time() if now is None else now)
     payload = {"iss": issuer, "sub": subject, "iat": issued, "exp": issued + int(ttl_s), **claims}
     return jwt.encode(payload, secret, algorithm=_ALGORITHM)
@@ -98,6 +98,8 @@ def mint_token(
 
 def verify_token(secret: str, token: str, *, issuer: str = ISSUER) -> dict[str, Any]:
     """The claims of ``token``; :class:`InvalidToken` saying why when it is not acceptable."""
+    import jwt
+
     if not token:
         raise InvalidToken("no bearer token")
     try:

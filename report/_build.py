@@ -70,6 +70,8 @@ class Report:
     comparison: dict[str, Any] | None = None
     #: MQTT vs AMQP rows (``report._protocols``), empty for other runs
     protocols: list[dict[str, Any]] = field(default_factory=list)
+    #: Locust vs redis-benchmark rows (``python -m bench redis``), empty for other runs
+    redis_bench: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def failed_checks(self) -> list[Check]:
@@ -195,6 +197,7 @@ def build_report(
         faults=fault_rows(run),
         comparison=comparison_view(run),
         protocols=protocol_rows(run),
+        redis_bench=list(run.redis_bench["rows"]) if run.redis_bench else [],
     )
     if slo is not None:
         report.checks = evaluate(slo, figures)

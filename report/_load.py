@@ -86,6 +86,8 @@ class Run:
     comparison: dict[str, Any] | None = None
     #: ``protocols.json`` of an MQTT vs AMQP run (``users.broker_compare``), else None
     protocols: dict[str, Any] | None = None
+    #: ``redis_benchmark.json`` of ``python -m bench redis``, else None
+    redis_bench: dict[str, Any] | None = None
 
     @property
     def run_id(self) -> str:
@@ -375,7 +377,24 @@ def load_run(folder: str | Path) -> Run:
         faults=_faults(folder / "faults.json"),
         comparison=_comparison(folder / "comparison.json"),
         protocols=_protocols(folder / "protocols.json"),
+        redis_bench=_redis_bench(folder / "redis_benchmark.json"),
     )
+
+
+def _redis_bench(path: Path) -> dict[str, Any] | None:
+    """``redis_benchmark.json`` of ``python -m bench redis`` (optional; checked like the others)."""
+    if not path.exists():
+        return None
+    doc = _read_json(path, "pipeswarm-redis/1")
+    rows = _field(doc, "rows", (list,), str(path))
+    for i, row in enumerate(rows):
+        where = f"{path} rows[{i}]"
+        if not isinstance(row, dict):
+            raise UnusableInput(f"{where} is not an object.")
+        _field(row, "operation", (str,), where)
+        for key in ("locust_per_s", "native_per_s"):
+            _field(row, key, (int, float), where)
+    return doc
 
 
 def _comparison(path: Path) -> dict[str, Any] | None:

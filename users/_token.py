@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import time
 
-import jwt
-
 __all__ = ["ISSUER", "TOKEN_TTL_S", "mint_token"]
 
 ISSUER = "pipeswarm"
@@ -19,6 +17,8 @@ TOKEN_TTL_S = 12 * 3600
 
 
 def mint_token(secret: str, subject: str = "pipeswarm-load", ttl_s: float = TOKEN_TTL_S) -> str:
+    import jwt  # here, not at import: it imports ssl, which gevent must patch first
+
     issued = int(time.time())
     claims = {"iss": ISSUER, "sub": subject, "iat": issued, "exp": issued + int(ttl_s)}
     return jwt.encode(claims, secret, algorithm="HS256")

@@ -450,3 +450,36 @@ def test_a_snapshot_mode_path_reports_staleness_not_loss(tmp_path, capsys):
     html = (tmp_path / "out" / "report.html").read_text()
     assert "snapshot mode; conflation is by design" in html and "stalest value" in html
     assert "Snapshot batches" in html
+
+
+def test_a_redis_bench_folder_reports_locust_beside_redis_benchmark(tmp_path, capsys):
+    """``python -m bench redis`` writes redis_benchmark.json next to its run: the report shows
+    both sides per operation and their ratio; a wrong field is one sentence, exit 2."""
+    from bench.redis_bench import OPS, comparison
+
+    built = build_run(tmp_path / "redis")
+    stats = {
+        name: {
+            "Requests/s": "2000",
+            "Average Response Time": "0.09",
+            "99%": "0",
+            "Failure Count": "0",
+        }
+        for _, name, _ in OPS
+    }
+    native = {
+        label: {"rps": "30000", "p50_latency_ms": "0.095", "p99_latency_ms": "0.231"}
+        for label, _, _ in OPS
+    }
+    doc = comparison(stats, native, users=5, operations=20000)
+    assert [r["ratio"] for r in doc["rows"]] == [15.0] * len(OPS)
+    (built.folder / "redis_benchmark.json").write_text(json.dumps(doc))
+    code, _, _ = _analyze(capsys, built.folder, "-o", tmp_path / "out")
+    assert code == 0
+    html = (tmp_path / "out" / "report.html").read_text()
+    section = html[html.index('id="redis-bench"') :]
+    assert section.count("15.0×") == len(OPS) and "30,000" in section and "&lt; 1 ms" in section
+    doc["rows"][1]["native_per_s"] = "fast"
+    (built.folder / "redis_benchmark.json").write_text(json.dumps(doc))
+    code, _, err = _analyze(capsys, built.folder, "-o", tmp_path / "out2")
+    assert code == 2 and "redis_benchmark.json rows[1]" in err and "native_per_s" in err
