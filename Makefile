@@ -62,9 +62,12 @@ demo: setup
 # stack of its own, mostly waiting on the clock) run beside the rest of the suite,
 # which yields the CPU to them (nice 10) so their latency figures stay honest.
 # The five-namespace multi-host run (tests/integration/test_multihost.py, ~2 min, most
-# of it the stack starting in its namespace) follows them on that side.
+# of it the stack starting in its namespace) and three files of outage tests on stacks
+# of their own (~4 min) follow them on that side, so both sides take about as long.
 # Their output is printed once they are done; either failing fails `make test`.
-HOLDS := tests/integration/test_holds.py tests/integration/test_multihost.py
+HOLDS := tests/integration/test_holds.py tests/integration/test_multihost.py \
+         tests/integration/test_bridge_faults.py tests/integration/test_consumer.py \
+         tests/integration/test_faults_locust.py
 test: setup
 	@export PATH="$$PATH:/usr/sbin:/sbin"; log=$$(mktemp); \
 	$(PY) -m pytest -q -p no:cacheprovider $(HOLDS) >$$log 2>&1 & holds=$$!; \
