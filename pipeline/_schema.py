@@ -19,6 +19,7 @@ reach Redis, and nothing it accepts can make a later stage fail.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -137,3 +138,37 @@ def decode(payload: bytes, device_id: str | None, max_bytes: int) -> Decoded:
 def dumps(message: dict[str, Any]) -> bytes:
     """The compact JSON every stage writes (no NaN: :func:`parse` rejected those)."""
     return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+
+
+def dead_letter(
+    payload: bytes,
+    max_bytes: int,
+    *,
+    reason: str,
+    detail: str,
+    topic: str,
+    received_ns: int,
+    size: int | None = None,
+    **extra: Any,
+) -> bytes:
+    """The dead-letter record of a rejected device message (the bridge's and the gateway's
+    ingest's alike): the reason, up to ``max_bytes`` of the payload (as text, or base64 when
+    it is not UTF-8), where it came from; JSON bytes for the DLQ topic. ``size``: the
+    message's whole size when ``payload`` is already cut."""
+    kept = payload[:max_bytes]
+    size = len(payload) if size is None else size
+    try:
+        text: dict[str, Any] = {"payload": kept.decode("utf-8")}
+    except UnicodeDecodeError:
+        text = {"payload_base64": base64.b64encode(kept).decode()}
+    record = {
+        "reason": reason,
+        "detail": detail[:300],
+        "topic": topic,
+        **extra,
+        "size": size,
+        "truncated": size > len(kept),
+        "received_ns": received_ns,
+        **text,
+    }
+    return json.dumps(record, separators=(",", ":")).encode()

@@ -23,11 +23,9 @@ in-flight window (`max_inflight_messages`) filling instead of as drops.
 
 from __future__ import annotations
 
-import base64
 import functools
 import heapq
 import itertools
-import json
 import logging
 import sys
 import threading
@@ -199,22 +197,11 @@ class Bridge:
         self._produce(self.settings.kafka_topic, device_id.encode(), value, item)
 
     def _dead_letter(self, item: Received, reason: str, detail: str) -> None:
-        payload = item.payload[: self.settings.max_payload_bytes]
-        try:
-            text: dict[str, Any] = {"payload": payload.decode("utf-8")}
-        except UnicodeDecodeError:
-            text = {"payload_base64": base64.b64encode(payload).decode()}
-        record = {
-            "reason": reason,
-            "detail": detail[:300],
-            "topic": item.topic,
-            "size": len(item.payload),
-            "truncated": len(item.payload) > len(payload),
-            "received_ns": item.recv_ns,
-            **text,
-        }
+        value = _schema.dead_letter(
+            item.payload, self.settings.max_payload_bytes,
+            reason=reason, detail=detail, topic=item.topic, received_ns=item.recv_ns,
+        )  # fmt: skip
         DLQ.labels(reason).inc()
-        value = json.dumps(record, separators=(",", ":")).encode()
         self._produce(self.settings.kafka_dlq_topic, item.topic.encode(), value, item)
 
     def _produce(

@@ -18,8 +18,6 @@ reports with ``poll()`` and resolves each request's future on the event loop.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import threading
 import time
@@ -177,22 +175,11 @@ class Ingest:
         """The bridge's dead-letter record, ``topic`` being the request path."""
         reason = getattr(exc, "reason", "internal_error")
         self.stats.ingest_rejected[reason] += 1
-        payload = body[: self.settings.max_payload_bytes]
-        try:
-            text: dict[str, Any] = {"payload": payload.decode("utf-8")}
-        except UnicodeDecodeError:
-            text = {"payload_base64": base64.b64encode(payload).decode()}
-        record = {
-            "reason": reason,
-            "detail": str(exc)[:300],
-            "topic": f"/api/ingest/{device_id}",
-            "src": "http",
-            "size": size,
-            "truncated": size > len(payload),
-            "received_ns": received_ns,
-            **text,
-        }
-        value = json.dumps(record, separators=(",", ":")).encode()
+        value = _schema.dead_letter(
+            body, self.settings.max_payload_bytes,
+            reason=reason, detail=str(exc), topic=f"/api/ingest/{device_id}",
+            received_ns=received_ns, size=size, src="http",
+        )  # fmt: skip
         if self.producer is None:
             return
         try:
