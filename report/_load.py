@@ -383,34 +383,36 @@ def load_run(folder: str | Path) -> Run:
 
 def _redis_bench(path: Path) -> dict[str, Any] | None:
     """``redis_benchmark.json`` of ``python -m bench redis`` (optional; checked like the others)."""
+    return _optional(
+        path, "pipeswarm-redis/1", "rows",
+        {"operation": (str,), "locust_per_s": (int, float), "native_per_s": (int, float)},
+    )  # fmt: skip
+
+
+def _optional(
+    path: Path, fmt: str, rows_key: str, fields: Mapping[str, tuple[type, ...]]
+) -> dict[str, Any] | None:
+    """An optional results file: None when absent; else its document, whose ``rows_key``
+    list holds objects with ``fields`` of those types (:class:`UnusableInput` otherwise)."""
     if not path.exists():
         return None
-    doc = _read_json(path, "pipeswarm-redis/1")
-    rows = _field(doc, "rows", (list,), str(path))
+    doc = _read_json(path, fmt)
+    rows = _field(doc, rows_key, (list,), str(path))
     for i, row in enumerate(rows):
-        where = f"{path} rows[{i}]"
+        where = f"{path} {rows_key}[{i}]"
         if not isinstance(row, dict):
             raise UnusableInput(f"{where} is not an object.")
-        _field(row, "operation", (str,), where)
-        for key in ("locust_per_s", "native_per_s"):
-            _field(row, key, (int, float), where)
+        for key, kinds in fields.items():
+            _field(row, key, kinds, where)
     return doc
 
 
 def _comparison(path: Path) -> dict[str, Any] | None:
     """``comparison.json`` of an ingest comparison run (optional; checked like the others)."""
-    if not path.exists():
-        return None
-    doc = _read_json(path, "pipeswarm-comparison/1")
-    phases = _field(doc, "phases", (list,), str(path))
-    for i, phase in enumerate(phases):
-        where = f"{path} phases[{i}]"
-        if not isinstance(phase, dict):
-            raise UnusableInput(f"{where} is not an object.")
-        _field(phase, "src", (str,), where)
-        for key in ("ack_ms", "e2e_ms"):
-            _field(phase, key, (dict,), where)
-    _field(doc, "summary", (dict,), str(path))
+    fields = {"src": (str,), "ack_ms": (dict,), "e2e_ms": (dict,)}
+    doc = _optional(path, "pipeswarm-comparison/1", "phases", fields)
+    if doc is not None:
+        _field(doc, "summary", (dict,), str(path))
     return doc
 
 
@@ -425,14 +427,5 @@ def _protocols(path: Path) -> dict[str, Any] | None:
 
 def _faults(path: Path) -> dict[str, Any] | None:
     """``faults.json`` when the run had ``--faults`` (optional; checked like the others)."""
-    if not path.exists():
-        return None
-    doc = _read_json(path, "pipeswarm-faults/1")
-    phases = _field(doc, "phases", (list,), str(path))
-    for i, phase in enumerate(phases):
-        where = f"{path} phases[{i}]"
-        if not isinstance(phase, dict):
-            raise UnusableInput(f"{where} is not an object.")
-        for key in ("spec", "action", "component"):
-            _field(phase, key, (str,), where)
-    return doc
+    fields = {"spec": (str,), "action": (str,), "component": (str,)}
+    return _optional(path, "pipeswarm-faults/1", "phases", fields)
