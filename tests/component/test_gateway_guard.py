@@ -267,7 +267,9 @@ def test_schemathesis_finds_no_server_error_in_the_openapi(gateway, rds, tmp_pat
             "--max-examples", "80",
             "--max-time", "20",
             "--seed", "11",
-            "--workers", "4",
+            # one worker: hypothesis's ast.parse from several threads trips CPython 3.11
+            # ("SystemError: AST constructor recursion depth mismatch"), once in 3 CI runs
+            "--workers", "1",
             "--generation-database", "none",
             "--header", f"Authorization: Bearer {gateway.token}",
             "--report", "json", "--report-json-path", str(report),
