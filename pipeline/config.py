@@ -322,6 +322,22 @@ class Settings:
         "CLIENT_QUEUE",
         "Messages queued per WebSocket client before the gateway drops for that slow client",
     )
+    #: `pipeline._gc`: with thousands of connections a full collection stops the
+    #: gateway for 0.1–0.6 s every few seconds unless the old objects are frozen.
+    gc_freeze_s: int = setting(
+        1,
+        "GC_FREEZE_S",
+        "Every this many seconds the gateway moves its surviving objects out of Python's "
+        "full garbage collections (gc.freeze); 0: never",
+        check=at_least(0),
+    )
+    gc_full_s: int = setting(
+        600,
+        "GC_FULL_S",
+        "Every this many seconds the gateway collects everything, frozen objects too "
+        "(reclaims reference cycles; one pause); 0: never",
+        check=at_least(0),
+    )
     #: Tokens are JWTs (HS256) with an issuer and an expiry (`pipeline.auth`); the
     #: embedded stack passes its secret file here, so `make demo` needs nothing.
     gateway_auth: str = setting(

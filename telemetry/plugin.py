@@ -40,9 +40,12 @@ from typing import TYPE_CHECKING, Any
 import gevent
 import locust
 import psutil
+from gevent.lock import Semaphore
 from locust.runners import MasterRunner, WorkerRunner
 
 from telemetry import clock, results, run_info, summary
+from telemetry._gc import Freezer
+from telemetry._locust_fixes import cache_default_args
 from telemetry.collector import Collector
 from telemetry.exceptions import OptionError
 from telemetry.ledger import Ledger
@@ -85,6 +88,10 @@ LOCAL_CLOSE_DELAY_S = 1.0
 FINAL_TIMEOUT_S = 15.0
 
 
+def _yield() -> None:
+    gevent.sleep(0)
+
+
 def new_run_id() -> str:
     """``YYYYmmdd-HHMMSS-xxxx`` (UTC time + 4 hex digits): sortable and unique."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
@@ -99,6 +106,7 @@ class E2EPlugin:
         self._generated_ids: set[str] = set()
         self.ledger = Ledger("", source=self._source())
         self.probe = LoopLagProbe()
+        self.freezer = Freezer()
         self.collector: Collector | None = None
         self.timeseries: Timeseries | None = None
         self.results_path: Any = None
@@ -119,6 +127,7 @@ class E2EPlugin:
         self._process.cpu_percent()  # the first call only starts the measurement
         self._final_sent = False
         self._stopping = False
+        self._payload_lock = Semaphore()
         events = environment.events
         events.test_start.add_listener(self.on_test_start)
         events.test_stopping.add_listener(self.on_test_stopping)
@@ -200,6 +209,7 @@ class E2EPlugin:
         self.probe.stop()
         self.probe = LoopLagProbe()
         self.probe.start()
+        self.freezer.start()
         if self.is_worker:
             return
         self.collector = Collector(run_id, grace_s=grace, drain_s=drain)
@@ -217,7 +227,13 @@ class E2EPlugin:
 
     # --- reports -------------------------------------------------------------
     def _payload(self, final: bool) -> dict[str, Any]:
-        payload = self.ledger.final() if final else self.ledger.report()
+        # one payload at a time: a periodic one yields while it summarises the
+        # subscriptions, and the final must not take the histograms from under it
+        with self._payload_lock:
+            return self._build_payload(final)
+
+    def _build_payload(self, final: bool) -> dict[str, Any]:
+        payload = self.ledger.final() if final else self.ledger.report(pause=_yield)
         payload["looplag"] = self.probe.take_wire()
         payload["host"] = socket.gethostname()
         if self.is_worker:
@@ -344,6 +360,7 @@ class E2EPlugin:
             # normally sent after the drain; if the master never asked, send it now
             self._send_final()
             self.probe.stop()
+            self.freezer.stop()
             return
         if self.collector is None:
             return
@@ -353,6 +370,7 @@ class E2EPlugin:
         else:
             self._local_merge(final=True)
         self.probe.stop()
+        self.freezer.stop()
         if self._sampler is not None:
             self._sampler.kill(block=False)
             self._sampler = None
@@ -418,6 +436,7 @@ def install(environment: Environment) -> E2EPlugin:
     """Attach telemetry to ``environment`` (idempotent) and return its plugin."""
     plugin = _plugins.get(environment)
     if plugin is None:
+        cache_default_args()
         plugin = _plugins[environment] = E2EPlugin(environment)
     else:
         plugin.register_messages()

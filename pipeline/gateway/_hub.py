@@ -66,6 +66,8 @@ def ws_payload(frame: bytes) -> bytes:
 
 #: A STOMP heart-beat (one EOL) as a WebSocket frame.
 HEARTBEAT_FRAME = ws_frame(b"\n")
+#: how often :meth:`Hub.run_heartbeats` looks for connections due a heart-beat
+HEARTBEAT_TICK_S = 1.0
 
 
 class Outbox:
@@ -89,6 +91,7 @@ class Outbox:
         "stats",
         "_ids",
         "heartbeat_s",
+        "last_tx",
         "room",
         "close_code",
         "close_reason",
@@ -103,6 +106,7 @@ class Outbox:
         self.stats = stats
         self._ids = itertools.count(1)
         self.heartbeat_s = 0.0  # STOMP: send an EOL after this long without a frame
+        self.last_tx = time.perf_counter()  # when the sender last wrote (heart-beats)
         #: set by the sender once the queue is down to half its limit (a replay waits on it)
         self.room: asyncio.Event | None = None
         self.close_code = 1000  # what close_after_drain() closes the WebSocket with
@@ -163,6 +167,23 @@ class Outbox:
         self._release_room()
 
 
+async def beat(outboxes: list[Outbox], tick_s: float, *, slice_n: int = 1000) -> int:
+    """Queue one EOL to every outbox idle for its ``heartbeat_s`` (less a tick, so
+    none is late); yields to the loop every ``slice_n`` (10,000 connections are
+    ~20 ms of walking). Returns how many were queued."""
+    now = time.perf_counter()
+    queued = 0
+    for n, outbox in enumerate(outboxes, 1):
+        if outbox.heartbeat_s and not outbox.items and not outbox.closed:
+            if now - outbox.last_tx >= outbox.heartbeat_s - tick_s:
+                outbox.items.append((HEARTBEAT_FRAME, None))
+                outbox.wake.set()
+                queued += 1
+        if n % slice_n == 0:
+            await asyncio.sleep(0)
+    return queued
+
+
 async def run_sender(
     outbox: Outbox,
     send_text: Callable[[str], Awaitable[None]],
@@ -186,14 +207,9 @@ async def run_sender(
             if outbox.closed:
                 return
             outbox.wake.clear()
-            if outbox.heartbeat_s:
-                try:
-                    await asyncio.wait_for(outbox.wake.wait(), outbox.heartbeat_s)
-                except TimeoutError:
-                    # STOMP heart-beat: one EOL
-                    await (write(HEARTBEAT_FRAME) if write is not None else send_text("\n"))
-            else:
-                await outbox.wake.wait()
+            # heart-beats are queued by beat() (one ticker for every connection): a
+            # timeout here would be a task and a timer per wake-up and per subscriber
+            await outbox.wake.wait()
             continue
         if write is None:
             text, t_received = items.popleft()
@@ -203,6 +219,7 @@ async def run_sender(
                 await close()
                 return
             await send_text(ws_payload(text).decode() if isinstance(text, bytes) else text)
+            outbox.last_tx = perf()
             if t_received is not None:
                 hist.observe(perf() - t_received)
                 pushed[protocol] += 1
@@ -224,6 +241,7 @@ async def run_sender(
             outbox._release_room()
         if batch:
             await write(batch[0] if len(batch) == 1 else b"".join(batch))
+            outbox.last_tx = perf()
             pushed[protocol] += sent
         if closing:
             await close()
@@ -541,6 +559,12 @@ class Hub:
         horizon = now - self.ttl_s
         for device_id in [d for d, e in self.latest.items() if e[2] < horizon]:
             del self.latest[device_id]
+
+    async def run_heartbeats(self, tick_s: float = HEARTBEAT_TICK_S) -> None:
+        """Every ``tick_s``: a heart-beat to each STOMP connection that is due one."""
+        while True:
+            await asyncio.sleep(tick_s)
+            await beat(list(self.stomp_clients), tick_s)
 
     async def run_snapshots(self) -> None:
         """Tick every interval on a fixed schedule, so the work does not add drift.

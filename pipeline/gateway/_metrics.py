@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -270,4 +270,5 @@ def make_registry(stats: GatewayStats) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_GatewayCollector(stats))
     ProcessCollector(registry=registry)
+    GCCollector(registry=registry)  # python_gc_*: how often full collections ran (pipeline._gc)
     return registry

@@ -23,6 +23,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pipeline._gc import Freezer
 from pipeline.config import Settings
 from pipeline.gateway import _rest, _ws
 from pipeline.gateway._commands import CommandPublisher
@@ -88,6 +89,9 @@ class Gateway:
         self.commands.start()
         self.ingest.start()
         self._tasks.append(asyncio.create_task(_supervise("redis_reader", self.reader.run)))
+        self._tasks.append(asyncio.create_task(_supervise("heartbeats", self.hub.run_heartbeats)))
+        freezer = Freezer(self.settings.gc_freeze_s, self.settings.gc_full_s)
+        self._tasks.append(asyncio.create_task(_supervise("gc_freezer", freezer.run)))
         if self.hub.snapshot_mode:
             self._tasks.append(asyncio.create_task(_supervise("snapshots", self.hub.run_snapshots)))
         log.info(

@@ -34,7 +34,7 @@ from pipeline.config import (
     MqttTarget,
     Settings,
 )
-from pipeline.gateway._hub import Hub, Outbox, run_sender
+from pipeline.gateway._hub import Hub, Outbox, beat, run_sender
 from pipeline.gateway._metrics import GatewayStats
 from pipeline.gateway._stomp_server import StompSession
 from pipeline.gateway._stream import key_of
@@ -728,31 +728,41 @@ def test_outbox_drops_beyond_its_limit_but_not_control_frames():
     assert stats.dropped[("websocket", "closed")] == 2
 
 
-def test_sender_writes_eol_heartbeats_only_when_idle():
-    async def main() -> list[str]:
+def test_heartbeats_go_only_to_connections_idle_for_their_interval():
+    async def main() -> dict[str, list[str]]:
         stats = GatewayStats()
-        outbox = Outbox("stomp", 10, stats)
-        outbox.heartbeat_s = 0.02
-        sent: list[str] = []
+        names = ("idle", "busy", "off")
+        boxes = {name: Outbox("stomp", 10, stats) for name in names}
+        boxes["idle"].heartbeat_s = boxes["busy"].heartbeat_s = 10.0  # "off" negotiated 0
+        sent: dict[str, list[str]] = {name: [] for name in names}
 
-        async def send(text: str) -> None:
-            sent.append(text)
+        def sender(name: str) -> asyncio.Task[None]:
+            async def send(text: str) -> None:
+                sent[name].append(text)
 
-        async def close() -> None:
-            sent.append("<close>")
+            async def close() -> None:
+                sent[name].append("<close>")
 
-        task = asyncio.create_task(run_sender(outbox, send, close))
-        for _ in range(500):  # until two heart-beats went out (bounded: 5 s)
-            if sent.count("\n") >= 2:
+            return asyncio.create_task(run_sender(boxes[name], send, close))
+
+        tasks = [sender(name) for name in names]
+        now = time.perf_counter()
+        boxes["idle"].last_tx = now - 9.5  # due within the next tick
+        boxes["busy"].last_tx = now - 1.0
+        boxes["off"].last_tx = now - 100.0
+        assert await beat(list(boxes.values()), 1.0) == 1
+        for _ in range(100):
+            if sent["idle"]:
                 break
             await asyncio.sleep(0.01)
-        outbox.push("MESSAGE", time.perf_counter())
-        outbox.close_after_drain()
-        await asyncio.wait_for(task, 5)
-        assert stats.pushed["stomp"] == 1
-        assert stats.push_latency.count == 1
+        # the EOL went out and restarted the idle connection's clock
+        assert await beat(list(boxes.values()), 1.0) == 0
+        boxes["busy"].push("MESSAGE", time.perf_counter())
+        for box in boxes.values():
+            box.close_after_drain()
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        assert stats.pushed["stomp"] == 1  # a heart-beat is not a pushed message
         return sent
 
     sent = asyncio.run(main())
-    assert sent[-2:] == ["MESSAGE", "<close>"]
-    assert set(sent[:-2]) == {"\n"} and len(sent) >= 4
+    assert sent == {"idle": ["\n", "<close>"], "busy": ["MESSAGE", "<close>"], "off": ["<close>"]}

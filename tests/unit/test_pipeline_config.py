@@ -55,6 +55,8 @@ EXPECTED = {
     "PUSH_MODE": "stream",
     "SNAPSHOT_INTERVAL_MS": 1000,
     "CLIENT_QUEUE": 10_000,
+    "GC_FREEZE_S": 1,
+    "GC_FULL_S": 600,
     "GATEWAY_AUTH": "on",
     "GATEWAY_JWT_SECRET_FILE": "",
     "GATEWAY_JWT_SECRET": "",

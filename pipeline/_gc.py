@@ -1,0 +1,61 @@
+"""Keep CPython's full garbage collections short in a service that holds thousands of connections.
+
+A full (generation 2) collection walks every tracked object with the event loop
+stopped. Measured in the gateway with 4,000 STOMP subscribers: 18 full
+collections in 60 s of up to 557 ms each, every message in flight late by as
+much (the e2e p99 was 590 ms, its p50 25 ms). CPython starts one whenever the
+objects promoted since the last exceed a quarter of the old ones, and a busy
+gateway promotes tens of thousands a second (frames queued to slow readers,
+per-connection state).
+
+So every ``freeze_s`` the service collects its youngest generation and moves what
+survived into the permanent generation (``gc.freeze()``): later full collections
+walk only what was made since (measured with 4,000 subscribers, every second: no
+automatic full collection after the first freeze, e2e p99 590 -> 72 ms). Frozen objects are still freed by reference
+counting; a reference cycle among them (a closed connection's protocol, task and
+transport) is reclaimed by the full collection of everything, frozen or not, run
+every ``full_s`` — one long pause every ten minutes instead of one every three
+seconds.
+
+``telemetry._gc`` does the same on the load side under gevent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+
+__all__ = ["Freezer", "FREEZE_S", "FULL_S"]
+
+FREEZE_S = 1.0
+FULL_S = 600.0
+
+
+class Freezer:
+    """:meth:`step` freezes (and now and then collects everything); :meth:`run` loops it."""
+
+    def __init__(self, freeze_s: float = FREEZE_S, full_s: float = FULL_S) -> None:
+        self.freeze_s = freeze_s
+        self.full_s = full_s
+        self.freezes = 0
+        self.full_collections = 0
+        self._last_full = time.monotonic()
+
+    def step(self, now: float) -> None:
+        if self.full_s and now - self._last_full >= self.full_s:
+            gc.unfreeze()
+            gc.collect()
+            self._last_full = now
+            self.full_collections += 1
+        else:
+            gc.collect(0)
+        gc.freeze()
+        self.freezes += 1
+
+    async def run(self) -> None:
+        if self.freeze_s <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.freeze_s)
+            self.step(time.monotonic())
