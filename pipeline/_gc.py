@@ -24,32 +24,56 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import time
+from collections.abc import Callable
 
-__all__ = ["Freezer", "FREEZE_S", "FULL_S"]
+__all__ = ["Freezer", "FREEZE_S", "FULL_S", "QUIET"]
 
 FREEZE_S = 1.0
 FULL_S = 600.0
+#: a full collection waits until the gateway holds at most this many connections
+QUIET = 100
+
+log = logging.getLogger(__name__)
 
 
 class Freezer:
-    """:meth:`step` freezes (and now and then collects everything); :meth:`run` loops it."""
+    """:meth:`step` freezes (and, when quiet, collects everything); :meth:`run` loops it."""
 
-    def __init__(self, freeze_s: float = FREEZE_S, full_s: float = FULL_S) -> None:
+    def __init__(
+        self,
+        freeze_s: float = FREEZE_S,
+        full_s: float = FULL_S,
+        connections: Callable[[], int] = lambda: 0,
+        quiet: int = QUIET,
+    ) -> None:
         self.freeze_s = freeze_s
         self.full_s = full_s
+        self.connections = connections
+        self.quiet = quiet
         self.freezes = 0
         self.full_collections = 0
         self._last_full = time.monotonic()
 
     def step(self, now: float) -> None:
         if self.full_s and now - self._last_full >= self.full_s:
-            gc.unfreeze()
-            gc.collect()
-            self._last_full = now
-            self.full_collections += 1
-        else:
-            gc.collect(0)
+            open_now = self.connections()
+            if open_now <= self.quiet:
+                frozen = gc.get_freeze_count()
+                started = time.perf_counter()
+                gc.unfreeze()
+                found = gc.collect()
+                log.info(
+                    "event=gc_full connections=%d frozen=%d collected=%d ms=%.0f",
+                    open_now,
+                    frozen,
+                    found,
+                    (time.perf_counter() - started) * 1000,
+                )
+                self._last_full = now
+                self.full_collections += 1
+        gc.collect(0)
         gc.freeze()
         self.freezes += 1
 

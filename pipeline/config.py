@@ -334,8 +334,9 @@ class Settings:
     gc_full_s: int = setting(
         600,
         "GC_FULL_S",
-        "Every this many seconds the gateway collects everything, frozen objects too "
-        "(reclaims reference cycles; one pause); 0: never",
+        "At most every this many seconds, and only while it holds at most 100 connections, "
+        "the gateway collects everything, frozen objects too (reclaims the reference cycles "
+        "of closed connections; one pause); 0: never",
         check=at_least(0),
     )
     #: Tokens are JWTs (HS256) with an issuer and an expiry (`pipeline.auth`); the

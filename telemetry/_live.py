@@ -18,10 +18,11 @@ __all__ = ["path_counters", "ignored_counters", "lost_by_path"]
 
 
 def path_counters(collector: Collector) -> dict[str, dict[str, int]]:
-    """Per path: every counter of :data:`~telemetry.ledger.COUNTERS`, summed over subscriptions."""
+    """Per path: every counter of :data:`~telemetry.ledger.COUNTERS`, summed over subscriptions
+    (from each source's reported sums, ``Collector.live``)."""
     out: dict[str, dict[str, int]] = {}
-    for sub in list(collector.subs.values()):
-        for path, values in sub.get("counters", {}).items():
+    for entry in collector.live_entries():
+        for path, values in entry["counters"].items():
             acc = out.setdefault(path, dict.fromkeys(COUNTERS, 0))
             for name, value in zip(COUNTERS, values, strict=False):
                 acc[name] += int(value)
@@ -31,13 +32,13 @@ def path_counters(collector: Collector) -> dict[str, dict[str, int]]:
 def ignored_counters(collector: Collector) -> dict[tuple[str, str], int]:
     """``(subscriber kind, reason) -> messages`` not measured: foreign_run, out_of_scope, untraced."""
     out: dict[tuple[str, str], int] = {}
-    for sub in list(collector.subs.values()):
-        kind = str(sub.get("kind", ""))
-        for values in sub.get("counters", {}).values():
+    for entry in collector.live_entries():
+        kind = str(entry["kind"])
+        for values in entry["counters"].values():
             for reason in ("foreign_run", "out_of_scope"):
                 n = int(values[COUNTERS.index(reason)])
                 out[(kind, reason)] = out.get((kind, reason), 0) + n
-        out[(kind, "untraced")] = out.get((kind, "untraced"), 0) + int(sub.get("untraced", 0))
+        out[(kind, "untraced")] = out.get((kind, "untraced"), 0) + int(entry["untraced"])
     return out
 
 

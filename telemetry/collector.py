@@ -33,7 +33,7 @@ from typing import Any
 from telemetry._windows import Windows
 from telemetry._wire import PublisherWire, SnapshotWire, StreamWire
 from telemetry.hdr import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS, Histogram, HistogramSet
-from telemetry.ledger import COUNTERS
+from telemetry.ledger import COUNTERS, add_live
 from telemetry.stages import PATH_SEP, path_name, split_path
 
 __all__ = ["Collector", "E2E_FORMAT", "WORST_N"]
@@ -60,6 +60,8 @@ class Collector:
         self.windows = Windows()
         self.loop_lag: dict[str, Histogram] = {}
         self.subs: dict[str, dict[str, Any]] = {}
+        #: per source: its subscriptions summed per kind (``telemetry.ledger.add_live``)
+        self.live: dict[str, dict[str, Any]] = {}
         self.published: dict[str, dict[str, int]] = {}
         self.finals: dict[str, dict[str, Any]] = {}
         self.reports: dict[str, int] = {}
@@ -83,6 +85,19 @@ class Collector:
             self.published[source] = dict(payload["published"])
         for sid, summary in payload.get("subs", {}).items():
             self.subs[sid] = dict(summary, source=source, id=sid)
+        if "live" in payload:
+            self.live[source] = payload["live"]
+        elif "subs" in payload:  # a payload of every subscription (and no sums)
+            live: dict[str, Any] = {}
+            for summary in payload["subs"].values():
+                add_live(
+                    live,
+                    str(summary.get("kind", "")),
+                    int(summary.get("untraced", 0)),
+                    summary.get("counters", {}),
+                    summary.get("overdue", {}),
+                )
+            self.live[source] = live
         if payload.get("final"):
             self.finals[source] = {
                 "streams": payload.get("streams", {}),
@@ -101,14 +116,22 @@ class Collector:
         Tail loss (never arrived after the last received seq) is only known at the end.
         """
         out: dict[str, int] = {}
-        for sub in self.subs.values():
-            for path, n in sub.get("overdue", {}).items():
+        for entry in self.live_entries():
+            for path, n in entry["overdue"].items():
                 out[path] = out.get(path, 0) + int(n)
         return out
 
     def delivered_total(self) -> int:
         i = COUNTERS.index("delivered")
-        return sum(c[i] for s in self.subs.values() for c in s.get("counters", {}).values())
+        return sum(c[i] for e in self.live_entries() for c in e["counters"].values())
+
+    def live_entries(self) -> list[dict[str, Any]]:
+        """Every source's sums per subscriber kind, as last reported, with their ``kind``."""
+        return [
+            dict(entry, kind=kind)
+            for live in list(self.live.values())
+            for kind, entry in live.items()
+        ]
 
     # --- the result -------------------------------------------------------------
     def _merged_publishers(self) -> dict[str, PublisherWire]:

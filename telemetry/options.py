@@ -166,11 +166,12 @@ class Option(Generic[T]):
 class OptionGroup:
     """The options of one part, registered and checked together (a parser argument group)."""
 
-    __slots__ = ("title", "options", "web_ui", "validators")
+    __slots__ = ("title", "options", "web_ui", "validators", "_dests")
 
     def __init__(self, title: str, *options: Option[Any], web_ui: bool = True) -> None:
         self.title = title
         self.options = options
+        self._dests = tuple(o.dest for o in options)  # key() runs for every user spawned
         #: whether the options appear in the web UI's form (each option may opt out)
         self.web_ui = web_ui
         #: more checks at ``init`` (e.g. that a file named by an option can be used)
@@ -184,7 +185,7 @@ class OptionGroup:
 
     def key(self, options: Namespace | None) -> tuple[Any, ...]:
         """The raw values (to see whether anything changed since the last read)."""
-        return tuple(getattr(options, o.dest, None) for o in self.options)
+        return tuple(getattr(options, dest, None) for dest in self._dests)
 
     def validate(self, environment: Environment, **_kw: Any) -> None:
         """An ``init`` listener: a bad value is one sentence and exit code 2."""

@@ -90,7 +90,11 @@ class Gateway:
         self.ingest.start()
         self._tasks.append(asyncio.create_task(_supervise("redis_reader", self.reader.run)))
         self._tasks.append(asyncio.create_task(_supervise("heartbeats", self.hub.run_heartbeats)))
-        freezer = Freezer(self.settings.gc_freeze_s, self.settings.gc_full_s)
+        freezer = Freezer(
+            self.settings.gc_freeze_s,
+            self.settings.gc_full_s,
+            connections=lambda: sum(self.hub.connections().values()),
+        )
         self._tasks.append(asyncio.create_task(_supervise("gc_freezer", freezer.run)))
         if self.hub.snapshot_mode:
             self._tasks.append(asyncio.create_task(_supervise("snapshots", self.hub.run_snapshots)))

@@ -228,3 +228,47 @@ def test_gap_memory_is_bounded():
     st = sub.streams["d1"]
     assert st.gaps is not None and len(st.gaps) == MAX_GAPS
     assert st.missing() == MAX_GAPS + 49
+
+
+def test_reports_carry_sums_every_time_and_each_summary_once_until_asked():
+    ledger = Ledger("run")
+    subs = [ledger.subscriber("stomp", ["d1"]) for _ in range(3)] + [ledger.subscriber("ws")]
+    for sub in subs:
+        sub.since_ns = BASE
+    _publish(ledger, "d1", range(1, 6))
+    for sub in subs:
+        for seq in range(1, 6 if sub.kind == "stomp" else 3):
+            sub.received(_msg("d1", seq), BASE + seq * 100_000_000 + 5_000_000)
+    pauses = []
+    first = ledger.report(BASE, every_sub=False, pause=lambda: pauses.append(1))
+    assert set(first["subs"]) == {s.id for s in subs}  # new ones: every summary once
+    collector = Collector("run", grace_s=5.0, drain_s=0)
+    collector.merge("w1", first)
+    delivered = COUNTERS.index("delivered")
+    assert first["live"]["stomp"]["subs"] == 3
+    assert first["live"]["stomp"]["counters"]["mqtt→stomp"][delivered] == 15
+    assert first["live"]["ws"]["counters"]["mqtt→ws"][delivered] == 2
+    assert collector.delivered_total() == 17
+
+    late = ledger.subscriber("stomp", ["d1"])
+    late.since_ns = BASE
+    subs[0].received(_msg("d1", 6), BASE + 6 * 100_000_000 + 5_000_000)
+    second = ledger.report(BASE, every_sub=False)
+    assert list(second["subs"]) == [late.id]  # only the one no report carried yet
+    collector.merge("w1", second)
+    assert collector.delivered_total() == 18  # the sums are current all the same
+    assert ledger.report(BASE)["subs"].keys() == {s.id for s in [*subs, late]}
+
+
+def test_a_payload_without_sums_is_summed_from_its_summaries():
+    ledger = Ledger("run")
+    sub = ledger.subscriber("stomp", ["d1"])
+    sub.since_ns = BASE
+    _publish(ledger, "d1", range(1, 4))
+    for seq in range(1, 4):
+        sub.received(_msg("d1", seq), BASE + seq * 100_000_000 + 5_000_000)
+    payload = ledger.report(BASE)
+    del payload["live"]  # e.g. a worker of an older version
+    collector = Collector("run", grace_s=5.0, drain_s=0)
+    collector.merge("w1", payload)
+    assert collector.delivered_total() == 3
