@@ -16,6 +16,7 @@ import gevent
 from confluent_kafka import KafkaError, KafkaException, Producer
 from gevent.event import AsyncResult, Event
 
+from users._mqtt_loop import YIELD_S
 from users._per_env import PerEnvironment
 from users.exceptions import KafkaDeliveryFailed, KafkaTopicMissing, KafkaUserError
 
@@ -29,11 +30,6 @@ log = logging.getLogger(__name__)
 REQUEST_TYPE = "KAFKA"
 #: Delivery events fired before the poller yields (~2.5 µs each with Locust's stats).
 FIRE_BATCH = 200
-#: How busy greenlets yield: a timer, not ``sleep(0)``. gevent runs ``sleep(0)``
-#: callbacks back to back (it looks at the clock only every 50 callbacks), so
-#: greenlets that keep yielding with ``sleep(0)`` starve timers and I/O for tens
-#: of ms; a timer goes through the loop's I/O poll every time.
-YIELD_S = 1e-5
 
 #: The engines of each Environment, by (settings, topic, poll interval).
 _engines: PerEnvironment[dict[tuple[Any, ...], ProducerEngine]] = PerEnvironment(dict)

@@ -18,7 +18,7 @@ second for keepalive pings and connect timeouts (one timer for all, instead of
 one per connection).
 
 Neither holds the loop for long: after :data:`SLICE_S` of work each yields
-(``gevent.sleep(0)``) so that timers and other greenlets run on time. A fan-out
+(:func:`yield_to_loop`) so that timers and other greenlets run on time. A fan-out
 burst (one update reaching 5,000 subscriptions of a process at once, ~40 µs
 each with the ledger) or a tick over 5,000 connections would otherwise be one
 20–50 ms stall of every clock in the process (``pipeswarm_loop_lag_seconds``).
@@ -37,7 +37,7 @@ from gevent.hub import get_hub
 
 from users._per_env import PerEnvironment
 
-__all__ = ["Pump", "get_pump", "READ", "WRITE", "TICK_S", "SLICE_S"]
+__all__ = ["Pump", "get_pump", "READ", "WRITE", "TICK_S", "SLICE_S", "YIELD_S", "yield_to_loop"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,22 @@ WRITE = 2  # libev EV_WRITE
 TICK_S = 1.0
 #: the most the pump or the ticker runs before yielding to the loop
 SLICE_S = 0.002
+
+
+#: How busy greenlets yield: a timer, not ``sleep(0)`` (:func:`yield_to_loop`).
+YIELD_S = 1e-5
+
+
+def yield_to_loop() -> None:
+    """Let the loop run its timers and I/O, then carry on.
+
+    Not ``gevent.sleep(0)``: gevent runs ``sleep(0)`` callbacks back to back and
+    looks at the clock only every 50 callbacks, so a chain of 2 ms slices could
+    hold timers and I/O for ~100 ms (measured: the loop-lag probe saw 20–57 ms
+    at 5,000 frames/s with ``sleep(0)`` slices). A timer goes through the loop's
+    I/O poll every time, with every timer that was due.
+    """
+    gevent.sleep(YIELD_S)
 
 
 class Ticking(Protocol):
@@ -106,7 +122,7 @@ class Pump:
                 except Exception:  # one connection's bug must not stop every other one
                     log.exception("MQTT connection callback %r failed", fn)
                 if clock() > until:
-                    gevent.sleep(0)  # let timers and other greenlets run (module doc)
+                    yield_to_loop()  # let timers and other greenlets run (module doc)
                     until = clock() + SLICE_S
             self._parked = True
             hub.switch()
@@ -133,7 +149,7 @@ class Pump:
                     except Exception:
                         log.exception("MQTT keepalive tick of %r failed", client)
                     if clock() > until:
-                        gevent.sleep(0)
+                        yield_to_loop()
                         until = clock() + SLICE_S
         finally:
             self._ticker = None

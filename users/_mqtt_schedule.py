@@ -28,6 +28,7 @@ import gevent
 from gevent.event import Event
 from gevent.hub import get_hub
 
+from users._mqtt_loop import yield_to_loop
 from users._per_env import PerEnvironment
 
 __all__ = ["Schedule", "get_schedule", "BUDGET"]
@@ -105,9 +106,7 @@ class Schedule:
                     push(heap, (nxt, token, device))
                 budget -= 1
             if not budget:
-                # A timer yield, not sleep(0): gevent runs sleep(0) callbacks back to back and
-                # checks timers and I/O only every 50, so acks and wake-ups would wait.
-                gevent.sleep(1e-5)
+                yield_to_loop()  # so acks and wake-ups do not wait
         self._greenlet = None
 
 
