@@ -38,7 +38,8 @@ def test_subscribe_names_are_templates_never_raw_ids():
     assert subscribe_name("/topic/devices/{device_id}") == "subscribe:/topic/devices/{id}"
 
 
-def test_destination_and_endpoint_come_from_the_options():
+def test_destination_and_endpoint_come_from_the_options(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPESWARM_STATE_DIR", str(tmp_path))  # no running stack: no token
     user = AllDevices(env("--gateway-url", "http://10.1.2.3:9000/"))
     assert user.endpoint.url == "ws://10.1.2.3:9000/ws"
     assert user.topic == "/topic/coordinates"
