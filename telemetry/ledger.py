@@ -55,7 +55,16 @@ from telemetry.stages import (
     path_name,
 )
 
-__all__ = ["LEGS", "COUNTERS", "Ledger", "Subscriber", "FireFn", "add_live", "hop_name", "path_name"]
+__all__ = [
+    "LEGS",
+    "COUNTERS",
+    "Ledger",
+    "Subscriber",
+    "FireFn",
+    "add_live",
+    "hop_name",
+    "path_name",
+]
 
 _RECV_POS = POSITION[RECEIVE]
 

@@ -50,7 +50,7 @@ from telemetry._locust_fixes import cache_default_args
 from telemetry.collector import Collector
 from telemetry.exceptions import OptionError
 from telemetry.ledger import REPORT_SLICE, Ledger
-from telemetry.looplag import LoopLagProbe
+from telemetry.looplag import LoopLagProbe, yield_to_loop
 from telemetry.options import (
     E2E_DRAIN,
     E2E_GRACE,
@@ -94,11 +94,6 @@ LOCAL_CLOSE_DELAY_S = 1.0
 FINAL_TIMEOUT_S = 15.0
 
 
-def _yield() -> None:
-    # a timer, not sleep(0): see users._mqtt_loop.yield_to_loop (telemetry cannot import users)
-    gevent.sleep(1e-5)
-
-
 def _pack_subs(subs: dict[str, Any]) -> bytes:
     """The subscriptions' summaries as one msgpack map, packed a slice at a time.
 
@@ -113,7 +108,7 @@ def _pack_subs(subs: dict[str, Any]) -> bytes:
         parts.append(packer.pack(sid))
         parts.append(packer.pack(entry))
         if n % REPORT_SLICE == 0:
-            _yield()
+            yield_to_loop()
     return b"".join(parts)
 
 
@@ -267,7 +262,7 @@ class E2EPlugin:
             # new one at once): the live figures need only the sums (Ledger.report)
             every_sub = self._reports % EVERY_SUB_REPORTS == 0
             self._reports += 1
-            payload = self.ledger.report(pause=_yield, every_sub=every_sub)
+            payload = self.ledger.report(pause=yield_to_loop, every_sub=every_sub)
         payload["looplag"] = self.probe.take_wire()
         payload["host"] = socket.gethostname()
         if self.is_worker:

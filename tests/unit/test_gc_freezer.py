@@ -51,8 +51,9 @@ def test_the_load_side_freezes_every_interval_and_hands_back_at_stop():
     freezer = LoadFreezer(every_s=0.01)
     freezer.start()
     try:
-        gevent.sleep(0.1)
-        assert freezer.freezes >= 3
+        with gevent.Timeout(5):  # a busy machine may be slow; the count is what is checked
+            while freezer.freezes < 3:
+                gevent.sleep(0.01)
         assert gc.get_freeze_count() > 0
     finally:
         freezer.stop()
