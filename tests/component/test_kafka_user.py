@@ -94,9 +94,11 @@ def test_back_to_back_producing_keeps_the_gevent_loop_free(kafka, tmp_path):
         )
         assert run.env.stats.total.num_failures == 0, run.errors()
     lag = run.e2e["loop_lag"]["local"]
-    # kafka-python here: p99 ~300 ms; produce() + poll(0) leaves the loop alone
+    # kafka-python here: p99 ~300 ms, a stall on every batch; produce() + poll(0) leaves the
+    # loop alone. p90, not p99: with ~30 samples p99 is the one worst, and on a busy CI box
+    # one 160 ms scheduling hiccup is the machine's, not the engine's
     assert lag["count"] >= 5
-    assert lag["p99_us"] < 100_000, lag
+    assert lag["p90_us"] < 100_000, lag
 
 
 def test_a_missing_topic_is_one_failed_metadata_request_and_nothing_produced(kafka, tmp_path):
