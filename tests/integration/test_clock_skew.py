@@ -49,6 +49,8 @@ def test_a_worker_50_ms_ahead_is_measured_and_corrected(stack, tmp_path):
     # the last leg, gateway (real clock) -> subscriber: the near subscriber runs 50 ms ahead,
     # the far one does not; corrected, both measure the same push within 1 ms
     assert abs(near["push_p50_ms"] - far["push_p50_ms"]) < 1.0, f
-    # the publishers' 50 ms would make publish -> bridge (and push, near) negative: no sample is
-    assert near["negative"] == 0 and far["negative"] == 0, f
+    # the publishers' 50 ms would make publish -> bridge (and push, near) negative: every
+    # sample of those hops. Corrected, a hop shorter than the estimate's error still can be
+    # (loopback hops are ~0.1-0.3 ms; a busy CI box put 12 of ~2,400 below 0): at most 1 %
+    assert near["negative"] + far["negative"] <= 0.01 * (near["count"] + far["count"]), f
     assert 0 < far["mqtt_p50_ms"] < 50, f
