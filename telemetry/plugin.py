@@ -46,7 +46,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from telemetry import clock, results, run_info, summary
 from telemetry._gc import Freezer
-from telemetry._locust_fixes import cache_default_args
+from telemetry._locust_fixes import cache_default_args, write_final_csv
 from telemetry.collector import Collector
 from telemetry.exceptions import OptionError
 from telemetry.ledger import REPORT_SLICE, Ledger
@@ -443,6 +443,10 @@ class E2EPlugin:
         results.write_json(out / "run.json", self.run_info(ended, e2e))
         rows = summary.summary_rows(e2e, self.environment.stats, ended - self.started_s)
         summary.write_summary(out / "summary.csv", rows)
+        try:
+            write_final_csv(self.environment)  # Locust's --csv is up to a second behind
+        except OSError as err:
+            log.warning("could not write Locust's --csv files at the end: %s", err)
         log.info("%s", summary.format_summary(rows))
         log.info("pipeswarm results written to %s", out)
 

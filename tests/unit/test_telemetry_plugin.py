@@ -303,3 +303,36 @@ def test_idle_worker_answers_the_drain_so_the_master_need_not_wait(tmp_path):
     plugin = telemetry.install(env)  # no test_start: this worker ran no users
     plugin._on_drain_message(env, Message(MSG_DRAIN, {"run": "r"}, "master"))
     assert env.runner.sent == [(MSG_FINAL, {"idle": True})]
+
+
+def test_locusts_csv_files_hold_the_final_figures(tmp_path):
+    """Locust rewrites ``--csv``'s files once a second and never at the end: the plugin
+    writes them once more when the run is over, so analyze.py reads what Locust checked."""
+    prefix = tmp_path / "csv" / "locust"
+    env = Environment(events=Events(), parsed_options=_options(tmp_path, csv_prefix=str(prefix)))
+    runner = env.create_local_runner()
+    plugin = telemetry.install(env)
+    env.events.test_start.fire(environment=env)
+    for n in range(7):
+        env.events.request.fire(
+            request_type="LOOP", name="publish", response_time=3.0 + n, response_length=10,
+            exception=RuntimeError("no") if n == 6 else None, context={},
+        )  # fmt: skip
+    env.events.test_stopping.fire(environment=env)
+    env.events.test_stop.fire(environment=env)
+    try:
+        with open(f"{prefix}_stats.csv", newline="") as f:
+            rows = {r["Name"]: r for r in csv.DictReader(f)}
+        assert (rows["publish"]["Type"], rows["publish"]["Request Count"]) == ("LOOP", "7")
+        assert (
+            rows["publish"]["Failure Count"] == "1"
+            and float(rows["publish"]["Max Response Time"]) == 9
+        )
+        assert rows["Aggregated"]["Request Count"] == "7"
+        with open(f"{prefix}_failures.csv", newline="") as f:
+            (failure,) = csv.DictReader(f)
+        assert failure["Name"] == "publish" and "no" in failure["Error"]
+        assert open(f"{prefix}_exceptions.csv").readline().startswith("Count,Message")
+    finally:
+        plugin.probe.stop()
+        runner.quit()
