@@ -33,6 +33,7 @@ from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
 import gevent.pool  # noqa: E402
+import gevent.select  # noqa: E402
 import psutil  # noqa: E402
 from gevent.event import AsyncResult, Event  # noqa: E402
 from locust.env import Environment  # noqa: E402
@@ -190,7 +191,14 @@ def throughput(args: argparse.Namespace) -> None:
     for c in clients:
         c.connect()
         c.subscribe(args.destination)
-    if args.start_at:  # the parent's clock: every engine measures the same window
+    if args.wait_start:
+        # every client is subscribed: say so, and take the window's start from the parent,
+        # which feeds only once every process is ready (under a flood, the last connects
+        # of an overloaded process took longer than a fixed head start)
+        print(json.dumps({"ready": sum(1 for c in clients if c.up)}), flush=True)
+        gevent.select.select([sys.stdin], [], [])
+        gevent.sleep(max(0.0, float(sys.stdin.readline()) - time.time()))
+    elif args.start_at:  # the parent's clock: every engine measures the same window
         gevent.sleep(max(0.0, args.start_at - time.time()))
     else:
         gevent.sleep(args.warmup)
@@ -334,6 +342,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--destination", default="/topic/stream")
     p.add_argument("--start-at", type=float, default=0.0, help="epoch s the window starts")
+    p.add_argument(
+        "--wait-start",
+        action="store_true",
+        help='print {"ready": n} once subscribed, then read the window\'s start (epoch s) from stdin',
+    )
     p.add_argument("--fair-yield", action="store_true", help="stomp.py yields per read")
     p.add_argument("--no-ledger", action="store_true", help="drop the bodies: the engine alone")
     p.add_argument("--hop-events", choices=("true", "false"), default="true")

@@ -208,17 +208,38 @@ def _other_gateway(repo: Path, env: dict[str, str], port: int) -> subprocess.Pop
 
 
 def _step(redis_url: str, gw_pid: int, port: int, rate: float, args: argparse.Namespace) -> bool:
-    """One measured window at ``rate``; False when a subscriber process received nothing."""
-    start_at = time.time() + 4.0 + args.subscribers / 200  # connected and warm by then
+    """One measured window at ``rate``; False when a subscriber process received nothing.
+
+    Updates flow only once every subscriber of every process is subscribed: fed from
+    the start, an overloaded process was still connecting its last clients (each
+    CONNECTED queued behind the flood on the others) when a fixed head start ran out,
+    and measured a window after the feed had ended: the "stall under overload" of
+    earlier runs (0 frames, every connection up, nothing pending on any socket).
+    """
     children = {}
     for engine in args.engines.split(","):
         cmd = [sys.executable, "-m", "bench._stomp_engines", "--engine", engine]
         cmd += ["--mode", "throughput", "--port", str(port), "--clients", str(args.subscribers)]
         cmd += ["--destination", "/topic/coordinates", "--seconds", str(args.seconds)]
-        cmd += ["--start-at", str(start_at), "--hop-events", args.e2e_hop_events]
+        cmd += ["--wait-start", "--hop-events", args.e2e_hop_events]
         cmd += ["--no-ledger"] if args.no_ledger else []
         env = {**os.environ, "PIPESWARM_TOKEN": args.token}
-        children[engine] = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        children[engine] = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+    for engine, proc in children.items():
+        assert proc.stdout is not None and proc.stdin is not None
+        line = proc.stdout.readline()  # {"ready": n}; EOF when the process failed to connect
+        if not line.startswith("{"):
+            raise SystemExit(f"bench: the {engine} subscriber process did not get ready")
+        ready = json.loads(line)["ready"]
+        if ready < args.subscribers:
+            print(f"# {engine}: only {ready} of {args.subscribers} subscribed", flush=True)
+    start_at = time.time() + 2.0  # the same window in every process, after 2 s of warm-up
+    for proc in children.values():
+        assert proc.stdin is not None
+        proc.stdin.write(f"{start_at}\n")
+        proc.stdin.flush()
     stop = threading.Event()
     fed: list[int] = []
     feeder = threading.Thread(
