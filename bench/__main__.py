@@ -20,6 +20,7 @@ Commands:
   http-vs-mqtt         HTTP vs MQTT ingest, equal fleets taking turns, rising rate (bench/http_vs_mqtt.py)
   clock-skew           one worker's clock 50 ms ahead (libfaketime): offsets measured, cross-host p50 unchanged (bench/clock_skew.py)
   amqp-engines         pika BlockingConnection under gevent vs the AMQP users' engine: msg/s, loop lag (bench/amqp_engines.py)
+  gateway-churn        the gateway's RSS under connection churn while never quiet (bench/gateway_churn.py)
 
 With no command, runs mqtt-ratio and idle-devices with their defaults. Figures: bench/README.md.
 """
@@ -49,6 +50,7 @@ COMMANDS = {
     "http-vs-mqtt": "bench.http_vs_mqtt",
     "clock-skew": "bench.clock_skew",
     "amqp-engines": "bench.amqp_engines",
+    "gateway-churn": "bench.gateway_churn",
 }
 DEFAULT = ("mqtt-ratio", "idle-devices")
 

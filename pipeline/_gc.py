@@ -11,11 +11,16 @@ per-connection state).
 So every ``freeze_s`` the service collects its youngest generation and moves what
 survived into the permanent generation (``gc.freeze()``): later full collections
 walk only what was made since (measured with 4,000 subscribers, every second: no
-automatic full collection after the first freeze, e2e p99 590 -> 72 ms). Frozen objects are still freed by reference
-counting; a reference cycle among them (a closed connection's protocol, task and
-transport) is reclaimed by the full collection of everything, frozen or not, run
-every ``full_s`` — one long pause every ten minutes instead of one every three
-seconds.
+automatic full collection after the first freeze, e2e p99 590 -> 72 ms). Frozen
+objects are still freed by reference counting. A reference cycle among them is
+reclaimed only by the full collection of everything, frozen or not, run every
+``full_s`` and only while the gateway is quiet (at 10,000 connections it took
+seconds). So a closed connection must leave no cycle behind: two did (the
+server's ``send`` kept in the ASGI scope, websockets' parser generator), 20 KB
+per connection churned, never given back to a gateway that never went quiet.
+Both are broken when a connection ends (``pipeline.gateway._ws.KeepServerSend``,
+``pipeline.gateway.__main__.WebSocketProtocol``); ``python -m bench
+gateway-churn`` measures it and ``pipeline_gateway_gc_frozen_objects`` shows it.
 
 ``telemetry._gc`` does the same on the load side under gevent.
 """

@@ -7,6 +7,7 @@ stop accepting, close the WebSockets, stop the Redis reader and MQTT, exit 0.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -17,6 +18,7 @@ from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from pipeline._service import run_service
 from pipeline.config import Settings
@@ -48,24 +50,50 @@ def request_deadline(timeout_s: float, stats: GatewayStats) -> type[HttpToolsPro
     such a request). Counted as ``rejected{reason="connect_timeout"}``."""
 
     class DeadlineProtocol(HttpToolsProtocol):
+        _deadline: asyncio.TimerHandle | None = None
+
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._deadline = self.loop.call_later(timeout_s, self._deadline_passed)
 
         def on_headers_complete(self) -> None:
-            self._deadline.cancel()
+            self._cancel_deadline()
             super().on_headers_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._deadline.cancel()
+            self._cancel_deadline()
             super().connection_lost(exc)
 
+        def _cancel_deadline(self) -> None:
+            # a cancelled handle still holds its callback, this protocol's bound method:
+            # dropped, so a closed connection is freed without a full collection
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
         def _deadline_passed(self) -> None:
+            self._deadline = None
             if self.cycle is None and not self.transport.is_closing():
                 stats.rejected["connect_timeout"] += 1
                 self.transport.close()
 
     return DeadlineProtocol
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's ``websockets-sansio`` protocol, freed by reference counting once lost.
+
+    websockets' ``Protocol`` parses with a generator that holds the protocol
+    (``self.parser = self.parse()``): a reference cycle per connection, which only a
+    full collection reclaims, and the gateway runs one only when quiet
+    (``pipeline/_gc.py``). Measured with ``python -m bench gateway-churn`` before this
+    and the ``KeepServerSend`` fix: 20 KB per connection churned, never given back.
+    The connection is gone here, so nothing parses again: the generator is closed.
+    """
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.conn.parser.close()
 
 
 def main() -> int:
@@ -86,7 +114,7 @@ def serve(settings: Settings) -> int:
         app,
         loop="uvloop",
         http=request_deadline(settings.gateway_connect_timeout_ms / 1000, app.state.gateway.stats),
-        ws="websockets-sansio",
+        ws=WebSocketProtocol,  # websockets-sansio (raw_writer relies on it)
         ws_per_message_deflate=False,  # compression would cost CPU per frame per client
         ws_max_size=settings.gateway_max_frame_bytes,
         lifespan="on",

@@ -8,6 +8,7 @@ values into metric families when Prometheus scrapes (prometheus_client's
 
 from __future__ import annotations
 
+import gc
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -160,6 +161,12 @@ class _GatewayCollector(Collector):
             "Open client connections.",
             labels=["protocol"],
             values=s.connections(),
+        )
+
+        yield GaugeMetricFamily(
+            ns + "gc_frozen_objects",
+            "Objects in the permanent generation (gc.freeze()): flat under connection churn.",
+            value=gc.get_freeze_count(),
         )
 
         counters = [

@@ -49,9 +49,14 @@ class KeepServerSend:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket":
-            scope[SERVER_SEND] = send
-        await self.app(scope, receive, send)
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        scope[SERVER_SEND] = send  # the server's bound method: scope -> protocol -> scope
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            del scope[SERVER_SEND]  # so that a closed connection is freed without a full GC
 
 
 def raw_writer(websocket: WebSocket) -> Callable[[bytes], Awaitable[None]] | None:
