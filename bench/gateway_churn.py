@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.stomp_ratio import _cpu, _feed, _gateway_stats
+from bench.stomp_ratio import _cpu, _feed, _gateway_stats, _stop
 
 __all__ = ["main"]
 
@@ -121,13 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     finally:
         stop.set()
-        if child is not None and child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        if child is not None:
+            _stop(child)
         if feeder is not None:
             feeder.join(5)
         stack.stop(remove_data=True)

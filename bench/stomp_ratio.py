@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop(proc: subprocess.Popen[Any]) -> None:
     proc.terminate()
     try:
         proc.wait(10)
