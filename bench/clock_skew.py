@@ -59,7 +59,7 @@ def _url_options(urls: dict[str, str], secret_file: Path | None) -> list[str]:
     login = []
     if secret_file is not None:  # the stack's MQTT logins and gateway tokens
         login = ["--mqtt-secret-file", str(secret_file),
-                 "--jwt-secret", secret_file.read_text().strip()]  # fmt: skip
+                 "--jwt-secret=" + secret_file.read_text().strip()]  # fmt: skip
     return [
         "--mqtt-url", urls["mqtt"], "--gateway-url", urls["gateway"],
         "--kafka-bootstrap", urls["kafka"], "--redis-url", urls["redis"], *login,

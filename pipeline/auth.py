@@ -61,7 +61,9 @@ def create_secret(state_dir: Path) -> Path:
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32) + "\n")
+            # hex: a URL-safe token starts with "-" one time in 64, and then
+            # `--jwt-secret <secret>` is an option to argparse, not its value
+            f.write(secrets.token_hex(32) + "\n")
     return path
 
 

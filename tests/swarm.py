@@ -24,7 +24,7 @@ def locust_command(stack, out: Path, locustfile: str, *extra: str) -> list[str]:
         "--mqtt-url", urls["mqtt"], "--gateway-url", urls["gateway"],
         "--kafka-bootstrap", urls["kafka"], "--redis-url", urls["redis"],
         "--results-dir", str(out), "--csv", str(out / "locust"), "--html", str(out / "locust.html"),
-        "--prometheus-port", "0", "--jwt-secret", auth.read_secret(stack.secret_file),
+        "--prometheus-port", "0", f"--jwt-secret={auth.read_secret(stack.secret_file)}",
         *(("--mqtt-secret-file", str(stack.secret_file)) if stack.mqtt_auth else ()), *extra,
     ]  # fmt: skip
 

@@ -110,7 +110,7 @@ def _run(lab: netns.Lab, tmp: Path, hosts: tuple[netns.Host, ...], ports: dict) 
             "--redis-url", f"redis://{pipe.address}:{ports['redis']}/0",
             # the stack's MQTT logins and gateway tokens (its secret, shared as a file here)
             "--mqtt-secret-file", str(tmp / "stack" / "secret"),
-            "--jwt-secret", (tmp / "stack" / "secret").read_text().strip()]  # fmt: skip
+            "--jwt-secret=" + (tmp / "stack" / "secret").read_text().strip()]  # fmt: skip
     locust = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, *urls]
     log = (tmp / "master.log").open("w")
     master_proc = lab.popen(master, [

@@ -30,7 +30,7 @@ def stack_args(stack) -> tuple[str, ...]:
         "--kafka-bootstrap", u["kafka"],
         "--redis-url", u["redis"],
         "--mqtt-secret-file", str(stack.secret_file),  # each device logs in as itself
-        "--jwt-secret", stack_secret(stack),
+        f"--jwt-secret={stack_secret(stack)}",
     )  # fmt: skip
 
 
