@@ -79,8 +79,10 @@ def test_every_confirmed_message_arrives_once_and_the_wire_bytes_are_the_frames(
     e2e = run.e2e
     totals = e2e["paths"][PATH]["totals"]
     assert totals["published"] == meter.published
-    # all but what was in flight when the watcher stopped (not charged as lost: it had left)
-    assert 0 <= totals["published"] - totals["delivered"] <= 2, totals
+    # all but what was published after the watcher stopped (not charged as lost: it had
+    # left): two devices at 50 msg/s, and the users stop one by one (4 on a busy CI box)
+    assert 0 <= totals["published"] - totals["delivered"] <= 25, totals
+    assert totals["expected"] == totals["delivered"], totals
     assert (totals["lost"], totals["duplicated"]) == (0, 0)
     assert set(e2e["paths"]) == {PATH}  # srcs: nothing expected from other protocols
     # deleted when the subscriber stopped (RabbitMQ may take a moment on a busy box)
@@ -102,8 +104,8 @@ def test_a_broker_restart_loses_nothing_confirmed(rabbit, tmp_path):
     assert totals["lost"] == 0, totals
     # at least once: everything published arrived (but what was in flight when the watcher
     # stopped); a resent unconfirmed publish may arrive twice: the ledger counts it in
-    # `duplicated`, never in `delivered`
-    assert 0 <= totals["published"] - totals["delivered"] <= 2, totals
+    # `duplicated`, never in `delivered`. In flight: up to 0.25 s of two devices at 50 msg/s
+    assert 0 <= totals["published"] - totals["delivered"] <= 25, totals
 
 
 def test_a_wrong_password_is_a_failed_connect(rabbit, tmp_path):
