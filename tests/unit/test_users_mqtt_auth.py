@@ -81,12 +81,12 @@ def _devices(tmp_path, monkeypatch, *args: str, url: str | None = None) -> list[
 
 def test_each_device_logs_in_as_itself_from_the_running_stack(tmp_path, monkeypatch):
     secret = tmp_path / "secret"
-    secret.write_text("s3cret")
+    secret.write_text("s3cret" * 8)  # a JWT key of 32 bytes or more, as the stack's
     _stack(tmp_path, secret_file=str(secret))
     a, b = _devices(tmp_path, monkeypatch, "mqtt_url", "mqtt://127.0.0.1:1999")
     assert (a.client.cfg.username, a.client.cfg.password) == (
         a.device_id,
-        mqtt_password("s3cret", a.device_id),
+        mqtt_password("s3cret" * 8, a.device_id),
     )
     assert b.client.cfg.username == b.device_id != a.device_id
     # another broker: the stack's secret is not sent there
