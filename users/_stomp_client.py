@@ -188,9 +188,12 @@ class StompClient(WsTransport):
                 self.last_error = str(exc)
             self._finish()
             self.lost.set()
-            raise
+            # without the traceback through gevent's reraise (a frame that holds the
+            # exception): a failed attempt leaves no reference cycle (telemetry._gc)
+            raise exc.with_traceback(None) from None
         finally:
             self._connected = None
+            del waiter  # it holds the exception too
         self._session = True
         return (connected_ns - start) / 1e6
 
@@ -218,8 +221,11 @@ class StompClient(WsTransport):
             self.send_message(encode("SUBSCRIBE", headers))
             with gevent.Timeout(self.receipt_timeout, StompSubscribeFailed("no RECEIPT in time")):
                 done_ns: int = waiter.get()
+        except StompError as exc:
+            raise exc.with_traceback(None) from None  # as in connect: no reference cycle
         finally:
             self._receipts.pop(receipt, None)
+            del waiter
         return (done_ns - start) / 1e6
 
     def close(self) -> None:

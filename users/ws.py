@@ -113,12 +113,14 @@ class WsConnection(WsTransport):
             with gevent.Timeout(timeout, WsConnectFailed("no upgrade in time")):
                 self.open()
                 waiter.get()
-        except WsError:
+        except WsError as exc:
             self._finish()
             self.lost.set()
-            raise
+            # as StompClient.connect: a failed attempt leaves no reference cycle
+            raise exc.with_traceback(None) from None
         finally:
             self._opened = None
+            del waiter  # it holds the exception too
 
     def close(self) -> None:
         """A close frame; the server closes first (no waiting here), or the ticker gives up."""

@@ -10,6 +10,7 @@ ERROR frames, heart-beats, a dropped connection. The real gateway is in
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import socket
 import time
@@ -33,7 +34,9 @@ from pipeline.gateway.stomp import Frame, FrameParser, encode_frame
 from telemetry import envelope
 from tests.harness import LocustRun
 from tests.helpers import wait_for
+from users.exceptions import WsConnectFailed
 from users.stomp import StompClient, StompConnectFailed, StompSubscribeFailed, StompSubscriber
+from users.ws import WsConnection
 
 
 class Conn:
@@ -211,6 +214,50 @@ def test_an_error_frame_fails_connect_or_subscribe_with_the_servers_message(fake
         client.subscribe("/topic/nope")
     wait_for(client.lost.is_set, 5, "the end of the connection")
     assert "unknown destination" in client.last_error
+
+
+def test_failed_attempts_leave_no_reference_cycle(fake):
+    """A subscriber retries for as long as the gateway is away. The load side freezes
+    what survives a second (``telemetry._gc``), so a cycle per failed attempt would be
+    kept to the end of the run: ~30 objects each, through gevent's reraise frame, until
+    the clients raised their failures without that traceback."""
+
+    def script(conn: Conn, frame: Frame) -> None:
+        if frame.command == "SUBSCRIBE":
+            conn.send("ERROR", {"message": "no", "receipt-id": frame.headers["receipt"]})
+            conn.close()
+
+    server = fake(script)
+    nobody = socket.socket()
+    nobody.bind(("127.0.0.1", 0))  # bound, never listening: connects there are refused
+    refused = nobody.getsockname()[1]
+
+    def attempts() -> None:
+        stomp = StompClient("127.0.0.1", refused, "/ws", on_message=print)
+        with pytest.raises(StompConnectFailed):
+            stomp.connect()
+        ws = WsConnection("127.0.0.1", refused, "/coordinates", on_frame=lambda b, ns: None)
+        with pytest.raises(WsConnectFailed):
+            ws.connect("/coordinates", 5)
+        stomp = StompClient("127.0.0.1", server.port, "/ws", on_message=print)
+        stomp.connect()
+        with pytest.raises(StompSubscribeFailed):
+            stomp.subscribe("/topic/coordinates")
+        stomp.close()
+
+    attempts()  # first-use imports and caches
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(5):
+            attempts()
+        gc.collect()
+        cycles = [type(o).__name__ for o in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        nobody.close()
+    assert cycles == []
 
 
 def test_heart_beats_go_out_at_the_agreed_rate_and_a_silent_server_ends_the_connection(fake):
