@@ -18,6 +18,7 @@ two hosts disagree) is recorded as 0 and counted in ``negative``; anything above
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -37,13 +38,28 @@ def _new() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
 
 
+def _acyclic(hdr: HdrHistogram) -> HdrHistogram:
+    """Break hdrh's reference cycle (histogram -> encoder -> histogram).
+
+    With it, a histogram (~190 KB of counts) is freed only by a cyclic collection,
+    and the load side freezes what lives past a second (``telemetry._gc``): each
+    per-second window histogram (``telemetry._windows``) stayed to the end of the
+    run, ~190 KB a path a second (``tests/unit/test_telemetry_hdr.py``). The encoder only
+    reads the histogram while it is alive, so a weak proxy serves.
+    """
+    encoder = hdr.encoder
+    if not isinstance(encoder.histogram, weakref.ProxyType):
+        encoder.histogram = weakref.proxy(hdr)
+    return hdr
+
+
 class Histogram:
     """One HDR histogram of microseconds plus the clamp counters."""
 
     __slots__ = ("_h", "negative", "clamped_high")
 
     def __init__(self, hdr: HdrHistogram | None = None) -> None:
-        self._h = hdr if hdr is not None else _new()
+        self._h = _acyclic(hdr if hdr is not None else _new())
         self.negative = 0
         self.clamped_high = 0
 
