@@ -21,6 +21,7 @@ Commands:
   clock-skew           one worker's clock 50 ms ahead (libfaketime): offsets measured, cross-host p50 unchanged (bench/clock_skew.py)
   amqp-engines         pika BlockingConnection under gevent vs the AMQP users' engine: msg/s, loop lag (bench/amqp_engines.py)
   gateway-churn        the gateway's RSS under connection churn while never quiet (bench/gateway_churn.py)
+  load-soak            Locust's master and workers at the demo's load for minutes: RSS, CPU, loss (bench/load_soak.py)
 
 With no command, runs mqtt-ratio and idle-devices with their defaults. Figures: bench/README.md.
 """
@@ -51,6 +52,7 @@ COMMANDS = {
     "clock-skew": "bench.clock_skew",
     "amqp-engines": "bench.amqp_engines",
     "gateway-churn": "bench.gateway_churn",
+    "load-soak": "bench.load_soak",
 }
 DEFAULT = ("mqtt-ratio", "idle-devices")
 
