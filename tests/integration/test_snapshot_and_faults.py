@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -70,12 +71,16 @@ def test_snapshot_mode_sends_one_batch_per_interval_with_every_device(stack, tmp
             raise AssertionError("no snapshot ever held the latest value of every device")
         assert batch["type"] == "snapshot"
         arrivals = []
-        for _ in range(5):
+        for _ in range(11):
             batch = json.loads(ws.recv())
             arrivals.append(time.monotonic())
             assert latest_seqs(batch) == {d: 3 for d in devices}
         gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
-        assert all(0.1 < g < 0.4 for g in gaps), gaps  # one batch per 200 ms interval
+        # one batch per 200 ms interval: over 10 intervals, and for most of them. A
+        # single gap holds this process's read time too: with a CPU hog beside the
+        # suite, four gaps were 0.42, 0.08, 0.14 and 0.10 s.
+        assert 0.15 < (arrivals[-1] - arrivals[0]) / 10 < 0.3, gaps
+        assert 0.1 < statistics.median(gaps) < 0.4 and max(gaps) < 1.5, gaps
         ws.close()
     finally:
         proc.stop()
