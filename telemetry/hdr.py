@@ -41,11 +41,12 @@ def _new() -> HdrHistogram:
 def _acyclic(hdr: HdrHistogram) -> HdrHistogram:
     """Break hdrh's reference cycle (histogram -> encoder -> histogram).
 
-    With it, a histogram (~190 KB of counts) is freed only by a cyclic collection,
-    and the load side freezes what lives past a second (``telemetry._gc``): each
-    per-second window histogram (``telemetry._windows``) stayed to the end of the
-    run, ~190 KB a path a second (``tests/unit/test_telemetry_hdr.py``). The encoder only
-    reads the histogram while it is alive, so a weak proxy serves.
+    Within that cycle a histogram (~190 KB of counts) is freed only by a cyclic
+    collection, and the load side freezes what lives past a second
+    (``telemetry._gc``): each per-second window histogram (``telemetry._windows``)
+    stayed to the end of the run, ~190 KB a path a second (``bench load-soak``,
+    ``tests/unit/test_telemetry_hdr.py``). The encoder only reads the histogram
+    while it is alive, so a weak proxy serves.
     """
     encoder = hdr.encoder
     if not isinstance(encoder.histogram, weakref.ProxyType):
