@@ -79,9 +79,11 @@ def test_every_confirmed_message_arrives_once_and_the_wire_bytes_are_the_frames(
     e2e = run.e2e
     totals = e2e["paths"][PATH]["totals"]
     assert totals["published"] == meter.published
-    # all but what was published after the watcher stopped (not charged as lost: it had
-    # left): two devices at 50 msg/s, and the users stop one by one (4 on a busy CI box)
-    assert 0 <= totals["published"] - totals["delivered"] <= 25, totals
+    # all but what was published before the watcher had subscribed or after it stopped
+    # (neither expected of it): two devices at 50 msg/s start while the watcher declares
+    # its queue, and the users stop one by one. 28 with a CPU hog beside the suite: the
+    # bound is 1 s of publishing. lost and expected == delivered are exact.
+    assert 0 <= totals["published"] - totals["delivered"] <= 100, totals
     assert totals["expected"] == totals["delivered"], totals
     assert (totals["lost"], totals["duplicated"]) == (0, 0)
     assert set(e2e["paths"]) == {PATH}  # srcs: nothing expected from other protocols
@@ -104,8 +106,9 @@ def test_a_broker_restart_loses_nothing_confirmed(rabbit, tmp_path):
     assert totals["lost"] == 0, totals
     # at least once: everything published arrived (but what was in flight when the watcher
     # stopped); a resent unconfirmed publish may arrive twice: the ledger counts it in
-    # `duplicated`, never in `delivered`. In flight: up to 0.25 s of two devices at 50 msg/s
-    assert 0 <= totals["published"] - totals["delivered"] <= 25, totals
+    # `duplicated`, never in `delivered`. Not expected of the watcher: up to 1 s of two
+    # devices at 50 msg/s (before it subscribed, after it stopped; as above)
+    assert 0 <= totals["published"] - totals["delivered"] <= 100, totals
 
 
 def test_a_wrong_password_is_a_failed_connect(rabbit, tmp_path):

@@ -43,8 +43,8 @@ def test_every_message_arrives_and_the_session_ends_with_the_user(mqtt_url, tmp_
         assert run.count("subscribe:1:subtest/+/coordinates", "MQTT") == 1
     totals = run.e2e["paths"][PATH]["totals"]
     assert (totals["lost"], totals["duplicated"]) == (0, 0), totals
-    # all but what was published after the watcher stopped (it had left: not lost); the
-    # users stop one by one, a few messages apart on a busy box
-    assert 0 <= totals["published"] - totals["delivered"] <= 25, totals
+    # all but what was published before the watcher had subscribed or after it stopped
+    # (neither expected of it): up to 1 s of two devices at 50 msg/s on a busy box
+    assert 0 <= totals["published"] - totals["delivered"] <= 100, totals
     assert set(run.e2e["paths"]) == {PATH}
     assert not session_present(mqtt_url, client_id)  # not queueing for nobody

@@ -47,8 +47,10 @@ def test_a_worker_50_ms_ahead_is_measured_and_corrected(stack, tmp_path):
     assert near["count"] > 500 and far["count"] > 500, f
     assert near["lost"] == 0 and far["lost"] == 0, f  # subscription vs publish times agree too
     # the last leg, gateway (real clock) -> subscriber: the near subscriber runs 50 ms ahead,
-    # the far one does not; corrected, both measure the same push within 1 ms
-    assert abs(near["push_p50_ms"] - far["push_p50_ms"]) < 1.0, f
+    # the far one does not; corrected, both measure the same push within 5 ms (uncorrected:
+    # 50 ms apart). Each is its own process: with a CPU hog beside the suite they were
+    # 4.7 and 3.6 ms, each one's own scheduling
+    assert abs(near["push_p50_ms"] - far["push_p50_ms"]) < 5.0, f
     # the publishers' 50 ms would make publish -> bridge (and push, near) negative: every
     # sample of those hops. Corrected, a hop shorter than the estimate's error still can be
     # (loopback hops are ~0.1-0.3 ms; a busy CI box put 12 of ~2,400 below 0): at most 1 %
