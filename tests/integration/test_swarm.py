@@ -140,20 +140,25 @@ def test_a_stalled_bridge_shows_up_as_loss(own_stack, tmp_path):
             "traffic through the bridge",
         )
         s.pause("bridge")
-        paused_at = time.monotonic()
+        paused_at = time.time()
         assert locust.wait(120) == 0
-        stalled_s = time.monotonic() - paused_at
     finally:
         s.resume("bridge")
         if locust.poll() is None:
             locust.kill()
     result = e2e(out)
     published = result["published"]["messages"]
+    with open(out / "timeseries.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     for path in PATHS:
         t = result["paths"][path]["totals"]
         per_sub = t["lost"] / result["paths"][path]["subscribers"]
-        # ~500 msg/s were published while the bridge stood still (minus the drain).
-        assert per_sub > 500 * (stalled_s - 8), (path, t, stalled_s)
+        # everything published in the seconds after the bridge froze is lost to every
+        # subscriber (by the timeline, not the clock: a busy box is slower to stop)
+        after = sum(
+            int(r["published"]) for r in rows if r["path"] == path and int(r["epoch_s"]) > paused_at
+        )
+        assert after > 1000 and after <= per_sub <= published, (path, t, after)
         assert t["delivered"] + t["lost"] == t["expected"], (path, t)
         assert t["duplicated"] == 0
     assert published > 0
