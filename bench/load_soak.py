@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.soak import bench_stack
 
@@ -48,15 +49,15 @@ def _locust(args: argparse.Namespace, stack_dir: Path, results: Path) -> subproc
         "--only-summary",
     ]  # fmt: skip
     env = {**os.environ, "PIPESWARM_STATE_DIR": str(stack_dir)}
-    log = open(results / "locust.log", "wb")  # noqa: SIM115 - the child's, closed by the OS
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(results / "locust.log", "wb") as log:  # the child has its own copy
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def _sample(master: object, last: dict[int, float], dt: float) -> dict[str, tuple[float, float]]:
-    """``{"master"|"worker N": (RSS MB, CPU % of a core)}``, CPU since the last sample."""
+def _sample(master: Any, last: dict[int, float], dt: float) -> dict[str, tuple[float, float]]:
+    """``{"master"|"worker N": (RSS MB, CPU % of a core)}``, CPU since the last sample
+    (``master``: the ``psutil.Process`` of Locust's master)."""
     import psutil
 
-    assert isinstance(master, psutil.Process)
     procs = [("master", master)] + [
         (f"worker {i + 1}", c) for i, c in enumerate(sorted(master.children(), key=lambda c: c.pid))
     ]
@@ -88,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--state-dir", type=Path, help="use the stack recorded there instead")
     p.add_argument("--max-growth-mb", type=float, default=20.0)
     args = p.parse_args(argv)
-    if not 1 <= args.minutes <= 120 or args.users > 5000 or args.processes > 8:
-        p.error("keep runs bounded: 1 <= --minutes <= 120, --users <= 5000, --processes <= 8")
+    if not 2 <= args.minutes <= 120 or args.users > 5000 or args.processes > 8:
+        # the verdict compares minute 1 with a later one
+        p.error("keep runs bounded: 2 <= --minutes <= 120, --users <= 5000, --processes <= 8")
     print(
         f"# load-soak  {time.strftime('%Y-%m-%d %H:%M')}  {platform.node()}  "
         f"{args.locustfile} -u {args.users} --processes {args.processes}  {args.minutes:g} min"
@@ -98,23 +100,30 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, tuple[float, float]]] = []
     with bench_stack(args.state_dir) as stack:
         proc = _locust(args, stack.state_dir, results)
-        master = psutil.Process(proc.pid)
-        last: dict[int, float] = {}
-        t_last = time.monotonic()
-        time.sleep(5)  # the workers forked and connected
-        _sample(master, last, 1.0)
-        minute = 0
-        while proc.poll() is None:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                now = time.monotonic()
-                row = _sample(master, last, now - t_last)
-                t_last = now
-                minute += 1
-                rows.append(row)
-                cells = "  ".join(f"{n} {rss:.1f}MB {cpu:.0f}%" for n, (rss, cpu) in row.items())
-                print(f"minute {minute:>3}  {cells}", flush=True)
+        try:
+            master = psutil.Process(proc.pid)
+            last: dict[int, float] = {}
+            t_last = time.monotonic()
+            time.sleep(5)  # the workers forked and connected
+            _sample(master, last, 1.0)
+            minute = 0
+            while proc.poll() is None:
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    now = time.monotonic()
+                    row = _sample(master, last, now - t_last)
+                    t_last = now
+                    minute += 1
+                    rows.append(row)
+                    cells = "  ".join(
+                        f"{n} {rss:.1f}MB {cpu:.0f}%" for n, (rss, cpu) in row.items()
+                    )
+                    print(f"minute {minute:>3}  {cells}", flush=True)
+        finally:
+            if proc.poll() is None:  # interrupted: stop the master (its workers follow) by PID
+                proc.terminate()
+                proc.wait(30)
         rc = proc.returncode
     found = sorted(results.glob("**/e2e.json"))
     paths = json.loads(found[0].read_text())["paths"] if found else {}
