@@ -37,7 +37,8 @@ import numpy as np
 from pipeline import auth
 
 HOPS = ("mqtt", "kafka", "redis", "push", "e2e")
-MINUTE_NS = 60 * 1_000_000_000
+WINDOW_NS = 10 * 1_000_000_000
+WINDOWS_PER_MINUTE = 6
 
 
 def _hop_deltas(trace: dict[str, Any], recv_ns: int) -> tuple[float, ...] | None:
@@ -53,7 +54,7 @@ def _hop_deltas(trace: dict[str, Any], recv_ns: int) -> tuple[float, ...] | None
 def _subscriber(
     url: str, token: str, run: str, start_ns: int, stop_at: float, ready: Any, out: Any
 ) -> None:
-    """One raw WebSocket subscriber: latencies by t0-minute, (device, seq) seen."""
+    """One raw WebSocket subscriber: latencies by t0 10-s window, (device, seq) seen."""
     import websocket  # websocket-client: a thread and a blocking recv, ~20 us a frame
 
     header = [f"Authorization: Bearer {token}"]
@@ -93,7 +94,7 @@ def _subscriber(
         seen[msg["device_id"]].append(trace["seq"])
         deltas = _hop_deltas(trace, now)
         if deltas is not None:
-            lat[(trace["t0"] - start_ns) // MINUTE_NS].append(deltas)
+            lat[(trace["t0"] - start_ns) // WINDOW_NS].append(deltas)
     if ws is not None:
         ws.close()
     out.put(
@@ -148,6 +149,10 @@ def _publisher(port: int, run: str, devices: list[str], rate: float, start_ns: i
     out.put({"published": seq, "lag_max_ms": lag_max, "acked": acked[0]})
 
 
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.empty((0, len(HOPS)), dtype=np.float32)
+
+
 def _pct(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
@@ -194,6 +199,39 @@ class ProcWatch:
         self.rows.append(row)
         self._follow()
         return row
+
+
+class RedisProbe:
+    """Redis's event loop seen from outside: a PING every 100 ms, the slowest answer of
+    each minute (an AOF rewrite fsyncs its manifest on that loop, which LATENCY misses)."""
+
+    def __init__(self, url: str, start_ns: int) -> None:
+        import threading
+
+        self.url, self.start_ns = url, start_ns
+        self.max_ms: dict[int, float] = defaultdict(float)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import redis
+
+        rds = redis.Redis.from_url(self.url, socket_timeout=30)
+        while not self._stop.wait(0.1):
+            began = time.time_ns()
+            try:
+                rds.ping()
+            except redis.RedisError:  # a fault kills Redis: that is not a stall
+                continue
+            minute = max(0, began - self.start_ns) // (WINDOW_NS * WINDOWS_PER_MINUTE)
+            self.max_ms[minute] = max(self.max_ms[minute], (time.time_ns() - began) / 1e6)
+        rds.close()
+
+    def stop(self) -> dict[int, float]:
+        self._stop.set()
+        self._thread.join(35)
+        return dict(self.max_ms)
 
 
 #: (seconds after the first t0, action, component, seconds until it is started again)
@@ -255,6 +293,7 @@ def soak(stack: Any, rate: float, minutes: float, subscribers: int = 4, devices:
     for p in pubs:
         p.start()
     watch = ProcWatch(stack)
+    probe = RedisProbe(stack.urls["redis"], start_ns)
     fault_log: list[dict[str, Any]] = []
     injector = threading.Thread(target=_inject, args=(stack, faults or [], start_ns, fault_log))
     injector.start()
@@ -279,10 +318,31 @@ def soak(stack: Any, rate: float, minutes: float, subscribers: int = 4, devices:
     for p in [*pubs, *subs]:
         p.join(30)
     injector.join()
+    ping_max = probe.stop()
     result = _summarise(results, published, watch, lag_max, minutes)
+    for m in result["minutes"]:
+        m["redis_ping_max_ms"] = round(ping_max.get(m["minute"] - 1, float("nan")), 1)
+    result["redis_stalls"] = _redis_stalls(stack)
     result["faults"] = fault_log
     result["lost_at_s"] = _lost_times(results, published, devices, rate)
     return result
+
+
+def _redis_stalls(stack: Any) -> dict[str, Any]:
+    """What Redis says held its event loop: LATENCY LATEST (events over the stack's
+    ``latency-monitor-threshold``), writes it delayed behind an AOF fsync, AOF rewrites."""
+    import redis
+
+    rds = redis.Redis.from_url(stack.urls["redis"], socket_timeout=5, decode_responses=True)
+    try:
+        info = rds.info("persistence")
+        events = {str(e[0]): {"last_ms": e[2], "max_ms": e[3]} for e in rds.latency_latest()}
+    except redis.RedisError as e:
+        return {"error": str(e)}
+    finally:
+        rds.close()
+    return {"aof_delayed_fsync": info.get("aof_delayed_fsync"),
+            "aof_rewrites": info.get("aof_rewrites"), "events": events}  # fmt: skip
 
 
 def _lost_times(results: list[dict], published: dict[str, int], devices: int,
@@ -314,21 +374,29 @@ def _summarise(results: list[dict], published: dict[str, int], watch: ProcWatch,
             duplicated += len(seqs) - distinct
     per_minute = []
     for m in range(int(np.ceil(minutes))):
-        arrays = [r["lat"][m] for r in results if m in r["lat"]]
-        lat = np.concatenate(arrays) if arrays else np.empty((0, len(HOPS)), dtype=np.float32)
+        windows = [
+            [r["lat"][w] for r in results if w in r["lat"]]
+            for w in range(m * WINDOWS_PER_MINUTE, (m + 1) * WINDOWS_PER_MINUTE)
+        ]
+        lat = _stack([a for arrays in windows for a in arrays])
+        by_window = [_stack(arrays) for arrays in windows]
         per_minute.append(
             {
                 "minute": m + 1,
                 "count": int(len(lat)),
+                **{f"{h}_p50": _pct(lat[:, i], 50) for i, h in enumerate(HOPS)},
+                **{f"{h}_p99": _pct(lat[:, i], 99) for i, h in enumerate(HOPS)},
+                # p99 of each 10-s window, then their median: one stall of a few
+                # seconds lifts one window; a trend lifts them all.
                 **{
-                    f"{h}_p50": _pct(lat[:, i], 50) if len(lat) else float("nan")
+                    f"{h}_window_p99_median": float(
+                        np.median([_pct(w[:, i], 99) for w in by_window if len(w)])
+                    )
+                    if any(len(w) for w in by_window)
+                    else float("nan")
                     for i, h in enumerate(HOPS)
                 },
-                **{
-                    f"{h}_p99": _pct(lat[:, i], 99) if len(lat) else float("nan")
-                    for i, h in enumerate(HOPS)
-                },
-            }  # fmt: skip
+            }
         )
     return {
         "published": sum(published.values()),
@@ -372,28 +440,41 @@ def verdicts(result: dict[str, Any], warmup: int = 1) -> list[tuple[str, bool, s
     return out
 
 
-def print_table(result: dict[str, Any]) -> None:
-    print(f"\n{'min':>4} {'msgs':>7} " + " ".join(f"{h + ' p50/p99 ms':>18}" for h in HOPS))
+def table(result: dict[str, Any]) -> str:
+    """The soak's figures as the bench prints them: hops per minute, processes, verdicts."""
+    out = [
+        f"\n{'min':>4} {'msgs':>7} "
+        + " ".join(f"{h + ' p50/p99 ms':>18}" for h in HOPS)
+        + "  redis PING max ms"
+    ]
     for m in result["minutes"]:
         cells = " ".join(f"{m[h + '_p50']:>8.1f}/{m[h + '_p99']:<9.1f}" for h in HOPS)
-        print(f"{m['minute']:>4} {m['count']:>7} {cells}")
-    print("\nprocess RSS MB / CPU % of one core, per minute:")
+        ping = m.get("redis_ping_max_ms", float("nan"))
+        out.append(f"{m['minute']:>4} {m['count']:>7} {cells} {ping:>8.1f}")
+    out.append("\nprocess RSS MB / CPU % of one core, per minute:")
     for i, row in enumerate(result["procs"], 1):
-        print(f"  {i:>3} " + "  ".join(f"{n} {r:.0f}/{c:.0f}" for n, (r, c) in row.items()))
+        out.append(f"  {i:>3} " + "  ".join(f"{n} {r:.0f}/{c:.0f}" for n, (r, c) in row.items()))
     for f in result.get("faults", []):
-        print(
+        out.append(
             f"fault {f['action']}:{f['component']} from {f['from_s']:.1f} s, back at {f['back_s']:.1f} s"
         )
     if result.get("lost_at_s"):
         lost = result["lost_at_s"]
-        print(f"lost messages were due between {lost[0]:.1f} s and {lost[-1]:.1f} s")
-    print(
+        out.append(f"lost messages were due between {lost[0]:.1f} s and {lost[-1]:.1f} s")
+    out.append(
         f"\npublished {result['published']}, subscribers {result['subscribers']}, lost "
         f"{result['lost']}, duplicated {result['duplicated']}, subscriber reconnects "
         f"{result['disconnects']}, publisher schedule lag max {result['publisher_lag_max_ms']} ms"
     )
+    if "redis_stalls" in result:
+        out.append(f"redis: {result['redis_stalls']}")
     for what, held, figures in verdicts(result):
-        print(f"  {'HELD ' if held else 'FAILED'} {what}: {figures}")
+        out.append(f"  {'HELD ' if held else 'FAILED'} {what}: {figures}")
+    return "\n".join(out)
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(table(result))
 
 
 def _fault(text: str) -> Fault:

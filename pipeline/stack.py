@@ -518,11 +518,13 @@ class Stack:
         data.mkdir(parents=True, exist_ok=True)
         # AOF (fsync every second, written on SIGTERM) so a restarted Redis keeps the
         # latest state, counters and the update stream, as a production Redis would.
+        # LATENCY LATEST records what held its event loop 100 ms or more (bench soak).
         argv = [
             find_binary("redis-server", "redis-server"),
             "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data.resolve()),
             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
             "--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning",
+            "--latency-monitor-threshold", "100",
         ]  # fmt: skip
         proc, popen = spawn("redis", argv, self._logs)
         wait_until(lambda: redis_loaded(port), 30, f"Redis on port {port}", popen)
