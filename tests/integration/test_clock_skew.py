@@ -52,7 +52,10 @@ def test_a_worker_50_ms_ahead_is_measured_and_corrected(stack, tmp_path):
     # 4.7 and 3.6 ms, each one's own scheduling
     assert abs(near["push_p50_ms"] - far["push_p50_ms"]) < 5.0, f
     # the publishers' 50 ms would make publish -> bridge (and push, near) negative: every
-    # sample of those hops. Corrected, a hop shorter than the estimate's error still can be
-    # (loopback hops are ~0.1-0.3 ms; a busy CI box put 12 of ~2,400 below 0): at most 1 %
-    assert near["negative"] + far["negative"] <= 0.01 * (near["count"] + far["count"]), f
+    # sample of those hops. Corrected, a hop shorter than the estimate's error still can be:
+    # the publish -> bridge hop on loopback is ~0.3 ms (p50), the estimate's error a few
+    # tenths (CI: offset 49.774 ms, uncertainty 0.381 ms), so its fastest few % fall below 0
+    # (CI: 32 of 1,196, counted once per path; earlier 12 of ~2,400). At most 10 %: an
+    # uncorrected or wrongly signed clock makes it 100 %
+    assert near["negative"] + far["negative"] <= 0.10 * (near["count"] + far["count"]), f
     assert 0 < far["mqtt_p50_ms"] < 50, f

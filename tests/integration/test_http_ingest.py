@@ -89,9 +89,13 @@ def test_the_comparison_runs_headless_and_lands_in_the_results_and_the_report(st
     ]
     for p in doc["phases"]:
         assert p["offered_per_s"] == 60.0
-        # never more than offered; HTTP may fall behind on a busy machine (one request in
-        # flight per device), MQTT keeps up
-        assert 0 < p["acked_per_s"] <= 70, p
+        # a phase acks what its devices send in its window, and a device that was late before
+        # the window catches up in it (CI: MQTT 70.9/s against 60 offered, a 2.1-s window):
+        # never more than was scheduled since the fleet was up, warm-up and one shape tick
+        # (1 s) included. Counting an ack twice (2x offered) fails. HTTP may fall behind on a
+        # busy machine (one request in flight per device), MQTT keeps up
+        scheduled = p["offered_per_s"] * (p["window_s"] + 0.5 + 1.0)
+        assert 0 < p["acked"] <= scheduled, (p, scheduled)
         assert p["failed"] == 0 and p["connections"] == 3, p
         assert p["ack_ms"]["count"] == p["acked"] and p["e2e_ms"]["count"] >= p["acked"], p
         assert p["per_core_per_s"] > 0 and p["bytes_sent_per_msg"] > 100, p
