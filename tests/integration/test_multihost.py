@@ -149,9 +149,11 @@ def _run(lab: netns.Lab, tmp: Path, hosts: tuple[netns.Host, ...], ports: dict) 
     assert by_host["w3"]["state"] == "missing" and by_host["w3"]["final"] is False
     assert by_host["w1"]["final"] and by_host["w2"]["final"]
     assert e2e["complete"] is False
-    # one kernel clock under all namespaces: the measured offsets are ~0
+    # one kernel clock under all namespaces: the measured offsets are ~0, within 1 ms or the
+    # estimate's own uncertainty (half its best round trip) on a busy box
     for h in ("w1", "w2"):
-        assert abs(by_host[h]["clock"]["offset_ms"]) < 1.0, by_host[h]["clock"]
+        clock = by_host[h]["clock"]
+        assert abs(clock["offset_ms"]) <= max(1.0, clock["uncertainty_ms"]), clock
 
     # no false loss across hosts; the merged histogram is every subscriber's deliveries
     paths = e2e["paths"]
