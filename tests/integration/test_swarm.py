@@ -95,9 +95,12 @@ def test_locusts_request_rate_is_what_the_devices_really_sent(stack, tmp_path):
         rows = [r for r in csv.DictReader(f) if r["path"] == "mqtt→stomp"]
     per_second = [int(r["published"]) for r in rows if int(r["published"])][1:-1]  # full seconds
     sent_per_s = sum(per_second) / len(per_second)
-    # Locust divides by the whole run, start and stop included (slower on a busy box:
-    # 176 vs 188/s with a CPU hog beside the suite); the ~3,800 this guards against is 19x
-    assert _near(float(aggregated["Requests/s"]), sent_per_s, 0.15), (aggregated, sent_per_s)
+    # Locust divides its count by the whole run, start and stop included; the full seconds'
+    # mean is what the devices kept up in the middle. On a busy box the two part both ways:
+    # 176 vs 188/s with a CPU hog beside the suite, 203.7 vs 176.1/s with a hog and a disk
+    # writer (the devices fell behind mid-run and caught up at the end). Within 25 %: the
+    # ~3,800/s this guards against is 19x
+    assert _near(float(aggregated["Requests/s"]), sent_per_s, 0.25), (aggregated, sent_per_s)
 
 
 def test_master_and_two_workers_merge_one_exact_histogram(stack, tmp_path):
