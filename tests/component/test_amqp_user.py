@@ -103,7 +103,7 @@ def test_a_broker_restart_loses_nothing_confirmed(rabbit, tmp_path):
         run.wait(lambda: run.delivered(PATH) >= before + 50, 40, "deliveries after the restart")
         assert run.count("connection lost", "AMQP") >= 3  # both devices and the watcher
     totals = run.e2e["paths"][PATH]["totals"]
-    assert totals["lost"] == 0, totals
+    assert totals["lost"] == 0, (totals, run.errors())
     # at least once: everything published arrived (but what was in flight when the watcher
     # stopped); a resent unconfirmed publish may arrive twice: the ledger counts it in
     # `duplicated`, never in `delivered`. Not expected of the watcher: up to 1 s of two
